@@ -1,0 +1,185 @@
+//! The device API: what a device model implements, and the *actions* it hands back.
+//!
+//! A device is a pure state machine. The server loop decodes each ioreq into single accesses
+//! (one item of `size` bytes at one address; `count > 1`, `df` and `data_is_ptr` are unrolled by
+//! the loop) and calls [`Device::read`] or [`Device::write`]. The device answers with a value and
+//! pushes side effects as [`Action`]s; the server carries them out through the transport. A
+//! device never talks to the hypervisor and never knows whether it runs on Xen or on xen-sim.
+//!
+//! Guarantees the loop gives every device, so that devices can stay simple:
+//! - `size` is 1, 2, 4 or 8 (8 only for [`Space::Memory`]); other sizes never reach a device;
+//! - the whole access `[addr, addr + size)` lies inside one range the device registered;
+//! - write data is already masked to `size` bytes.
+//!
+//! Devices must still treat every value as hostile: any offset inside their ranges, any order.
+
+use std::os::fd::RawFd;
+
+use serde::{Deserialize, Serialize};
+
+/// The address space of an access, matching Xen's `XEN_DMOP_IO_RANGE_*` range types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Space {
+    /// x86 I/O ports (`XEN_DMOP_IO_RANGE_PORT`, ioreq type PIO).
+    Port,
+    /// Guest-physical MMIO (`XEN_DMOP_IO_RANGE_MEMORY`, ioreq type COPY).
+    Memory,
+    /// PCI configuration space by SBDF (`XEN_DMOP_IO_RANGE_PCI`, ioreq type PCI_CONFIG).
+    /// Range bounds are SBDF values; an access address is `SBDF << 32 | register`.
+    PciConfig,
+}
+
+impl Space {
+    /// The `XEN_DMOP_IO_RANGE_*` number of this space (xen/include/public/hvm/dm_op.h).
+    pub fn dmop_type(self) -> u32 {
+        match self {
+            Space::Port => crate::abi::XEN_DMOP_IO_RANGE_PORT,
+            Space::Memory => crate::abi::XEN_DMOP_IO_RANGE_MEMORY,
+            Space::PciConfig => crate::abi::XEN_DMOP_IO_RANGE_PCI,
+        }
+    }
+}
+
+/// An inclusive range of one address space, as Xen registers it (`start..=end`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Range {
+    /// Address space.
+    pub space: Space,
+    /// First address (port, guest-physical address or SBDF).
+    pub start: u64,
+    /// Last address, inclusive.
+    pub end: u64,
+}
+
+impl Range {
+    /// A range of `len` addresses starting at `start` (`len` must be at least 1).
+    pub fn new(space: Space, start: u64, len: u64) -> Self {
+        Range { space, start, end: start + len.max(1) - 1 }
+    }
+
+    /// A single PCI function, claimed by its SBDF.
+    pub fn pci_function(sbdf: u32) -> Self {
+        Range { space: Space::PciConfig, start: sbdf as u64, end: sbdf as u64 }
+    }
+
+    /// Whether `[addr, addr + len)` lies entirely inside this range.
+    pub fn contains_span(&self, addr: u64, len: u64) -> bool {
+        len > 0 && addr >= self.start && addr.checked_add(len - 1).is_some_and(|last| last <= self.end)
+    }
+}
+
+/// Why a guest is shut down (`SHUTDOWN_*`, xen/include/public/sched.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownReason {
+    /// `SHUTDOWN_poweroff` (0): the guest asked to be powered off (ACPI S5, or S4).
+    Poweroff,
+    /// `SHUTDOWN_reboot` (1): the guest asked for a reset.
+    Reboot,
+    /// `SHUTDOWN_suspend` (2): ACPI S3, only where the configuration allows it.
+    Suspend,
+    /// `SHUTDOWN_crash` (3).
+    Crash,
+}
+
+impl ShutdownReason {
+    /// The `SHUTDOWN_*` number.
+    pub fn code(self) -> u32 {
+        match self {
+            ShutdownReason::Poweroff => crate::abi::SHUTDOWN_POWEROFF,
+            ShutdownReason::Reboot => crate::abi::SHUTDOWN_REBOOT,
+            ShutdownReason::Suspend => crate::abi::SHUTDOWN_SUSPEND,
+            ShutdownReason::Crash => crate::abi::SHUTDOWN_CRASH,
+        }
+    }
+
+    /// The reason for a `SHUTDOWN_*` number, if it is one of these.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            crate::abi::SHUTDOWN_POWEROFF => ShutdownReason::Poweroff,
+            crate::abi::SHUTDOWN_REBOOT => ShutdownReason::Reboot,
+            crate::abi::SHUTDOWN_SUSPEND => ShutdownReason::Suspend,
+            crate::abi::SHUTDOWN_CRASH => ShutdownReason::Crash,
+            _ => return None,
+        })
+    }
+}
+
+/// A side effect a device asks for. The server carries it out through the transport; a failing
+/// action is retried with backoff and, if it can never be delivered, the process exits non-zero
+/// so that the launcher notices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// `XEN_DMOP_inject_msi`: deliver an MSI to the guest's local APIC.
+    InjectMsi {
+        /// MSI address (0xFEExxxxx: destination in bits 19:12, destination mode bit 2).
+        addr: u64,
+        /// MSI data (vector bits 7:0, delivery mode 10:8, trigger 15).
+        data: u32,
+    },
+    /// `XEN_DMOP_remote_shutdown`: end the guest with this reason.
+    Shutdown {
+        /// Why.
+        reason: ShutdownReason,
+    },
+}
+
+/// The list a device pushes its actions into during one access.
+#[derive(Debug, Default)]
+pub struct Actions(Vec<Action>);
+
+impl Actions {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Ask for a side effect.
+    pub fn push(&mut self, action: Action) {
+        self.0.push(action);
+    }
+    /// Whether nothing was asked for.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The actions asked for so far, in order.
+    pub fn as_slice(&self) -> &[Action] {
+        &self.0
+    }
+    /// Take all actions out, leaving the list empty.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Action> {
+        self.0.drain(..)
+    }
+}
+
+/// What a device model implements.
+pub trait Device {
+    /// A short name for logs and the status socket (`"pm-trap"`, `"ioapic"`, ...).
+    fn name(&self) -> &str;
+
+    /// The ranges this device claims. Called once at setup; the server registers them with the
+    /// hypervisor and routes every access inside them here.
+    fn ranges(&self) -> Vec<Range>;
+
+    /// A read of `size` bytes at `addr` (see the module docs for what the loop guarantees).
+    /// The returned value is masked to `size` bytes by the caller.
+    fn read(&mut self, space: Space, addr: u64, size: u8, actions: &mut Actions) -> u64;
+
+    /// A write of `size` bytes of `data` at `addr`.
+    fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, actions: &mut Actions);
+
+    /// Extra file descriptors the device wants watched for readability (pin eventfds, a
+    /// device-specific socket). Asked again after every [`Device::on_event`].
+    fn event_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+
+    /// One of [`Device::event_fds`] became readable.
+    fn on_event(&mut self, _fd: RawFd, _actions: &mut Actions) {}
+
+    /// A JSON value with device-specific state for the status socket.
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}

@@ -1,0 +1,1 @@
+//! pm-trap library.

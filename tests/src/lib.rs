@@ -1,0 +1,1 @@
+//! Cross-process integration tests (see tests/).
