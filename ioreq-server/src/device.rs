@@ -124,6 +124,29 @@ pub enum Action {
         /// Why.
         reason: ShutdownReason,
     },
+    /// `XEN_DOMCTL_memory_mapping`: map (or unmap) host frames of a passed-through BAR into the
+    /// guest's physical address space. Accesses to a mapped range no longer produce ioreqs.
+    MapMemory {
+        /// First guest frame number.
+        gfn: u64,
+        /// First host (machine) frame number.
+        mfn: u64,
+        /// Number of 4 KiB frames.
+        nr: u64,
+        /// `true` to add the mapping, `false` to remove it.
+        map: bool,
+    },
+    /// `XEN_DOMCTL_ioport_mapping`: map (or unmap) host I/O ports of a BAR into the guest.
+    MapIoPorts {
+        /// First guest port.
+        gport: u32,
+        /// First host port.
+        mport: u32,
+        /// Number of ports.
+        nr: u32,
+        /// `true` to add the mapping, `false` to remove it.
+        map: bool,
+    },
 }
 
 /// The list a device pushes its actions into during one access.

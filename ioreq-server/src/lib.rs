@@ -11,3 +11,4 @@
 pub mod abi;
 pub mod device;
 pub mod dmop;
+pub mod irq_line;

@@ -1,0 +1,1 @@
+//! Interrupt-line protocol between an interrupt source and the IOAPIC (irqfd/resamplefd pairs).
