@@ -167,7 +167,10 @@ impl BufIoreq {
     /// Build a slot (used by xen-sim, which plays Xen's side of the ring).
     pub fn new(type_: u8, dir: u8, size_log2: u32, addr: u32, data: u32) -> Self {
         BufIoreq {
-            word0: u32::from(type_) | (u32::from(dir & 1) << 9) | ((size_log2 & 3) << 10) | ((addr & 0xF_FFFF) << 12),
+            word0: u32::from(type_)
+                | (u32::from(dir & 1) << 9)
+                | ((size_log2 & 3) << 10)
+                | ((addr & 0xF_FFFF) << 12),
             data,
         }
     }
@@ -400,7 +403,8 @@ pub const IOCTL_PRIVCMD_HYPERCALL: u64 = ioc(IOC_NONE, b'P', 0, size_of::<Privcm
 pub const IOCTL_PRIVCMD_MMAPBATCH_V2: u64 = ioc(IOC_NONE, b'P', 4, size_of::<PrivcmdMmapbatchV2>());
 pub const IOCTL_PRIVCMD_DM_OP: u64 = ioc(IOC_NONE, b'P', 5, size_of::<PrivcmdDmOp>());
 pub const IOCTL_PRIVCMD_RESTRICT: u64 = ioc(IOC_NONE, b'P', 6, size_of::<DomId>());
-pub const IOCTL_PRIVCMD_MMAP_RESOURCE: u64 = ioc(IOC_NONE, b'P', 7, size_of::<PrivcmdMmapResource>());
+pub const IOCTL_PRIVCMD_MMAP_RESOURCE: u64 =
+    ioc(IOC_NONE, b'P', 7, size_of::<PrivcmdMmapResource>());
 
 // ---------------------------------------------------------------------------------------------
 // linux include/uapi/xen/evtchn.h
@@ -428,11 +432,13 @@ pub struct IoctlEvtchnRestrictDomid {
     pub domid: DomId,
 }
 
-pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = ioc(IOC_NONE, b'E', 1, size_of::<IoctlEvtchnBindInterdomain>());
+pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 =
+    ioc(IOC_NONE, b'E', 1, size_of::<IoctlEvtchnBindInterdomain>());
 pub const IOCTL_EVTCHN_UNBIND: u64 = ioc(IOC_NONE, b'E', 3, size_of::<IoctlEvtchnUnbind>());
 pub const IOCTL_EVTCHN_NOTIFY: u64 = ioc(IOC_NONE, b'E', 4, size_of::<IoctlEvtchnNotify>());
 pub const IOCTL_EVTCHN_RESET: u64 = ioc(IOC_NONE, b'E', 5, 0);
-pub const IOCTL_EVTCHN_RESTRICT_DOMID: u64 = ioc(IOC_NONE, b'E', 6, size_of::<IoctlEvtchnRestrictDomid>());
+pub const IOCTL_EVTCHN_RESTRICT_DOMID: u64 =
+    ioc(IOC_NONE, b'E', 6, size_of::<IoctlEvtchnRestrictDomid>());
 
 fn le64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];

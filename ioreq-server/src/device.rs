@@ -55,17 +55,29 @@ pub struct Range {
 impl Range {
     /// A range of `len` addresses starting at `start` (`len` must be at least 1).
     pub fn new(space: Space, start: u64, len: u64) -> Self {
-        Range { space, start, end: start + len.max(1) - 1 }
+        Range {
+            space,
+            start,
+            end: start + len.max(1) - 1,
+        }
     }
 
     /// A single PCI function, claimed by its SBDF.
     pub fn pci_function(sbdf: u32) -> Self {
-        Range { space: Space::PciConfig, start: sbdf as u64, end: sbdf as u64 }
+        Range {
+            space: Space::PciConfig,
+            start: sbdf as u64,
+            end: sbdf as u64,
+        }
     }
 
     /// Whether `[addr, addr + len)` lies entirely inside this range.
     pub fn contains_span(&self, addr: u64, len: u64) -> bool {
-        len > 0 && addr >= self.start && addr.checked_add(len - 1).is_some_and(|last| last <= self.end)
+        len > 0
+            && addr >= self.start
+            && addr
+                .checked_add(len - 1)
+                .is_some_and(|last| last <= self.end)
     }
 }
 
@@ -204,5 +216,15 @@ pub trait Device {
     /// A JSON value with device-specific state for the status socket.
     fn status(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+
+    /// A device-specific control-socket command (`{"cmd": NAME, ...}`), e.g. `snapshot`.
+    /// `None` means the device does not know the command.
+    fn control(
+        &mut self,
+        _cmd: &str,
+        _request: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, String>> {
+        None
     }
 }

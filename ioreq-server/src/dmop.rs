@@ -19,15 +19,31 @@ pub enum DmOp {
     /// `XEN_DMOP_get_ioreq_server_info`.
     GetIoreqServerInfo { id: IoservId, flags: u16 },
     /// `XEN_DMOP_map_io_range_to_ioreq_server`.
-    MapIoRange { id: IoservId, space: Space, start: u64, end: u64 },
+    MapIoRange {
+        id: IoservId,
+        space: Space,
+        start: u64,
+        end: u64,
+    },
     /// `XEN_DMOP_unmap_io_range_from_ioreq_server`.
-    UnmapIoRange { id: IoservId, space: Space, start: u64, end: u64 },
+    UnmapIoRange {
+        id: IoservId,
+        space: Space,
+        start: u64,
+        end: u64,
+    },
     /// `XEN_DMOP_set_ioreq_server_state`.
     SetIoreqServerState { id: IoservId, enabled: bool },
     /// `XEN_DMOP_destroy_ioreq_server`.
     DestroyIoreqServer { id: IoservId },
     /// `XEN_DMOP_set_pci_intx_level`.
-    SetPciIntxLevel { domain: u16, bus: u8, device: u8, intx: u8, level: u8 },
+    SetPciIntxLevel {
+        domain: u16,
+        bus: u8,
+        device: u8,
+        intx: u8,
+        level: u8,
+    },
     /// `XEN_DMOP_set_isa_irq_level`.
     SetIsaIrqLevel { isa_irq: u8, level: u8 },
     /// `XEN_DMOP_inject_msi`.
@@ -105,7 +121,18 @@ impl DmOp {
                 w.u16(0, id);
                 w.u16(2, flags);
             }
-            DmOp::MapIoRange { id, space, start, end } | DmOp::UnmapIoRange { id, space, start, end } => {
+            DmOp::MapIoRange {
+                id,
+                space,
+                start,
+                end,
+            }
+            | DmOp::UnmapIoRange {
+                id,
+                space,
+                start,
+                end,
+            } => {
                 w.u16(0, id);
                 w.u32(4, space.dmop_type());
                 w.u64(8, start);
@@ -116,7 +143,13 @@ impl DmOp {
                 w.u8(2, u8::from(enabled));
             }
             DmOp::DestroyIoreqServer { id } => w.u16(0, id),
-            DmOp::SetPciIntxLevel { domain, bus, device, intx, level } => {
+            DmOp::SetPciIntxLevel {
+                domain,
+                bus,
+                device,
+                intx,
+                level,
+            } => {
                 w.u16(0, domain);
                 w.u8(2, bus);
                 w.u8(3, device);
@@ -148,7 +181,8 @@ impl DmOp {
             + match op {
                 XEN_DMOP_CREATE_IOREQ_SERVER => 6,
                 XEN_DMOP_GET_IOREQ_SERVER_INFO => 24,
-                XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER | XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER => 24,
+                XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER
+                | XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER => 24,
                 XEN_DMOP_SET_IOREQ_SERVER_STATE | XEN_DMOP_DESTROY_IOREQ_SERVER => 4,
                 XEN_DMOP_SET_PCI_INTX_LEVEL => 6,
                 XEN_DMOP_SET_ISA_IRQ_LEVEL => 2,
@@ -160,37 +194,76 @@ impl DmOp {
             return Err(DecodeError::Short(b.len()));
         }
         let p = &b[XEN_DM_OP_PAYLOAD_OFFSET..];
-        let pad_zero = |cond: bool| if cond { Ok(()) } else { Err(DecodeError::Padding(op)) };
+        let pad_zero = |cond: bool| {
+            if cond {
+                Ok(())
+            } else {
+                Err(DecodeError::Padding(op))
+            }
+        };
         Ok(match op {
             XEN_DMOP_CREATE_IOREQ_SERVER => {
                 pad_zero(p[1..4] == [0, 0, 0])?;
-                DmOp::CreateIoreqServer { handle_bufioreq: p[0] }
+                DmOp::CreateIoreqServer {
+                    handle_bufioreq: p[0],
+                }
             }
-            XEN_DMOP_GET_IOREQ_SERVER_INFO => DmOp::GetIoreqServerInfo { id: rd16(p, 0), flags: rd16(p, 2) },
+            XEN_DMOP_GET_IOREQ_SERVER_INFO => DmOp::GetIoreqServerInfo {
+                id: rd16(p, 0),
+                flags: rd16(p, 2),
+            },
             XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER | XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER => {
                 pad_zero(rd16(p, 2) == 0)?;
-                let (id, space, start, end) = (rd16(p, 0), space_from_type(rd32(p, 4))?, rd64(p, 8), rd64(p, 16));
+                let (id, space, start, end) = (
+                    rd16(p, 0),
+                    space_from_type(rd32(p, 4))?,
+                    rd64(p, 8),
+                    rd64(p, 16),
+                );
                 if op == XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER {
-                    DmOp::MapIoRange { id, space, start, end }
+                    DmOp::MapIoRange {
+                        id,
+                        space,
+                        start,
+                        end,
+                    }
                 } else {
-                    DmOp::UnmapIoRange { id, space, start, end }
+                    DmOp::UnmapIoRange {
+                        id,
+                        space,
+                        start,
+                        end,
+                    }
                 }
             }
             XEN_DMOP_SET_IOREQ_SERVER_STATE => {
                 pad_zero(p[3] == 0)?;
-                DmOp::SetIoreqServerState { id: rd16(p, 0), enabled: p[2] != 0 }
+                DmOp::SetIoreqServerState {
+                    id: rd16(p, 0),
+                    enabled: p[2] != 0,
+                }
             }
             XEN_DMOP_DESTROY_IOREQ_SERVER => {
                 pad_zero(rd16(p, 2) == 0)?;
                 DmOp::DestroyIoreqServer { id: rd16(p, 0) }
             }
-            XEN_DMOP_SET_PCI_INTX_LEVEL => {
-                DmOp::SetPciIntxLevel { domain: rd16(p, 0), bus: p[2], device: p[3], intx: p[4], level: p[5] }
-            }
-            XEN_DMOP_SET_ISA_IRQ_LEVEL => DmOp::SetIsaIrqLevel { isa_irq: p[0], level: p[1] },
+            XEN_DMOP_SET_PCI_INTX_LEVEL => DmOp::SetPciIntxLevel {
+                domain: rd16(p, 0),
+                bus: p[2],
+                device: p[3],
+                intx: p[4],
+                level: p[5],
+            },
+            XEN_DMOP_SET_ISA_IRQ_LEVEL => DmOp::SetIsaIrqLevel {
+                isa_irq: p[0],
+                level: p[1],
+            },
             XEN_DMOP_INJECT_MSI => {
                 pad_zero(rd32(p, 4) == 0)?;
-                DmOp::InjectMsi { data: rd32(p, 0), addr: rd64(p, 8) }
+                DmOp::InjectMsi {
+                    data: rd32(p, 0),
+                    addr: rd64(p, 8),
+                }
             }
             XEN_DMOP_REMOTE_SHUTDOWN => DmOp::RemoteShutdown { reason: rd32(p, 0) },
             XEN_DMOP_NR_VCPUS => DmOp::NrVcpus,
@@ -216,9 +289,18 @@ impl DmOp {
     pub fn read_output(&self, buf: &[u8; XEN_DM_OP_SIZE]) -> DmOpOutput {
         let p = &buf[XEN_DM_OP_PAYLOAD_OFFSET..];
         match self {
-            DmOp::CreateIoreqServer { .. } => DmOpOutput { id: Some(rd16(p, 4)), ..Default::default() },
-            DmOp::GetIoreqServerInfo { .. } => DmOpOutput { bufioreq_port: Some(rd32(p, 4)), ..Default::default() },
-            DmOp::NrVcpus => DmOpOutput { vcpus: Some(rd32(p, 0)), ..Default::default() },
+            DmOp::CreateIoreqServer { .. } => DmOpOutput {
+                id: Some(rd16(p, 4)),
+                ..Default::default()
+            },
+            DmOp::GetIoreqServerInfo { .. } => DmOpOutput {
+                bufioreq_port: Some(rd32(p, 4)),
+                ..Default::default()
+            },
+            DmOp::NrVcpus => DmOpOutput {
+                vcpus: Some(rd32(p, 0)),
+                ..Default::default()
+            },
             _ => DmOpOutput::default(),
         }
     }
@@ -260,15 +342,45 @@ mod tests {
     fn every_op_roundtrips_through_its_encoding() {
         let ops = [
             DmOp::CreateIoreqServer { handle_bufioreq: 2 },
-            DmOp::GetIoreqServerInfo { id: 3, flags: XEN_DMOP_NO_GFNS },
-            DmOp::MapIoRange { id: 1, space: Space::Memory, start: 0xFEC0_0000, end: 0xFEC0_00FF },
-            DmOp::UnmapIoRange { id: 1, space: Space::PciConfig, start: 8, end: 8 },
-            DmOp::SetIoreqServerState { id: 7, enabled: true },
+            DmOp::GetIoreqServerInfo {
+                id: 3,
+                flags: XEN_DMOP_NO_GFNS,
+            },
+            DmOp::MapIoRange {
+                id: 1,
+                space: Space::Memory,
+                start: 0xFEC0_0000,
+                end: 0xFEC0_00FF,
+            },
+            DmOp::UnmapIoRange {
+                id: 1,
+                space: Space::PciConfig,
+                start: 8,
+                end: 8,
+            },
+            DmOp::SetIoreqServerState {
+                id: 7,
+                enabled: true,
+            },
             DmOp::DestroyIoreqServer { id: 7 },
-            DmOp::SetPciIntxLevel { domain: 0, bus: 0, device: 3, intx: 1, level: 1 },
-            DmOp::SetIsaIrqLevel { isa_irq: 9, level: 1 },
-            DmOp::InjectMsi { addr: 0xFEE0_1000, data: 0x4031 },
-            DmOp::RemoteShutdown { reason: SHUTDOWN_REBOOT },
+            DmOp::SetPciIntxLevel {
+                domain: 0,
+                bus: 0,
+                device: 3,
+                intx: 1,
+                level: 1,
+            },
+            DmOp::SetIsaIrqLevel {
+                isa_irq: 9,
+                level: 1,
+            },
+            DmOp::InjectMsi {
+                addr: 0xFEE0_1000,
+                data: 0x4031,
+            },
+            DmOp::RemoteShutdown {
+                reason: SHUTDOWN_REBOOT,
+            },
             DmOp::NrVcpus,
         ];
         for op in ops {
@@ -282,7 +394,13 @@ mod tests {
         let mut b = DmOp::NrVcpus.encode();
         b[0] = 99;
         assert_eq!(DmOp::decode(&b), Err(DecodeError::Unknown(99)));
-        let mut b = DmOp::MapIoRange { id: 0, space: Space::Port, start: 1, end: 2 }.encode();
+        let mut b = DmOp::MapIoRange {
+            id: 0,
+            space: Space::Port,
+            start: 1,
+            end: 2,
+        }
+        .encode();
         b[12] = 9;
         assert_eq!(DmOp::decode(&b), Err(DecodeError::BadRangeType(9)));
     }

@@ -1,1 +1,6 @@
-//! Cross-process integration tests (see tests/).
+//! Helpers for the cross-process integration tests: a scratch device (the test device model's
+//! state machine) and a harness that starts xen-sim in-process and device-model processes.
+#![deny(missing_docs)]
+
+pub mod harness;
+pub mod scratch;

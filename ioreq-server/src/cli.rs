@@ -1,0 +1,104 @@
+//! What the three device-model binaries share at their edge: common arguments, logging, and
+//! "build the transport from the config and serve these devices until told to stop".
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::GuestConfig;
+use crate::device::Device;
+use crate::server::{Server, ServerOptions};
+use crate::transport::sim::SimTransport;
+use crate::transport::xen::XenTransport;
+use crate::transport::TransportKind;
+
+/// Arguments every device-model process takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs {
+    /// The guest's config file (TOML; shared by all of the guest's device-model processes).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override the config's transport: `xen` on a dom0, `sim` against xen-sim.
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportKind>,
+    /// Override the config's domid.
+    #[arg(long)]
+    pub domid: Option<u16>,
+    /// Control socket path (default: [control] dir / DOMID / NAME.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Log filter in RUST_LOG syntax (e.g. `debug`, `ioreq_server=trace`).
+    #[arg(long, env = "PVH_DM_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl CommonArgs {
+    /// Load the config and apply the command-line overrides.
+    pub fn load(&self) -> anyhow::Result<GuestConfig> {
+        let mut c = GuestConfig::load(&self.config)?;
+        if let Some(t) = self.transport {
+            c.transport = t;
+        }
+        if let Some(d) = self.domid {
+            c.domid = d;
+        }
+        Ok(c)
+    }
+}
+
+/// Log to stderr through `tracing`, filtered by `filter`.
+pub fn init_logging(filter: &str) {
+    let f = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Serve `devices` for the guest of `cfg` until SIGTERM/SIGINT or a control `shutdown`.
+/// `opts.name` names the process; its control socket comes from the arguments or the config.
+/// Set `opts.restrict` only when the process needs no hypercall beyond DM ops after setup.
+pub fn serve(
+    args: &CommonArgs,
+    cfg: &GuestConfig,
+    devices: Vec<Box<dyn Device>>,
+    mut opts: ServerOptions,
+) -> anyhow::Result<()> {
+    let name = opts.name.clone();
+    let name = name.as_str();
+    opts.control_path = Some(
+        args.control
+            .clone()
+            .unwrap_or_else(|| cfg.control_socket(name)),
+    );
+    info!(domid = cfg.domid, transport = ?cfg.transport, control = ?opts.control_path, "{name} starting");
+    match cfg.transport {
+        TransportKind::Xen => {
+            let t = XenTransport::open(cfg.domid)?;
+            run(Server::setup(t, devices, opts)?, cfg)
+        }
+        TransportKind::Sim => {
+            let t = SimTransport::connect(&cfg.sim.socket, cfg.domid, name)?;
+            run(Server::setup(t, devices, opts)?, cfg)
+        }
+    }
+    .with_context(|| format!("{name} for domain {}", cfg.domid))
+}
+
+fn run<T: crate::transport::Transport>(s: Server<T>, cfg: &GuestConfig) -> anyhow::Result<()> {
+    if let Some(v) = cfg.vcpus {
+        let have = s.status()["vcpus"].as_u64().unwrap_or(0);
+        if have != u64::from(v) {
+            tracing::warn!(
+                config = v,
+                hypervisor = have,
+                "the config's vcpus differs from the hypervisor's nr_vcpus"
+            );
+        }
+    }
+    s.run()?;
+    Ok(())
+}

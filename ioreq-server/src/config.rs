@@ -1,0 +1,227 @@
+//! The per-guest configuration: one TOML file read by every process of the guest.
+//!
+//! ```toml
+//! domid = 5
+//! transport = "xen"          # or "sim"
+//! vcpus = 2                  # optional: checked against what the hypervisor reports
+//!
+//! [sim]
+//! socket = "/run/xen-sim/sim.sock"
+//!
+//! [control]
+//! dir = "/run/pvh-dm"        # sockets at DIR/DOMID/PROCESS.sock
+//!
+//! [pm_trap]                  # one section per device model; each crate documents its keys
+//! [ioapic]
+//! [pci]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::transport::TransportKind;
+
+/// A configuration problem, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid for this schema (toml names the key and line).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message, which names the field.
+        message: String,
+    },
+    /// A device section is invalid.
+    #[error("config {path}, section [{section}]: {message}")]
+    Section {
+        /// File.
+        path: PathBuf,
+        /// Section name.
+        section: String,
+        /// What is wrong (names the field).
+        message: String,
+    },
+}
+
+/// `[sim]`: where xen-sim listens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// xen-sim's socket.
+    #[serde(default = "default_sim_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_sim_socket() -> PathBuf {
+    PathBuf::from("/run/xen-sim/sim.sock")
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            socket: default_sim_socket(),
+        }
+    }
+}
+
+/// `[control]`: where the processes put their control sockets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Directory; each process listens at `DIR/DOMID/NAME.sock`.
+    #[serde(default = "default_control_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_control_dir() -> PathBuf {
+    PathBuf::from("/run/pvh-dm")
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            dir: default_control_dir(),
+        }
+    }
+}
+
+/// The whole per-guest file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest's domain id.
+    pub domid: u16,
+    /// Expected number of vCPUs (optional; the hypervisor's `nr_vcpus` is authoritative).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Which hypervisor to talk to.
+    #[serde(default = "default_transport")]
+    pub transport: TransportKind,
+    /// `[sim]`.
+    #[serde(default)]
+    pub sim: SimConfig,
+    /// `[control]`.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// `[pm_trap]`, for the pm-trap process.
+    #[serde(default)]
+    pub pm_trap: Option<toml::Value>,
+    /// `[ioapic]`, for the ioapic process.
+    #[serde(default)]
+    pub ioapic: Option<toml::Value>,
+    /// `[pci]`, for the pci-host-bridge process.
+    #[serde(default)]
+    pub pci: Option<toml::Value>,
+    /// Where this config was read from (for messages).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_transport() -> TransportKind {
+    TransportKind::Xen
+}
+
+impl GuestConfig {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse config text (`path` is only used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut c: GuestConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        c.path = path.into();
+        Ok(c)
+    }
+
+    /// Deserialize a device section; a missing section yields `T::default()`.
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
+        let v = match name {
+            "pm_trap" => &self.pm_trap,
+            "ioapic" => &self.ioapic,
+            "pci" => &self.pci,
+            _ => &None,
+        };
+        match v {
+            None => Ok(T::default()),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Section {
+                    path: self.path.clone(),
+                    section: name.into(),
+                    message: e.message().to_string(),
+                }),
+        }
+    }
+
+    /// Whether the section is present at all.
+    pub fn has_section(&self, name: &str) -> bool {
+        match name {
+            "pm_trap" => self.pm_trap.is_some(),
+            "ioapic" => self.ioapic.is_some(),
+            "pci" => self.pci.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The control socket of process `name` for this guest.
+    pub fn control_socket(&self, name: &str) -> PathBuf {
+        self.control
+            .dir
+            .join(self.domid.to_string())
+            .join(format!("{name}.sock"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = GuestConfig::parse("domid = 1\ntransprt = \"sim\"\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transprt") && e.contains("g.toml"), "{e}");
+        let e = GuestConfig::parse("domid = \"x\"\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("domid"), "{e}");
+        let e = GuestConfig::parse("domid = 1\ntransport = \"kvm\"\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transport") || e.contains("kvm"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_sections() {
+        let c =
+            GuestConfig::parse("domid = 3\n[pm_trap]\nmode = \"guest\"\n", Path::new("g")).unwrap();
+        assert_eq!(c.transport, TransportKind::Xen);
+        assert!(c.has_section("pm_trap") && !c.has_section("ioapic"));
+        assert_eq!(
+            c.control_socket("pm-trap"),
+            PathBuf::from("/run/pvh-dm/3/pm-trap.sock")
+        );
+    }
+}

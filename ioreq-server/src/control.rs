@@ -1,0 +1,141 @@
+//! The per-process control socket: JSON lines over a Unix stream socket.
+//!
+//! Commands: `{"cmd":"status"}` (counters per ioreq type and per vCPU, ranges, uptime, device
+//! state) and `{"cmd":"shutdown"}` (tear down and exit 0); devices may add their own (e.g. the
+//! ioapic's `snapshot`). Every reply is one JSON line with `"ok": true|false`.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use tracing::{debug, warn};
+
+/// Longest command line accepted; a client sending more is disconnected.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The listening socket and its clients.
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    clients: HashMap<usize, (UnixStream, Vec<u8>)>,
+    next: usize,
+}
+
+impl ControlServer {
+    /// Listen at `path` (its directory is created; an old socket is replaced).
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(path);
+        Ok(ControlServer {
+            listener: UnixListener::bind(path)?,
+            path: path.into(),
+            clients: HashMap::new(),
+            next: 0,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Register the listener.
+    pub fn register(&mut self, r: &Registry, t: Token) -> io::Result<()> {
+        r.register(&mut self.listener, t, Interest::READABLE)
+    }
+
+    /// Accept every waiting client, registering each under `base + n`.
+    pub fn accept(&mut self, r: &Registry, base: usize) {
+        while let Ok((mut s, _)) = self.listener.accept() {
+            let id = base + self.next;
+            self.next = (self.next + 1) % (1 << 20);
+            if r.register(&mut s, Token(id), Interest::READABLE).is_ok() {
+                self.clients.insert(id, (s, Vec::new()));
+            }
+        }
+    }
+
+    /// Read what client `token` sent; return the complete JSON commands. Bad JSON gets an
+    /// error reply at once; EOF or an overlong line drops the client.
+    pub fn read_commands(&mut self, token: usize, r: &Registry) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut close = false;
+        if let Some((s, buf)) = self.clients.get_mut(&token) {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) => {
+                        close = true;
+                        break;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                match serde_json::from_slice::<serde_json::Value>(&line) {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        let _ = writeln!(
+                            s,
+                            "{}",
+                            serde_json::json!({"ok": false, "error": format!("bad JSON: {e}")})
+                        );
+                    }
+                }
+            }
+            if buf.len() > MAX_LINE {
+                warn!("control client sent an overlong line; disconnecting it");
+                close = true;
+            }
+        }
+        if close {
+            if let Some((mut s, _)) = self.clients.remove(&token) {
+                let _ = r.deregister(&mut s);
+            }
+        }
+        out
+    }
+
+    /// Send one reply line to client `token` (blocking briefly if its buffer is full).
+    pub fn reply(&mut self, token: usize, v: &serde_json::Value) {
+        if let Some((s, _)) = self.clients.get_mut(&token) {
+            let mut line = v.to_string().into_bytes();
+            line.push(b'\n');
+            let mut off = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while off < line.len() && std::time::Instant::now() < deadline {
+                match s.write(&line[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(1))
+                    }
+                    Err(e) => {
+                        debug!("control reply failed: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Client side: send one command to a control socket and return the reply.
+pub fn request(path: &Path, cmd: &serde_json::Value) -> io::Result<serde_json::Value> {
+    let mut s = StdUnixStream::connect(path)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    writeln!(s, "{cmd}")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,664 @@
+//! The ioreq server: setup in the documented order, the event loop, teardown.
+//!
+//! Setup (xen-abi.md 7.1): nr_vcpus, create_ioreq_server, map the resource frames, get_info
+//! with `no_gfns`, enable, bind each vCPU's `vp_eport` (and the buffered port), register the
+//! ranges, restrict. Any failure after create destroys the server again.
+//!
+//! Loop (7.2): wait on the transport's event fds, the control socket and a signalfd; on any
+//! event read and unmask the pending ports, then scan *every* vCPU slot for READY (ports
+//! coalesce), dispatch, write `data`, release IORESP_READY, notify; drain the buffered ring.
+//! No timer runs while idle: the poll timeout is only set while a failed action waits for
+//! its retry.
+//!
+//! Teardown (7.3): disable, destroy, unmap, unbind, close; also on SIGTERM/SIGINT.
+
+pub mod dispatch;
+pub mod guest_mem;
+pub mod ranges;
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use tracing::{debug, error, info, warn};
+
+use crate::abi::*;
+use crate::control::ControlServer;
+use crate::device::{Action, Actions, Device, Range};
+use crate::dmop::DmOp;
+use crate::shared::{BufferedPage, IoreqPage, SLOTS_PER_PAGE};
+use crate::transport::{Transport, TransportError};
+use dispatch::Dispatcher;
+use ranges::RangeTable;
+
+/// How the server is set up.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Name for logs and the status socket.
+    pub name: String,
+    /// `HVM_IOREQSRV_BUFIOREQ_*`: OFF unless something needs the buffered ring.
+    pub bufioreq: u8,
+    /// Restrict privcmd/evtchn to the guest after setup (only for processes that need no
+    /// other hypercall).
+    pub restrict: bool,
+    /// Where to listen for status/shutdown commands (None: no control socket).
+    pub control_path: Option<PathBuf>,
+    /// Handle SIGTERM/SIGINT through a signalfd (binaries: yes; in-process tests: no).
+    pub handle_signals: bool,
+    /// Retries of a failing action before the process gives up.
+    pub action_retries: u32,
+    /// First retry delay; doubles each time.
+    pub retry_delay: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            name: "ioreq-server".into(),
+            bufioreq: HVM_IOREQSRV_BUFIOREQ_OFF,
+            restrict: true,
+            control_path: None,
+            handle_signals: true,
+            action_retries: 8,
+            retry_delay: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Talking to the hypervisor failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Devices of this process claimed overlapping ranges.
+    #[error(transparent)]
+    Overlap(#[from] ranges::Overlap),
+    /// An action could not be carried out even after retries.
+    #[error("giving up on {action:?} after {attempts} attempts: {last}")]
+    ActionFailed {
+        /// The action.
+        action: Action,
+        /// How often it was tried.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+    /// A local system call failed.
+    #[error("{0}: {1}")]
+    Io(&'static str, std::io::Error),
+    /// The hypervisor reported something impossible.
+    #[error("{0}")]
+    Setup(String),
+}
+
+struct Pending {
+    action: Action,
+    attempts: u32,
+    due: Instant,
+    last: String,
+}
+
+/// A running ioreq server for one guest.
+pub struct Server<T: Transport> {
+    transport: T,
+    opts: ServerOptions,
+    id: IoservId,
+    vcpus: u32,
+    ioreq: IoreqPage,
+    buffered: Option<BufferedPage>,
+    /// local port of each vCPU.
+    ports: Vec<u32>,
+    buf_port: Option<u32>,
+    /// The dispatcher (public for in-process benchmarks and fuzzing).
+    pub dispatcher: Dispatcher,
+    control: Option<ControlServer>,
+    signals: Option<nix::sys::signalfd::SignalFd>,
+    retries: VecDeque<Pending>,
+    started: Instant,
+    torn_down: bool,
+    stop: bool,
+}
+
+const TOKEN_SIGNAL: Token = Token(0);
+const TOKEN_CONTROL: Token = Token(1);
+const TOKEN_EVTCHN_BASE: usize = 16;
+const TOKEN_DEVICE_BASE: usize = 1 << 20;
+const TOKEN_CLIENT_BASE: usize = 1 << 24;
+
+impl<T: Transport> Server<T> {
+    /// Set up an ioreq server for `devices` on `transport` (steps 2-9 of the setup order).
+    pub fn setup(
+        mut transport: T,
+        devices: Vec<Box<dyn Device>>,
+        opts: ServerOptions,
+    ) -> Result<Self, ServerError> {
+        let mut table = RangeTable::default();
+        let mut all: Vec<Range> = Vec::new();
+        for (i, d) in devices.iter().enumerate() {
+            for r in d.ranges() {
+                table.insert(r, i)?;
+                all.push(r);
+            }
+        }
+        let vcpus = transport
+            .dm_op(&DmOp::NrVcpus)?
+            .vcpus
+            .ok_or_else(|| ServerError::Setup("nr_vcpus returned nothing".into()))?;
+        if vcpus == 0 || vcpus as usize > SLOTS_PER_PAGE {
+            return Err(ServerError::Setup(format!(
+                "guest has {vcpus} vCPUs; this server maps one ioreq frame ({SLOTS_PER_PAGE} vCPUs at most, as Xen serves today)"
+            )));
+        }
+        let id = transport
+            .dm_op(&DmOp::CreateIoreqServer {
+                handle_bufioreq: opts.bufioreq,
+            })?
+            .id
+            .ok_or_else(|| ServerError::Setup("create_ioreq_server returned no id".into()))?;
+        info!(
+            server = id,
+            vcpus,
+            domid = transport.domid(),
+            "ioreq server created"
+        );
+        // From here on, failures must destroy the server again.
+        match Self::finish_setup(transport, id, vcpus, table, all, devices, opts) {
+            Ok(s) => Ok(s),
+            Err((mut t, e)) => {
+                if let Err(e2) = t.dm_op(&DmOp::DestroyIoreqServer { id }) {
+                    warn!("destroying server {id} after a failed setup also failed: {e2}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish_setup(
+        mut t: T,
+        id: IoservId,
+        vcpus: u32,
+        table: RangeTable,
+        all: Vec<Range>,
+        devices: Vec<Box<dyn Device>>,
+        opts: ServerOptions,
+    ) -> Result<Self, (T, ServerError)> {
+        macro_rules! tryt {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Err((t, ServerError::from(e))),
+                }
+            };
+        }
+        let ioreq_map = tryt!(t.map_resource(id, xenmem_resource_ioreq_server_frame_ioreq(0), 1));
+        let ioreq = match IoreqPage::new(ioreq_map, vcpus) {
+            Ok(p) => p,
+            Err(e) => return Err((t, ServerError::Io("ioreq page", e))),
+        };
+        let buffered = if opts.bufioreq != HVM_IOREQSRV_BUFIOREQ_OFF {
+            let m = tryt!(t.map_resource(id, XENMEM_RESOURCE_IOREQ_SERVER_FRAME_BUFIOREQ, 1));
+            Some(match BufferedPage::new(m) {
+                Ok(p) => p,
+                Err(e) => return Err((t, ServerError::Io("buffered page", e))),
+            })
+        } else {
+            None
+        };
+        let info = tryt!(t.dm_op(&DmOp::GetIoreqServerInfo {
+            id,
+            flags: XEN_DMOP_NO_GFNS
+        }));
+        tryt!(t.dm_op(&DmOp::SetIoreqServerState { id, enabled: true }));
+        let mut ports = Vec::with_capacity(vcpus as usize);
+        for v in 0..vcpus {
+            let remote = ioreq.read(v).vp_eport;
+            ports.push(tryt!(t.bind_interdomain(remote)));
+        }
+        let buf_port = match (&buffered, info.bufioreq_port) {
+            (Some(_), Some(p)) if p != 0 => Some(tryt!(t.bind_interdomain(p))),
+            _ => None,
+        };
+        for r in &all {
+            tryt!(t.dm_op(&DmOp::MapIoRange {
+                id,
+                space: r.space,
+                start: r.start,
+                end: r.end
+            }));
+        }
+        if opts.restrict {
+            tryt!(t.restrict());
+            debug!("privcmd and evtchn restricted to domain {}", t.domid());
+        }
+        // The control socket appears last: once it answers, setup is complete.
+        let control = match &opts.control_path {
+            Some(p) => match ControlServer::bind(p) {
+                Ok(c) => Some(c),
+                Err(e) => return Err((t, ServerError::Io("control socket", e))),
+            },
+            None => None,
+        };
+        let signals = if opts.handle_signals {
+            match crate::signals::signalfd() {
+                Ok(s) => Some(s),
+                Err(e) => return Err((t, ServerError::Io("signalfd", e))),
+            }
+        } else {
+            None
+        };
+        info!(
+            ranges = all.len(),
+            "serving: {}",
+            all.iter()
+                .map(|r| format!("{:?} {:#x}-{:#x}", r.space, r.start, r.end))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Server {
+            transport: t,
+            id,
+            vcpus,
+            ioreq,
+            buffered,
+            ports,
+            buf_port,
+            dispatcher: Dispatcher::new(devices, table, vcpus),
+            control,
+            signals,
+            retries: VecDeque::new(),
+            started: Instant::now(),
+            torn_down: false,
+            stop: false,
+            opts,
+        })
+    }
+
+    /// The server id Xen gave us.
+    pub fn id(&self) -> IoservId {
+        self.id
+    }
+
+    /// The transport (for tests).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Ask the loop to stop after the current iteration.
+    pub fn request_stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Serve until SIGTERM/SIGINT, a control-socket `shutdown`, or a fatal error; then tear
+    /// down. A fatal error is returned after teardown.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let r = self.run_loop();
+        self.teardown();
+        r
+    }
+
+    fn run_loop(&mut self) -> Result<(), ServerError> {
+        let mut poll = Poll::new().map_err(|e| ServerError::Io("epoll", e))?;
+        let evfds = self.transport.event_fds();
+        for (i, fd) in evfds.iter().enumerate() {
+            poll.registry()
+                .register(
+                    &mut SourceFd(fd),
+                    Token(TOKEN_EVTCHN_BASE + i),
+                    Interest::READABLE,
+                )
+                .map_err(|e| ServerError::Io("register event channel", e))?;
+        }
+        if let Some(s) = &self.signals {
+            poll.registry()
+                .register(
+                    &mut SourceFd(&s.as_raw_fd()),
+                    TOKEN_SIGNAL,
+                    Interest::READABLE,
+                )
+                .map_err(|e| ServerError::Io("register signalfd", e))?;
+        }
+        if let Some(c) = &mut self.control {
+            c.register(poll.registry(), TOKEN_CONTROL)
+                .map_err(|e| ServerError::Io("register control socket", e))?;
+        }
+        let mut dev_fds: Vec<RawFd> = Vec::new();
+        self.sync_device_fds(&poll, &mut dev_fds)?;
+        let mut events = Events::with_capacity(64);
+        let mut pending = Vec::new();
+        // Requests may already be waiting (posted before we bound our ports).
+        self.service(&mut pending)?;
+        while !self.stop {
+            let timeout = self
+                .retries
+                .iter()
+                .map(|p| p.due)
+                .min()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ServerError::Io("poll", e));
+            }
+            let mut device_events = Vec::new();
+            for ev in events.iter() {
+                match ev.token() {
+                    TOKEN_SIGNAL => {
+                        if let Some(sig) = self
+                            .signals
+                            .as_mut()
+                            .and_then(|s| s.read_signal().ok().flatten())
+                        {
+                            info!(signal = sig.ssi_signo, "signal received, shutting down");
+                            self.stop = true;
+                        }
+                    }
+                    TOKEN_CONTROL => {
+                        if let Some(c) = &mut self.control {
+                            c.accept(poll.registry(), TOKEN_CLIENT_BASE);
+                        }
+                    }
+                    Token(t) if t >= TOKEN_CLIENT_BASE => self.control_client(t, &poll),
+                    Token(t) if t >= TOKEN_DEVICE_BASE => {
+                        device_events.push(dev_fds[t - TOKEN_DEVICE_BASE])
+                    }
+                    Token(t) if t >= TOKEN_EVTCHN_BASE => {
+                        self.transport
+                            .take_pending(evfds[t - TOKEN_EVTCHN_BASE], &mut pending)?;
+                    }
+                    _ => {}
+                }
+            }
+            if !pending.is_empty() {
+                self.dispatcher.stats.wakeups += 1;
+                self.service(&mut pending)?;
+            }
+            if !device_events.is_empty() {
+                let mut actions = Actions::new();
+                for fd in device_events {
+                    for d in self.dispatcher.devices.iter_mut() {
+                        if d.event_fds().contains(&fd) {
+                            d.on_event(fd, &mut actions);
+                        }
+                    }
+                }
+                self.perform(&mut actions);
+                self.sync_device_fds(&poll, &mut dev_fds)?;
+            }
+            self.run_retries()?;
+        }
+        Ok(())
+    }
+
+    fn sync_device_fds(
+        &mut self,
+        poll: &Poll,
+        registered: &mut Vec<RawFd>,
+    ) -> Result<(), ServerError> {
+        let want: Vec<RawFd> = self
+            .dispatcher
+            .devices
+            .iter()
+            .flat_map(|d| d.event_fds())
+            .collect();
+        if want == *registered {
+            return Ok(());
+        }
+        for fd in registered.iter() {
+            let _ = poll.registry().deregister(&mut SourceFd(fd));
+        }
+        for (i, fd) in want.iter().enumerate() {
+            poll.registry()
+                .register(
+                    &mut SourceFd(fd),
+                    Token(TOKEN_DEVICE_BASE + i),
+                    Interest::READABLE,
+                )
+                .map_err(|e| ServerError::Io("register device fd", e))?;
+        }
+        *registered = want;
+        Ok(())
+    }
+
+    /// Scan every vCPU slot and the buffered ring; answer everything that is ready.
+    fn service(&mut self, pending: &mut Vec<u32>) -> Result<(), ServerError> {
+        if pending.iter().any(|p| Some(*p) == self.buf_port) || self.buffered.is_some() {
+            self.drain_buffered();
+        }
+        pending.clear();
+        for v in 0..self.vcpus {
+            if self.ioreq.state(v) != STATE_IOREQ_READY {
+                continue;
+            }
+            let req = self.ioreq.read(v);
+            self.ioreq.set_state(v, STATE_IOREQ_INPROCESS);
+            let mut actions = Actions::new();
+            let data = self
+                .dispatcher
+                .handle(&req, v, &mut self.transport, &mut actions);
+            // Side effects first: a BAR mapped or an MSI sent before the vCPU resumes.
+            self.perform(&mut actions);
+            if let Some(d) = data {
+                self.ioreq.write_data(v, d);
+            }
+            self.ioreq.set_state(v, STATE_IORESP_READY);
+            self.transport.notify(self.ports[v as usize])?;
+        }
+        Ok(())
+    }
+
+    fn drain_buffered(&mut self) {
+        let Some(page) = &self.buffered else { return };
+        let mut actions = Actions::new();
+        loop {
+            let (r, w) = page.pointers();
+            if r == w {
+                break;
+            }
+            if w.wrapping_sub(r) > IOREQ_BUFFER_SLOT_NUM {
+                // Corrupt pointers: skip to the writer rather than loop on garbage.
+                warn!(
+                    read = r,
+                    write = w,
+                    "buffered ring pointers out of range; skipping"
+                );
+                page.advance_read(w.wrapping_sub(r));
+                break;
+            }
+            let s = page.slot(r);
+            let mut data = u64::from(s.data);
+            let mut n = 1;
+            if s.size_bytes() == 8 {
+                if w.wrapping_sub(r) < 2 {
+                    break; // second half not published yet
+                }
+                data |= u64::from(page.slot(r.wrapping_add(1)).data) << 32;
+                n = 2;
+            }
+            self.dispatcher.handle_buffered(
+                s.type_(),
+                u64::from(s.addr()),
+                s.size_bytes(),
+                data,
+                &mut self.transport,
+                &mut actions,
+            );
+            page.advance_read(n);
+        }
+        self.perform(&mut actions);
+    }
+
+    fn execute(&mut self, a: &Action) -> Result<(), TransportError> {
+        match *a {
+            Action::InjectMsi { addr, data } => self
+                .transport
+                .dm_op(&DmOp::InjectMsi { addr, data })
+                .map(|_| ()),
+            Action::Shutdown { reason } => {
+                info!(?reason, "asking the hypervisor to shut the guest down");
+                self.transport
+                    .dm_op(&DmOp::RemoteShutdown {
+                        reason: reason.code(),
+                    })
+                    .map(|_| ())
+            }
+            Action::MapMemory { gfn, mfn, nr, map } => {
+                self.transport.memory_mapping(gfn, mfn, nr, map)
+            }
+            Action::MapIoPorts {
+                gport,
+                mport,
+                nr,
+                map,
+            } => self.transport.ioport_mapping(gport, mport, nr, map),
+        }
+    }
+
+    /// Carry out actions in order; failures go to the retry queue.
+    fn perform(&mut self, actions: &mut Actions) {
+        for a in actions.drain() {
+            match self.execute(&a) {
+                Ok(()) => self.dispatcher.stats.actions_done += 1,
+                Err(e) => {
+                    self.dispatcher.stats.actions_failed += 1;
+                    warn!(action = ?a, "action failed, will retry: {e}");
+                    let due = Instant::now() + self.opts.retry_delay;
+                    self.retries.push_back(Pending {
+                        action: a,
+                        attempts: 1,
+                        due,
+                        last: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn run_retries(&mut self) -> Result<(), ServerError> {
+        let now = Instant::now();
+        let mut keep = VecDeque::new();
+        while let Some(mut p) = self.retries.pop_front() {
+            if p.due > now {
+                keep.push_back(p);
+                continue;
+            }
+            match self.execute(&p.action) {
+                Ok(()) => {
+                    info!(action = ?p.action, attempts = p.attempts + 1, "action delivered after retry");
+                    self.dispatcher.stats.actions_done += 1;
+                }
+                Err(e) => {
+                    self.dispatcher.stats.actions_failed += 1;
+                    p.attempts += 1;
+                    p.last = e.to_string();
+                    if p.attempts > self.opts.action_retries {
+                        error!(action = ?p.action, attempts = p.attempts, "action could not be delivered: {e}");
+                        self.retries = keep;
+                        return Err(ServerError::ActionFailed {
+                            action: p.action,
+                            attempts: p.attempts,
+                            last: p.last,
+                        });
+                    }
+                    let delay = self.opts.retry_delay * 2u32.saturating_pow(p.attempts.min(16) - 1);
+                    warn!(action = ?p.action, attempts = p.attempts, retry_in = ?delay, "action failed again: {e}");
+                    p.due = now + delay;
+                    keep.push_back(p);
+                }
+            }
+        }
+        self.retries = keep;
+        Ok(())
+    }
+
+    /// The status object served on the control socket.
+    pub fn status(&self) -> serde_json::Value {
+        let ranges: Vec<_> = self.dispatcher.ranges.iter().map(|(r, d)| {
+            serde_json::json!({"space": r.space, "start": r.start, "end": r.end, "device": self.dispatcher.devices[*d].name()})
+        }).collect();
+        serde_json::json!({
+            "name": self.opts.name,
+            "domid": self.transport.domid(),
+            "server_id": self.id,
+            "vcpus": self.vcpus,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "ranges": ranges,
+            "stats": self.dispatcher.stats,
+            "pending_actions": self.retries.len(),
+            "guest_pages_mapped": self.dispatcher.guest_mem.cached(),
+            "devices": self.dispatcher.devices.iter().map(|d| serde_json::json!({"name": d.name(), "state": d.status()})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn control_client(&mut self, token: usize, poll: &Poll) {
+        let Some(mut c) = self.control.take() else {
+            return;
+        };
+        for cmd in c.read_commands(token, poll.registry()) {
+            let reply = match cmd.get("cmd").and_then(|v| v.as_str()) {
+                Some("status") => serde_json::json!({"ok": true, "status": self.status()}),
+                Some("shutdown") => {
+                    info!("shutdown requested on the control socket");
+                    self.stop = true;
+                    serde_json::json!({"ok": true})
+                }
+                Some(other) => {
+                    let r = self
+                        .dispatcher
+                        .devices
+                        .iter_mut()
+                        .find_map(|d| d.control(other, &cmd));
+                    match r {
+                        Some(Ok(v)) => serde_json::json!({"ok": true, "result": v}),
+                        Some(Err(e)) => serde_json::json!({"ok": false, "error": e}),
+                        None => {
+                            serde_json::json!({"ok": false, "error": format!("unknown command {other:?}; try status or shutdown")})
+                        }
+                    }
+                }
+                None => serde_json::json!({"ok": false, "error": "expected {\"cmd\": ...}"}),
+            };
+            c.reply(token, &reply);
+        }
+        self.control = Some(c);
+    }
+
+    /// Disable and destroy the server, unmap, unbind (idempotent).
+    pub fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        let id = self.id;
+        if let Err(e) = self
+            .transport
+            .dm_op(&DmOp::SetIoreqServerState { id, enabled: false })
+        {
+            warn!("disabling server {id}: {e}");
+        }
+        if let Err(e) = self.transport.dm_op(&DmOp::DestroyIoreqServer { id }) {
+            warn!("destroying server {id}: {e}");
+        }
+        for p in self.ports.drain(..).chain(self.buf_port.take()) {
+            if let Err(e) = self.transport.unbind(p) {
+                debug!("unbinding port {p}: {e}");
+            }
+        }
+        if let Some(p) = &self.opts.control_path {
+            let _ = std::fs::remove_file(p);
+        }
+        info!(server = id, "ioreq server torn down");
+    }
+}
+
+impl<T: Transport> Drop for Server<T> {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

@@ -1,0 +1,133 @@
+//! One transport trait, two implementations: [`xen`] (the real hypervisor through
+//! /dev/xen/privcmd and /dev/xen/evtchn) and [`sim`] (xen-sim over a Unix socket). The server
+//! loop is generic over [`Transport`] and cannot tell them apart: both hand out the same page
+//! layout ([`crate::shared`]) and the same event-channel semantics (a pending port is read once,
+//! which also unmasks it; `notify` signals the hypervisor side).
+
+use std::os::fd::RawFd;
+
+use crate::abi::{DomId, IoservId};
+use crate::dmop::{DmOp, DmOpOutput};
+use crate::shared::Mapping;
+
+pub mod sim;
+pub mod sim_proto;
+pub mod xen;
+
+/// Which transport a process uses.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// /dev/xen/privcmd and /dev/xen/evtchn on a Xen dom0.
+    Xen,
+    /// xen-sim, the simulated hypervisor, over its Unix socket.
+    Sim,
+}
+
+/// A transport failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A device node or socket does not exist.
+    #[error("{path} does not exist: {hint}")]
+    Missing {
+        /// The missing path.
+        path: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hypervisor refused an operation (negative errno, as Xen returns it).
+    #[error("{what} failed: {}", errno_name(*.errno))]
+    Hypervisor {
+        /// The operation.
+        what: String,
+        /// The positive errno value.
+        errno: i32,
+    },
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl TransportError {
+    /// Wrap an I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        TransportError::Io {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// `EPERM (1)`-style rendering of an errno.
+pub fn errno_name(errno: i32) -> String {
+    format!("{} ({errno})", nix::errno::Errno::from_raw(errno).desc())
+}
+
+/// What the server loop needs from a hypervisor.
+pub trait Transport {
+    /// The guest this transport serves.
+    fn domid(&self) -> DomId;
+
+    /// Issue one DM op for the guest.
+    fn dm_op(&mut self, op: &DmOp) -> Result<DmOpOutput, TransportError>;
+
+    /// Map `nr` frames of the ioreq-server resource of server `id`, starting at `frame`
+    /// (`XENMEM_resource_ioreq_server`: frame 0 = buffered page, 1.. = ioreq pages).
+    fn map_resource(
+        &mut self,
+        id: IoservId,
+        frame: u64,
+        nr: u64,
+    ) -> Result<Mapping, TransportError>;
+
+    /// Bind a local event channel to the guest's `remote_port`; returns the local port.
+    fn bind_interdomain(&mut self, remote_port: u32) -> Result<u32, TransportError>;
+
+    /// Unbind a local port (teardown).
+    fn unbind(&mut self, local_port: u32) -> Result<(), TransportError>;
+
+    /// File descriptors to poll for pending events (stable after setup).
+    fn event_fds(&self) -> Vec<RawFd>;
+
+    /// Read the pending local ports signalled on `fd` into `out` and unmask them.
+    fn take_pending(&mut self, fd: RawFd, out: &mut Vec<u32>) -> Result<(), TransportError>;
+
+    /// Signal the hypervisor side of a local port.
+    fn notify(&mut self, local_port: u32) -> Result<(), TransportError>;
+
+    /// Map one page of guest memory (for `data_is_ptr` requests).
+    fn map_guest_page(&mut self, gfn: u64) -> Result<Mapping, TransportError>;
+
+    /// `XEN_DOMCTL_memory_mapping`.
+    fn memory_mapping(
+        &mut self,
+        gfn: u64,
+        mfn: u64,
+        nr: u64,
+        add: bool,
+    ) -> Result<(), TransportError>;
+
+    /// `XEN_DOMCTL_ioport_mapping`.
+    fn ioport_mapping(
+        &mut self,
+        gport: u32,
+        mport: u32,
+        nr: u32,
+        add: bool,
+    ) -> Result<(), TransportError>;
+
+    /// Restrict the process's hypervisor handles to the guest (irreversible). After this,
+    /// only DM ops, resource/guest mappings and event channels for this guest work.
+    fn restrict(&mut self) -> Result<(), TransportError>;
+}

@@ -1,0 +1,437 @@
+//! The simulated hypervisor: domains, the device-model socket, and per-connection handling
+//! of the sim transport's requests (ioreq_server::transport::sim_proto).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ioreq_server::abi::XEN_PAGE_SIZE;
+use ioreq_server::dmop::DmOp;
+use ioreq_server::seqpacket;
+use ioreq_server::transport::sim_proto::{SimReply, SimRequest, MAX_MESSAGE};
+use tracing::{debug, info, warn};
+
+use crate::domain::{Domain, DomainReport};
+use crate::guest::Vcpu;
+
+/// How the sim is set up.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Where device models connect.
+    pub socket: PathBuf,
+    /// How long a vCPU waits for an answer before it is reported stuck.
+    pub ioreq_timeout: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            socket: PathBuf::from("/run/xen-sim/sim.sock"),
+            ioreq_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub domains: Mutex<HashMap<u16, Domain>>,
+    /// Notified whenever a DM op or binding changes a domain (so tests can wait for setup).
+    pub changed: Condvar,
+    pub opts: SimOptions,
+    stop: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+impl Inner {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<u16, Domain>> {
+        self.domains.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running simulated hypervisor. Cloning shares it.
+#[derive(Clone)]
+pub struct Sim {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Sim {
+    /// Listen on `opts.socket` and serve device models on background threads.
+    pub fn start(opts: SimOptions) -> std::io::Result<Sim> {
+        if let Some(d) = opts.socket.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let listener = seqpacket::listen(&opts.socket)?;
+        let inner = Arc::new(Inner {
+            domains: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            opts,
+            stop: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+        });
+        let sim = Sim { inner };
+        let s2 = sim.clone();
+        std::thread::Builder::new()
+            .name("xen-sim-accept".into())
+            .spawn(move || s2.accept_loop(listener))?;
+        info!(socket = %sim.inner.opts.socket.display(), "xen-sim listening");
+        Ok(sim)
+    }
+
+    /// The socket device models connect to.
+    pub fn socket(&self) -> &Path {
+        &self.inner.opts.socket
+    }
+
+    /// Create a domain with `vcpus` vCPUs and `ram_mib` MiB of guest RAM.
+    pub fn create_domain(&self, domid: u16, vcpus: u32, ram_mib: u64) -> std::io::Result<()> {
+        let d = Domain::new(domid, vcpus, ram_mib << 20)?;
+        self.inner.lock().insert(domid, d);
+        Ok(())
+    }
+
+    /// A handle to drive vCPU `vcpu` of `domid` as the guest.
+    pub fn vcpu(&self, domid: u16, vcpu: u32) -> Vcpu {
+        Vcpu::new(self.clone(), domid, vcpu)
+    }
+
+    /// What happened to the domain so far.
+    pub fn report(&self, domid: u16) -> DomainReport {
+        self.inner
+            .lock()
+            .get(&domid)
+            .map(|d| d.report.clone())
+            .unwrap_or_default()
+    }
+
+    /// Make the next `count` DM ops with number `op` fail with `errno` (fault injection).
+    pub fn fail_next_dm_ops(&self, domid: u16, op: u32, count: u32, errno: i32) {
+        if let Some(d) = self.inner.lock().get_mut(&domid) {
+            d.fail_next.push((op, count, errno));
+        }
+    }
+
+    /// Use AMD's extended config access (CF8 bits 24-27 = register bits 8-11).
+    pub fn set_amd_extended_config(&self, domid: u16, on: bool) {
+        if let Some(d) = self.inner.lock().get_mut(&domid) {
+            d.amd_ext_cfg = on;
+        }
+    }
+
+    /// Write guest RAM.
+    pub fn write_guest(&self, domid: u16, gpa: u64, data: &[u8]) -> bool {
+        self.inner
+            .lock()
+            .get(&domid)
+            .is_some_and(|d| usize::try_from(gpa).is_ok_and(|g| d.ram_map.write_bytes(g, data)))
+    }
+
+    /// Read guest RAM.
+    pub fn read_guest(&self, domid: u16, gpa: u64, out: &mut [u8]) -> bool {
+        self.inner
+            .lock()
+            .get(&domid)
+            .is_some_and(|d| usize::try_from(gpa).is_ok_and(|g| d.ram_map.read_bytes(g, out)))
+    }
+
+    /// Wait until `pred` holds for the domain (checked after every change), or time out.
+    pub fn wait_for(
+        &self,
+        domid: u16,
+        timeout: Duration,
+        pred: impl Fn(&DomainView) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.lock();
+        loop {
+            if let Some(d) = g.get(&domid) {
+                if pred(&DomainView(d)) {
+                    return true;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = self
+                .inner
+                .changed
+                .wait_timeout(g, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Stop accepting new device models.
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_file(&self.inner.opts.socket);
+    }
+
+    fn accept_loop(self, listener: UnixListener) {
+        for conn in listener.incoming() {
+            if self.inner.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match conn {
+                Ok(c) => {
+                    let id = self.inner.next_conn.fetch_add(1, Ordering::SeqCst);
+                    let s = self.clone();
+                    let fd: OwnedFd = c.into();
+                    let _ = std::thread::Builder::new()
+                        .name(format!("xen-sim-conn{id}"))
+                        .spawn(move || s.serve_conn(id, fd));
+                }
+                Err(e) => warn!("xen-sim accept: {e}"),
+            }
+        }
+    }
+
+    fn serve_conn(self, conn: u64, fd: OwnedFd) {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut domid: Option<u16> = None;
+        let mut name = String::from("?");
+        let mut restricted = false;
+        loop {
+            let n = match seqpacket::recv(fd.as_raw_fd(), &mut buf) {
+                Ok((0, _)) | Err(_) => break,
+                Ok((n, _)) => n,
+            };
+            let req: SimRequest = match serde_json::from_slice(&buf[..n]) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(conn, "xen-sim: bad request: {e}");
+                    break;
+                }
+            };
+            let mut fds: Vec<RawFd> = Vec::new();
+            let mut keep: Vec<OwnedFd> = Vec::new();
+            let reply = match (&req, domid) {
+                (SimRequest::Hello { domid: d, name: n }, _) => {
+                    if self.inner.lock().contains_key(d) {
+                        domid = Some(*d);
+                        name = n.clone();
+                        info!(conn, domid = d, process = %name, "device model connected");
+                        SimReply::default()
+                    } else {
+                        SimReply {
+                            rc: -libc::ESRCH,
+                            ..Default::default()
+                        }
+                    }
+                }
+                (_, None) => SimReply {
+                    rc: -libc::ESRCH,
+                    ..Default::default()
+                },
+                (r, Some(d)) => self.handle(conn, d, r, &mut restricted, &mut keep),
+            };
+            for k in &keep {
+                fds.push(k.as_fd().as_raw_fd());
+            }
+            let bytes = serde_json::to_vec(&reply).expect("serializable");
+            if seqpacket::send(fd.as_raw_fd(), &bytes, &fds).is_err() {
+                break;
+            }
+            self.inner.changed.notify_all();
+        }
+        info!(conn, process = %name, "device model disconnected");
+        // Like closing /dev/xen/evtchn: the process's ports are unbound. Its servers stay
+        // (Xen does not know the process died): their vCPUs will be reported stuck.
+        if let Some(d) = domid {
+            if let Some(dom) = self.inner.lock().get_mut(&d) {
+                let mine: Vec<u32> = dom
+                    .servers
+                    .values()
+                    .filter(|s| s.emulator == conn)
+                    .flat_map(|s| s.vcpu_ports.clone())
+                    .collect();
+                for p in mine {
+                    if let Some(ch) = dom.channels.get_mut(&p) {
+                        ch.local = None;
+                    }
+                }
+            }
+        }
+        self.inner.changed.notify_all();
+    }
+
+    fn handle(
+        &self,
+        conn: u64,
+        domid: u16,
+        req: &SimRequest,
+        restricted: &mut bool,
+        fds: &mut Vec<OwnedFd>,
+    ) -> SimReply {
+        let mut g = self.inner.lock();
+        let Some(d) = g.get_mut(&domid) else {
+            return SimReply {
+                rc: -libc::ESRCH,
+                ..Default::default()
+            };
+        };
+        let err = |rc: i32| SimReply {
+            rc,
+            ..Default::default()
+        };
+        match req {
+            SimRequest::Hello { .. } => err(-libc::EINVAL),
+            SimRequest::DmOp { buf } => {
+                let op = match DmOp::decode(buf) {
+                    Ok(op) => op,
+                    Err(e) => {
+                        debug!("sim: undecodable dm_op: {e}");
+                        let rc = match e {
+                            ioreq_server::dmop::DecodeError::Unknown(_) => -libc::EOPNOTSUPP,
+                            ioreq_server::dmop::DecodeError::Short(_) => -libc::EFAULT,
+                            _ => -libc::EINVAL,
+                        };
+                        return err(rc);
+                    }
+                };
+                let r = d.dm_op(&op, conn);
+                let rc = r.as_ref().err().copied().unwrap_or(0);
+                let rec = serde_json::to_value(&op).unwrap_or_default();
+                d.record(rec, rc);
+                match r {
+                    Ok(out) => {
+                        let mut b: [u8; ioreq_server::abi::XEN_DM_OP_SIZE] = op.encode();
+                        DmOp::write_output(&mut b, &out);
+                        SimReply {
+                            rc: 0,
+                            buf: Some(b.to_vec()),
+                            value: None,
+                        }
+                    }
+                    Err(rc) => err(rc),
+                }
+            }
+            SimRequest::MapResource { id, frame, nr } => {
+                let Some(s) = d.servers.get(id) else {
+                    return err(-libc::ENOENT);
+                };
+                if s.emulator != conn {
+                    return err(-libc::EPERM);
+                }
+                // Frame 0 is the buffered page (-ENOENT without buffering), 1 the ioreq page;
+                // this Xen serves no further frames (xen-abi.md 3).
+                let Some(last) = frame.checked_add(*nr).filter(|l| *nr > 0 && *l <= 2) else {
+                    return err(-libc::EINVAL);
+                };
+                let _ = last;
+                if *frame == 0 && s.bufioreq == ioreq_server::abi::HVM_IOREQSRV_BUFIOREQ_OFF {
+                    return err(-libc::ENOENT);
+                }
+                match s.frames.try_clone() {
+                    Ok(f) => {
+                        fds.push(f);
+                        SimReply {
+                            rc: 0,
+                            buf: None,
+                            value: Some(frame * XEN_PAGE_SIZE as u64),
+                        }
+                    }
+                    Err(_) => err(-libc::ENOMEM),
+                }
+            }
+            SimRequest::BindInterdomain { remote_port } => match d.bind(*remote_port) {
+                Ok((local, ch)) => match (ch.to_dm.try_clone(), ch.to_xen.try_clone()) {
+                    (Ok(a), Ok(b)) => {
+                        fds.push(a);
+                        fds.push(b);
+                        SimReply {
+                            rc: 0,
+                            buf: None,
+                            value: Some(u64::from(local)),
+                        }
+                    }
+                    _ => err(-libc::ENOMEM),
+                },
+                Err(rc) => err(rc),
+            },
+            SimRequest::Unbind { port } => match d.unbind(*port) {
+                Ok(()) => SimReply::default(),
+                Err(rc) => err(rc),
+            },
+            SimRequest::GuestMemory => match d.ram.try_clone() {
+                Ok(f) => {
+                    fds.push(f);
+                    SimReply {
+                        rc: 0,
+                        buf: None,
+                        value: Some(d.ram_size),
+                    }
+                }
+                Err(_) => err(-libc::ENOMEM),
+            },
+            SimRequest::MemoryMapping { gfn, mfn, nr, add } => {
+                // IOCTL_PRIVCMD_HYPERCALL is refused on a restricted privcmd fd.
+                let rc = if *restricted {
+                    -libc::EPERM
+                } else {
+                    d.memory_mapping(*gfn, *mfn, *nr, *add).err().unwrap_or(0)
+                };
+                d.record(serde_json::json!({"op": "memory_mapping", "gfn": gfn, "mfn": mfn, "nr": nr, "add": add}), rc);
+                err(rc)
+            }
+            SimRequest::IoportMapping {
+                gport,
+                mport,
+                nr,
+                add,
+            } => {
+                let rc = if *restricted { -libc::EPERM } else { 0 };
+                if rc == 0 {
+                    if *add {
+                        d.ioport_map.push((*gport, *mport, *nr));
+                    } else {
+                        d.ioport_map.retain(|m| *m != (*gport, *mport, *nr));
+                    }
+                }
+                d.record(serde_json::json!({"op": "ioport_mapping", "gport": gport, "mport": mport, "nr": nr, "add": add}), rc);
+                err(rc)
+            }
+            SimRequest::Restrict => {
+                *restricted = true;
+                SimReply::default()
+            }
+        }
+    }
+}
+
+/// A read-only view of a domain for [`Sim::wait_for`].
+pub struct DomainView<'a>(&'a Domain);
+
+impl DomainView<'_> {
+    /// Number of enabled servers that registered at least one range.
+    pub fn serving(&self) -> usize {
+        self.0
+            .servers
+            .values()
+            .filter(|s| s.enabled && s.ranges.iter().any(|r| !r.is_empty()))
+            .count()
+    }
+    /// Whether every enabled server has bound all of its vCPU ports.
+    pub fn all_bound(&self) -> bool {
+        self.0.servers.values().filter(|s| s.enabled).all(|s| {
+            s.vcpu_ports
+                .iter()
+                .all(|p| self.0.channels.get(p).is_some_and(|c| c.local.is_some()))
+        })
+    }
+    /// Number of servers (enabled or not).
+    pub fn servers(&self) -> usize {
+        self.0.servers.len()
+    }
+    /// Whether the guest was shut down.
+    pub fn shut_down(&self) -> bool {
+        self.0.shut_down
+    }
+    /// The report so far.
+    pub fn report(&self) -> &DomainReport {
+        &self.0.report
+    }
+}

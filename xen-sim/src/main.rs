@@ -1,0 +1,2 @@
+//! xen-sim binary (placeholder until the demo lands).
+fn main() {}
