@@ -1,0 +1,735 @@
+//! Layout conformance of `ioreq_server::abi` with Debian's real headers.
+//!
+//! `tests/c/abi_layout.c` is compiled with the system C compiler against libxen-dev (Xen's
+//! public headers) and linux-libc-dev (the Linux uapi `<xen/privcmd.h>`, `<xen/evtchn.h>`), and
+//! once more against libxen-dev's own copies (`<xen/sys/privcmd.h>`, `<xen/sys/evtchn.h>`). It
+//! prints sizes, alignments, field offsets/sizes, bit-field bytes and constants as `key value`
+//! lines; this test compares every one of them with the Rust side and fails if:
+//! - a Rust value differs from the C value (all mismatches are listed);
+//! - `abi.rs` gains a `pub const`/`pub const fn`/`pub struct`/`pub type` this test does not
+//!   compare, or a struct gains a field (the field lists below are checked exhaustively at
+//!   compile time);
+//! - the C program prints something no Rust item was compared with;
+//! - the two privcmd/evtchn header copies disagree;
+//! - the compiler or a header is missing (the message names the apt package).
+#![forbid(unsafe_code)]
+
+// Shared with the other ABI test; kept out of the `tests` library so this file does not
+// depend on tests/src/lib.rs.
+#[path = "../src/cc.rs"]
+mod cc;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::mem::{align_of, offset_of, size_of};
+use std::path::Path;
+use std::process::Command;
+
+use ioreq_server::abi::*;
+
+/// The Rust source under test, to find items this test does not know about.
+const ABI_RS: &str = include_str!("../../ioreq-server/src/abi.rs");
+
+// -------------------------------------------------------------------------------------------
+// What the Rust side declares
+// -------------------------------------------------------------------------------------------
+
+struct RustField {
+    name: &'static str,
+    /// The C member (or, for a byte holding bit-fields, the `{...}` group the probe prints).
+    c: &'static str,
+    offset: usize,
+    size: usize,
+}
+
+struct RustStruct {
+    name: &'static str,
+    c: &'static str,
+    size: usize,
+    align: usize,
+    fields: Vec<RustField>,
+}
+
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// One Rust struct and its C counterpart. The destructuring pattern without `..` makes the
+/// build fail if the Rust struct gains or loses a field that is not listed here.
+macro_rules! rust_struct {
+    ($t:ident => $c:literal { $($f:ident => $cf:expr),* $(,)? }) => {{
+        #[allow(dead_code)]
+        fn every_field_is_listed(v: &$t) {
+            let $t { $($f: _),* } = v;
+        }
+        RustStruct {
+            name: stringify!($t),
+            c: $c,
+            size: size_of::<$t>(),
+            align: align_of::<$t>(),
+            fields: vec![$(RustField {
+                name: stringify!($f),
+                c: $cf,
+                offset: offset_of!($t, $f),
+                size: field_size(|s: &$t| &s.$f),
+            }),*],
+        }
+    }};
+}
+
+/// The C group name of the bit-field byte of `struct ioreq` and of word 0 of `buf_ioreq`.
+const IOREQ_BITS: &str = "{state,data_is_ptr,dir,df,_pad1}";
+const BUF_IOREQ_BITS: &str = "{type,pad,dir,size,addr}";
+
+fn structs() -> Vec<RustStruct> {
+    vec![
+        // xen/include/public/hvm/ioreq.h
+        rust_struct!(Ioreq => "ioreq" {
+            addr => "addr", data => "data", count => "count", size => "size",
+            vp_eport => "vp_eport", _pad0 => "_pad0", flags => IOREQ_BITS, type_ => "type",
+        }),
+        rust_struct!(BufIoreq => "buf_ioreq" { word0 => BUF_IOREQ_BITS, data => "data" }),
+        rust_struct!(BufferedIopage => "buffered_iopage" {
+            read_pointer => "read_pointer", write_pointer => "write_pointer", buf_ioreq => "buf_ioreq",
+        }),
+        // xen/include/public/hvm/dm_op.h
+        rust_struct!(XenDmOpCreateIoreqServer => "xen_dm_op_create_ioreq_server" {
+            handle_bufioreq => "handle_bufioreq", pad => "pad", id => "id",
+        }),
+        rust_struct!(XenDmOpGetIoreqServerInfo => "xen_dm_op_get_ioreq_server_info" {
+            id => "id", flags => "flags", bufioreq_port => "bufioreq_port",
+            ioreq_gfn => "ioreq_gfn", bufioreq_gfn => "bufioreq_gfn",
+        }),
+        rust_struct!(XenDmOpIoreqServerRange => "xen_dm_op_ioreq_server_range" {
+            id => "id", pad => "pad", type_ => "type", start => "start", end => "end",
+        }),
+        rust_struct!(XenDmOpSetIoreqServerState => "xen_dm_op_set_ioreq_server_state" {
+            id => "id", enabled => "enabled", pad => "pad",
+        }),
+        rust_struct!(XenDmOpDestroyIoreqServer => "xen_dm_op_destroy_ioreq_server" { id => "id", pad => "pad" }),
+        rust_struct!(XenDmOpSetPciIntxLevel => "xen_dm_op_set_pci_intx_level" {
+            domain => "domain", bus => "bus", device => "device", intx => "intx", level => "level",
+        }),
+        rust_struct!(XenDmOpSetIsaIrqLevel => "xen_dm_op_set_isa_irq_level" { isa_irq => "isa_irq", level => "level" }),
+        rust_struct!(XenDmOpInjectMsi => "xen_dm_op_inject_msi" { data => "data", pad => "pad", addr => "addr" }),
+        rust_struct!(XenDmOpRemoteShutdown => "xen_dm_op_remote_shutdown" { reason => "reason" }),
+        rust_struct!(XenDmOpNrVcpus => "xen_dm_op_nr_vcpus" { vcpus => "vcpus" }),
+        rust_struct!(XenDmOp => "xen_dm_op" { op => "op", pad => "pad", u => "u" }),
+        rust_struct!(XenDmOpBuf => "xen_dm_op_buf" { h => "h", size => "size" }),
+        // Linux include/uapi/xen/privcmd.h
+        rust_struct!(PrivcmdHypercall => "privcmd_hypercall" { op => "op", arg => "arg" }),
+        rust_struct!(PrivcmdDmOpBuf => "privcmd_dm_op_buf" { uptr => "uptr", size => "size" }),
+        rust_struct!(PrivcmdDmOp => "privcmd_dm_op" { dom => "dom", num => "num", ubufs => "ubufs" }),
+        rust_struct!(PrivcmdMmapbatchV2 => "privcmd_mmapbatch_v2" {
+            num => "num", dom => "dom", addr => "addr", arr => "arr", err => "err",
+        }),
+        rust_struct!(PrivcmdMmapResource => "privcmd_mmap_resource" {
+            dom => "dom", type_ => "type", id => "id", idx => "idx", num => "num", addr => "addr",
+        }),
+        // Linux include/uapi/xen/evtchn.h
+        rust_struct!(IoctlEvtchnBindInterdomain => "ioctl_evtchn_bind_interdomain" {
+            remote_domain => "remote_domain", remote_port => "remote_port",
+        }),
+        rust_struct!(IoctlEvtchnUnbind => "ioctl_evtchn_unbind" { port => "port" }),
+        rust_struct!(IoctlEvtchnNotify => "ioctl_evtchn_notify" { port => "port" }),
+        rust_struct!(IoctlEvtchnRestrictDomid => "ioctl_evtchn_restrict_domid" { domid => "domid" }),
+    ]
+}
+
+/// `pub type` aliases: (Rust name, size, C key).
+fn types() -> Vec<(&'static str, usize, &'static str)> {
+    vec![
+        ("DomId", size_of::<DomId>(), "sizeof domid_t"),
+        ("IoservId", size_of::<IoservId>(), "sizeof ioservid_t"),
+        (
+            "EvtchnPort",
+            size_of::<EvtchnPort>(),
+            "sizeof evtchn_port_t",
+        ),
+    ]
+}
+
+/// `pub const` items: (Rust name, value, C key). Most keys are C macros (`const NAME`); the
+/// offsets/sizes Rust keeps as constants are compared with the probe's offsetof/sizeof.
+macro_rules! consts {
+    ($($n:ident => $key:expr),* $(,)?) => { vec![$((stringify!($n), $n as u64, $key)),*] };
+}
+
+fn constants() -> Vec<(&'static str, u64, &'static str)> {
+    consts![
+        // xen.h
+        __HYPERVISOR_MEMORY_OP => "const __HYPERVISOR_memory_op",
+        __HYPERVISOR_SCHED_OP => "const __HYPERVISOR_sched_op",
+        __HYPERVISOR_PHYSDEV_OP => "const __HYPERVISOR_physdev_op",
+        __HYPERVISOR_DOMCTL => "const __HYPERVISOR_domctl",
+        __HYPERVISOR_DM_OP => "const __HYPERVISOR_dm_op",
+        DOMID_SELF => "const DOMID_SELF",
+        DOMID_INVALID => "const DOMID_INVALID",
+        // No public Xen header defines the x86 page size; libxen-dev's xenctrl.h does.
+        XEN_PAGE_SIZE => "const XC_PAGE_SIZE",
+        // hvm/ioreq.h
+        IOREQ_READ => "const IOREQ_READ",
+        IOREQ_WRITE => "const IOREQ_WRITE",
+        STATE_IOREQ_NONE => "const STATE_IOREQ_NONE",
+        STATE_IOREQ_READY => "const STATE_IOREQ_READY",
+        STATE_IOREQ_INPROCESS => "const STATE_IOREQ_INPROCESS",
+        STATE_IORESP_READY => "const STATE_IORESP_READY",
+        IOREQ_TYPE_PIO => "const IOREQ_TYPE_PIO",
+        IOREQ_TYPE_COPY => "const IOREQ_TYPE_COPY",
+        IOREQ_TYPE_PCI_CONFIG => "const IOREQ_TYPE_PCI_CONFIG",
+        IOREQ_TYPE_TIMEOFFSET => "const IOREQ_TYPE_TIMEOFFSET",
+        IOREQ_TYPE_INVALIDATE => "const IOREQ_TYPE_INVALIDATE",
+        IOREQ_FLAGS_OFFSET => "offset ioreq {state,data_is_ptr,dir,df,_pad1}",
+        IOREQ_BUFFER_SLOT_NUM => "const IOREQ_BUFFER_SLOT_NUM",
+        BUFFERED_READ_POINTER_OFFSET => "offset buffered_iopage read_pointer",
+        BUFFERED_WRITE_POINTER_OFFSET => "offset buffered_iopage write_pointer",
+        BUFFERED_SLOTS_OFFSET => "offset buffered_iopage buf_ioreq",
+        ACPI_PM1A_EVT_BLK_ADDRESS_V1 => "const ACPI_PM1A_EVT_BLK_ADDRESS_V1",
+        ACPI_PM1A_CNT_BLK_ADDRESS_V1 => "const ACPI_PM1A_CNT_BLK_ADDRESS_V1",
+        // hvm/hvm_op.h
+        HVM_IOREQSRV_BUFIOREQ_OFF => "const HVM_IOREQSRV_BUFIOREQ_OFF",
+        HVM_IOREQSRV_BUFIOREQ_LEGACY => "const HVM_IOREQSRV_BUFIOREQ_LEGACY",
+        HVM_IOREQSRV_BUFIOREQ_ATOMIC => "const HVM_IOREQSRV_BUFIOREQ_ATOMIC",
+        // hvm/dm_op.h
+        XEN_DMOP_CREATE_IOREQ_SERVER => "const XEN_DMOP_create_ioreq_server",
+        XEN_DMOP_GET_IOREQ_SERVER_INFO => "const XEN_DMOP_get_ioreq_server_info",
+        XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER => "const XEN_DMOP_map_io_range_to_ioreq_server",
+        XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER => "const XEN_DMOP_unmap_io_range_from_ioreq_server",
+        XEN_DMOP_SET_IOREQ_SERVER_STATE => "const XEN_DMOP_set_ioreq_server_state",
+        XEN_DMOP_DESTROY_IOREQ_SERVER => "const XEN_DMOP_destroy_ioreq_server",
+        XEN_DMOP_SET_PCI_INTX_LEVEL => "const XEN_DMOP_set_pci_intx_level",
+        XEN_DMOP_SET_ISA_IRQ_LEVEL => "const XEN_DMOP_set_isa_irq_level",
+        XEN_DMOP_INJECT_MSI => "const XEN_DMOP_inject_msi",
+        XEN_DMOP_REMOTE_SHUTDOWN => "const XEN_DMOP_remote_shutdown",
+        XEN_DMOP_NR_VCPUS => "const XEN_DMOP_nr_vcpus",
+        XEN_DMOP_IO_RANGE_PORT => "const XEN_DMOP_IO_RANGE_PORT",
+        XEN_DMOP_IO_RANGE_MEMORY => "const XEN_DMOP_IO_RANGE_MEMORY",
+        XEN_DMOP_IO_RANGE_PCI => "const XEN_DMOP_IO_RANGE_PCI",
+        XEN_DMOP_NO_GFNS => "const XEN_DMOP_no_gfns",
+        XEN_DM_OP_PAYLOAD_OFFSET => "offset xen_dm_op u",
+        XEN_DM_OP_SIZE => "sizeof xen_dm_op",
+        // sched.h
+        SHUTDOWN_POWEROFF => "const SHUTDOWN_poweroff",
+        SHUTDOWN_REBOOT => "const SHUTDOWN_reboot",
+        SHUTDOWN_SUSPEND => "const SHUTDOWN_suspend",
+        SHUTDOWN_CRASH => "const SHUTDOWN_crash",
+        SHUTDOWN_WATCHDOG => "const SHUTDOWN_watchdog",
+        SHUTDOWN_SOFT_RESET => "const SHUTDOWN_soft_reset",
+        // memory.h
+        XENMEM_ACQUIRE_RESOURCE => "const XENMEM_acquire_resource",
+        XENMEM_RESOURCE_IOREQ_SERVER => "const XENMEM_resource_ioreq_server",
+        XENMEM_RESOURCE_GRANT_TABLE => "const XENMEM_resource_grant_table",
+        XENMEM_RESOURCE_IOREQ_SERVER_FRAME_BUFIOREQ => "const XENMEM_resource_ioreq_server_frame_bufioreq",
+        // Linux privcmd.h
+        IOCTL_PRIVCMD_HYPERCALL => "const IOCTL_PRIVCMD_HYPERCALL",
+        IOCTL_PRIVCMD_MMAPBATCH_V2 => "const IOCTL_PRIVCMD_MMAPBATCH_V2",
+        IOCTL_PRIVCMD_DM_OP => "const IOCTL_PRIVCMD_DM_OP",
+        IOCTL_PRIVCMD_RESTRICT => "const IOCTL_PRIVCMD_RESTRICT",
+        IOCTL_PRIVCMD_MMAP_RESOURCE => "const IOCTL_PRIVCMD_MMAP_RESOURCE",
+        // Linux evtchn.h
+        IOCTL_EVTCHN_BIND_INTERDOMAIN => "const IOCTL_EVTCHN_BIND_INTERDOMAIN",
+        IOCTL_EVTCHN_UNBIND => "const IOCTL_EVTCHN_UNBIND",
+        IOCTL_EVTCHN_NOTIFY => "const IOCTL_EVTCHN_NOTIFY",
+        IOCTL_EVTCHN_RESET => "const IOCTL_EVTCHN_RESET",
+        IOCTL_EVTCHN_RESTRICT_DOMID => "const IOCTL_EVTCHN_RESTRICT_DOMID",
+    ]
+}
+
+/// Constants the public headers do not define: (Rust name, value, C key, why). Compared only
+/// if a future header does print them.
+fn skipped_constants() -> Vec<(&'static str, u64, &'static str, &'static str)> {
+    vec![
+        (
+            "MAX_NR_IOREQ_SERVERS",
+            MAX_NR_IOREQ_SERVERS as u64,
+            "const MAX_NR_IOREQ_SERVERS",
+            "hypervisor-internal (xen/include/xen/sched.h), not in Xen's public headers",
+        ),
+        (
+            "MAX_NR_IO_RANGES",
+            MAX_NR_IO_RANGES as u64,
+            "const MAX_NR_IO_RANGES",
+            "hypervisor-internal (xen/include/xen/ioreq.h), not in Xen's public headers",
+        ),
+    ]
+}
+
+/// `pub const fn` items, compared on sample arguments with the C macro: (Rust name, value,
+/// C key). The keys are the probe's `SAMPLE(...)` expressions verbatim.
+fn const_fn_samples() -> Vec<(&'static str, u64, &'static str)> {
+    vec![
+        (
+            "pci_sbdf",
+            pci_sbdf(0, 0, 3, 0) as u64,
+            "sample SBDF(0, 0, 3, 0)",
+        ),
+        (
+            "pci_sbdf",
+            pci_sbdf(0x1234, 0xab, 0x1f, 7) as u64,
+            "sample SBDF(0x1234, 0xab, 0x1f, 7)",
+        ),
+        (
+            "pci_sbdf",
+            pci_sbdf(0xffff, 0xff, 0x3f, 0xf) as u64,
+            "sample SBDF(0xffff, 0xff, 0x3f, 0xf)",
+        ),
+        (
+            "xenmem_resource_ioreq_server_frame_ioreq",
+            xenmem_resource_ioreq_server_frame_ioreq(0),
+            "sample XENMEM_resource_ioreq_server_frame_ioreq(0)",
+        ),
+        (
+            "xenmem_resource_ioreq_server_frame_ioreq",
+            xenmem_resource_ioreq_server_frame_ioreq(1),
+            "sample XENMEM_resource_ioreq_server_frame_ioreq(1)",
+        ),
+        (
+            "xenmem_resource_ioreq_server_frame_ioreq",
+            xenmem_resource_ioreq_server_frame_ioreq(7),
+            "sample XENMEM_resource_ioreq_server_frame_ioreq(7)",
+        ),
+        // _IOC_NONE 0, _IOC_WRITE 1, _IOC_READ 2 on x86.
+        (
+            "ioc",
+            ioc(0, b'P', 5, 16),
+            "sample _IOC(_IOC_NONE, 'P', 5, 16)",
+        ),
+        (
+            "ioc",
+            ioc(1, b'P', 8, 24),
+            "sample _IOC(_IOC_WRITE, 'P', 8, 24)",
+        ),
+        (
+            "ioc",
+            ioc(2, b'E', 0x7f, 0x3fff),
+            "sample _IOC(_IOC_READ, 'E', 0x7f, 0x3fff)",
+        ),
+        (
+            "ioc",
+            ioc(3, 0xff, 0xff, 0x3fff),
+            "sample _IOC(_IOC_READ | _IOC_WRITE, 0xff, 0xff, 0x3fff)",
+        ),
+    ]
+}
+
+// -------------------------------------------------------------------------------------------
+// The C side
+// -------------------------------------------------------------------------------------------
+
+/// The probe's output: `key value` lines (the value is the last word), and which keys the
+/// comparison looked at.
+struct Probe {
+    headers: String,
+    values: BTreeMap<String, String>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl Probe {
+    fn parse(text: &str) -> Probe {
+        let mut values = BTreeMap::new();
+        let mut headers = String::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (key, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad probe line {line:?}"));
+            if key == "headers" {
+                headers = value.to_string();
+            } else {
+                assert!(
+                    values.insert(key.to_string(), value.to_string()).is_none(),
+                    "duplicate probe key {key:?}"
+                );
+            }
+        }
+        Probe {
+            headers,
+            values,
+            used: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<&str> {
+        let v = self.values.get(key)?;
+        self.used.borrow_mut().insert(key.to_string());
+        Some(v)
+    }
+
+    fn num(&self, key: &str) -> Option<u64> {
+        self.raw(key).map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("probe value of {key:?} is not a number: {v}"))
+        })
+    }
+
+    fn bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.raw(key).map(|h| {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex bytes"))
+                .collect()
+        })
+    }
+}
+
+/// Build the probe against one set of headers and run it.
+fn probe(dir: &Path, variant: &str, defines: &[&str]) -> Probe {
+    let src = cc::c_dir().join("abi_layout.c");
+    let shim = cc::c_dir().join("include");
+    let exe = dir.join(format!("abi_layout-{variant}"));
+    let mut args: Vec<String> = vec![
+        "-std=gnu11".into(),
+        "-Wall".into(),
+        "-D__XEN_TOOLS__".into(),
+        format!("-I{}", shim.display()),
+        "-o".into(),
+        exe.display().to_string(),
+        src.display().to_string(),
+    ];
+    args.extend(defines.iter().map(|d| d.to_string()));
+    cc::compile(&format!("abi_layout probe ({variant})"), &args);
+    let out = cc::run(
+        &format!("abi_layout probe ({variant})"),
+        &mut Command::new(&exe),
+    );
+    Probe::parse(&String::from_utf8(out.stdout).expect("probe output is UTF-8"))
+}
+
+// -------------------------------------------------------------------------------------------
+// Comparison
+// -------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Tally {
+    mismatches: Vec<String>,
+    structs: usize,
+    fields: usize,
+    constants: usize,
+    samples: usize,
+    bitfields: usize,
+}
+
+impl Tally {
+    fn eq(&mut self, what: String, rust: u64, c: Option<u64>, ckey: &str) {
+        match c {
+            Some(c) if c == rust => {}
+            Some(c) => self.mismatches.push(format!(
+                "{what}: Rust {rust} (0x{rust:x}), C `{ckey}` {c} (0x{c:x})"
+            )),
+            None => self
+                .mismatches
+                .push(format!("{what}: Rust {rust}, C probe printed no `{ckey}`")),
+        }
+    }
+    fn check(&mut self, what: String, ok: bool) {
+        if !ok {
+            self.mismatches.push(what);
+        }
+    }
+}
+
+fn compare(p: &Probe, t: &mut Tally) {
+    for s in structs() {
+        t.structs += 1;
+        t.eq(
+            format!("size_of::<{}>()", s.name),
+            s.size as u64,
+            p.num(&format!("sizeof {}", s.c)),
+            &format!("sizeof(struct {})", s.c),
+        );
+        t.eq(
+            format!("align_of::<{}>()", s.name),
+            s.align as u64,
+            p.num(&format!("alignof {}", s.c)),
+            &format!("_Alignof(struct {})", s.c),
+        );
+        for f in &s.fields {
+            t.fields += 1;
+            let off = format!("offset {} {}", s.c, f.c);
+            let size = format!("fieldsize {} {}", s.c, f.c);
+            t.eq(
+                format!("offset_of!({}, {})", s.name, f.name),
+                f.offset as u64,
+                p.num(&off),
+                &off,
+            );
+            t.eq(
+                format!("size of {}.{}", s.name, f.name),
+                f.size as u64,
+                p.num(&size),
+                &size,
+            );
+        }
+    }
+    for (name, size, key) in types() {
+        t.constants += 1;
+        t.eq(format!("size_of::<{name}>()"), size as u64, p.num(key), key);
+    }
+    for (name, value, key) in constants() {
+        t.constants += 1;
+        t.eq(name.to_string(), value, p.num(key), key);
+    }
+    for (name, value, key, _why) in skipped_constants() {
+        if let Some(c) = p.num(key) {
+            t.constants += 1;
+            t.eq(name.to_string(), value, Some(c), key);
+        }
+    }
+    for (name, value, key) in const_fn_samples() {
+        t.samples += 1;
+        t.eq(format!("{name} ({key})"), value, p.num(key), key);
+    }
+    compare_ioreq_bits(p, t);
+    compare_buf_ioreq_bits(p, t);
+}
+
+/// Bit positions in `struct ioreq` byte 30: the probe sets each C bit-field to all-ones in a
+/// zeroed struct; the Rust setter must produce the same 32 bytes and the accessors must read
+/// back exactly that field.
+fn compare_ioreq_bits(p: &Probe, t: &mut Tally) {
+    let rust = |f: fn(&mut Ioreq)| {
+        let mut r = Ioreq::default();
+        f(&mut r);
+        r.to_bytes().to_vec()
+    };
+    let cases = [
+        ("state", Some(rust(|r| r.set_state(0xF))), [0xF, 0, 0, 0]),
+        (
+            "data_is_ptr",
+            Some(rust(|r| r.set_data_is_ptr(true))),
+            [0, 1, 0, 0],
+        ),
+        ("dir", Some(rust(|r| r.set_dir(IOREQ_READ))), [0, 0, 1, 0]),
+        ("df", Some(rust(|r| r.set_df(true))), [0, 0, 0, 1]),
+        ("_pad1", None, [0, 0, 0, 0]), // no Rust setter; the accessors must ignore it
+    ];
+    for (field, rust_bytes, expect) in cases {
+        t.bitfields += 1;
+        let key = format!("bytes ioreq.{field}");
+        let Some(c) = p.bytes(&key) else {
+            t.mismatches.push(format!("C probe printed no `{key}`"));
+            continue;
+        };
+        if let Some(r) = rust_bytes {
+            t.check(
+                format!(
+                    "Ioreq bit-field {field} all-ones: Rust bytes {} != C bytes {}",
+                    hex(&r),
+                    hex(&c)
+                ),
+                r == c,
+            );
+        }
+        let Ok(arr) = <[u8; 32]>::try_from(c.as_slice()) else {
+            t.mismatches
+                .push(format!("`{key}` is {} bytes, expected 32", c.len()));
+            continue;
+        };
+        let r = Ioreq::from_bytes(&arr);
+        let got = [
+            r.state() as u64,
+            r.data_is_ptr() as u64,
+            r.dir() as u64,
+            r.df() as u64,
+        ];
+        t.check(
+            format!("Ioreq accessors (state, data_is_ptr, dir, df) on C bytes with {field}=all-ones: {got:?}, expected {expect:?}"),
+            got == expect,
+        );
+    }
+}
+
+/// Bit positions in word 0 of `buf_ioreq`, likewise.
+fn compare_buf_ioreq_bits(p: &Probe, t: &mut Tally) {
+    let bytes = |b: BufIoreq| [b.word0.to_le_bytes(), b.data.to_le_bytes()].concat();
+    let cases = [
+        (
+            "type",
+            Some(BufIoreq::new(0xFF, 0, 0, 0, 0)),
+            [0xFF, 0, 1, 0],
+        ),
+        ("pad", None, [0, 0, 1, 0]), // no Rust setter; the accessors must ignore it
+        ("dir", Some(BufIoreq::new(0, 1, 0, 0, 0)), [0, 1, 1, 0]),
+        ("size", Some(BufIoreq::new(0, 0, 3, 0, 0)), [0, 0, 8, 0]),
+        (
+            "addr",
+            Some(BufIoreq::new(0, 0, 0, 0xF_FFFF, 0)),
+            [0, 0, 1, 0xF_FFFF],
+        ),
+    ];
+    for (field, rust, expect) in cases {
+        t.bitfields += 1;
+        let key = format!("bytes buf_ioreq.{field}");
+        let Some(c) = p.bytes(&key) else {
+            t.mismatches.push(format!("C probe printed no `{key}`"));
+            continue;
+        };
+        if let Some(r) = rust {
+            let r = bytes(r);
+            t.check(
+                format!(
+                    "BufIoreq bit-field {field} all-ones: Rust bytes {} != C bytes {}",
+                    hex(&r),
+                    hex(&c)
+                ),
+                r == c,
+            );
+        }
+        if c.len() != 8 {
+            t.mismatches
+                .push(format!("`{key}` is {} bytes, expected 8", c.len()));
+            continue;
+        }
+        let b = BufIoreq {
+            word0: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            data: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+        };
+        let got = [b.type_() as u32, b.dir() as u32, b.size_bytes(), b.addr()];
+        t.check(
+            format!("BufIoreq accessors (type, dir, size_bytes, addr) on C bytes with {field}=all-ones: {got:?}, expected {expect:?}"),
+            got == expect,
+        );
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Top-level public items of abi.rs: (kind, name).
+fn abi_rs_items() -> Vec<(&'static str, String)> {
+    let kinds = [
+        ("pub const fn ", "const fn"),
+        ("pub const ", "const"),
+        ("pub struct ", "struct"),
+        ("pub type ", "type"),
+        ("pub enum ", "enum"),
+        ("pub union ", "union"),
+        ("pub static ", "static"),
+        ("pub fn ", "fn"),
+        ("pub mod ", "mod"), // items in a submodule would escape this parser: flag it
+    ];
+    let mut items = Vec::new();
+    for line in ABI_RS.lines() {
+        // Only items at column 0: methods and test code are indented.
+        for (prefix, kind) in kinds {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                items.push((kind, name));
+                break;
+            }
+        }
+    }
+    items
+}
+
+#[test]
+fn every_public_abi_item_is_compared() {
+    let mut covered: BTreeSet<(&str, String)> = BTreeSet::new();
+    for s in structs() {
+        covered.insert(("struct", s.name.to_string()));
+    }
+    for (n, ..) in types() {
+        covered.insert(("type", n.to_string()));
+    }
+    for (n, ..) in constants() {
+        covered.insert(("const", n.to_string()));
+    }
+    for (n, ..) in skipped_constants() {
+        covered.insert(("const", n.to_string()));
+    }
+    for (n, ..) in const_fn_samples() {
+        covered.insert(("const fn", n.to_string()));
+    }
+    let items = abi_rs_items();
+    assert!(
+        items.len() > 50,
+        "parsed only {} items from abi.rs: is the parser still right?",
+        items.len()
+    );
+    let missing: Vec<String> = items
+        .iter()
+        .filter(|(k, n)| !covered.contains(&(*k, n.clone())))
+        .map(|(k, n)| format!("pub {k} {n}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ioreq-server/src/abi.rs has public items the layout test does not compare with the C headers: {}\n\
+         add them to tests/tests/abi_layout.rs (and tests/c/abi_layout.c)",
+        missing.join(", ")
+    );
+    // And the other way: nothing listed here that abi.rs no longer declares.
+    let declared: BTreeSet<(&str, String)> = items.into_iter().collect();
+    let stale: Vec<String> = covered
+        .iter()
+        .filter(|i| !declared.contains(i))
+        .map(|(k, n)| format!("pub {k} {n}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "abi_layout.rs lists items abi.rs does not declare at top level: {}",
+        stale.join(", ")
+    );
+}
+
+#[test]
+fn abi_matches_debian_headers() {
+    let dir = cc::ScratchDir::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "abi_layout");
+    let variants = [
+        ("uapi", probe(dir.path(), "uapi", &[])),
+        (
+            "xen-sys",
+            probe(dir.path(), "xen-sys", &["-DUSE_XEN_SYS_HEADERS"]),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (variant, p) in &variants {
+        let mut t = Tally::default();
+        compare(p, &mut t);
+        let unused: Vec<&String> = p
+            .values
+            .keys()
+            .filter(|k| !p.used.borrow().contains(*k))
+            .collect();
+        for k in unused {
+            t.mismatches.push(format!(
+                "C probe printed `{k}` but no Rust item was compared with it"
+            ));
+        }
+        println!(
+            "abi_layout [{variant}: {}]: {} structs, {} fields, {} constants/types, {} const-fn samples, \
+             {} bit-field patterns compared; {} mismatches",
+            p.headers,
+            t.structs,
+            t.fields,
+            t.constants,
+            t.samples,
+            t.bitfields,
+            t.mismatches.len()
+        );
+        for (name, _, key, why) in skipped_constants() {
+            if !p.values.contains_key(key) {
+                println!("  skipped {name}: {why}");
+            }
+        }
+        failures.extend(t.mismatches.into_iter().map(|m| format!("[{variant}] {m}")));
+    }
+    // The two privcmd.h/evtchn.h copies must agree with each other too.
+    let (a, b) = (&variants[0].1.values, &variants[1].1.values);
+    for k in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
+        if a.get(k) != b.get(k) {
+            failures.push(format!(
+                "linux-libc-dev and libxen-dev headers disagree on `{k}`: {:?} vs {:?}",
+                a.get(k),
+                b.get(k)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "ioreq_server::abi does not match Debian's headers:\n  {}",
+        failures.join("\n  ")
+    );
+}
