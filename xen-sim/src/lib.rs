@@ -21,6 +21,7 @@
 mod domain;
 mod guest;
 mod hypervisor;
+pub mod launch;
 
 pub use domain::{DomainReport, Msi};
 pub use guest::{GuestError, Vcpu};
