@@ -17,8 +17,9 @@ use crate::transport::TransportKind;
 #[derive(Clone, Debug, clap::Args)]
 pub struct CommonArgs {
     /// The guest's config file (TOML; shared by all of the guest's device-model processes).
+    /// (Required to serve; optional at parse time so that subcommands like `inspect` work.)
     #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Override the config's transport: `xen` on a dom0, `sim` against xen-sim.
     #[arg(long, value_enum)]
     pub transport: Option<TransportKind>,
@@ -36,7 +37,10 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// Load the config and apply the command-line overrides.
     pub fn load(&self) -> anyhow::Result<GuestConfig> {
-        let mut c = GuestConfig::load(&self.config)?;
+        let path = self.config.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--config FILE is required (the guest's TOML config)")
+        })?;
+        let mut c = GuestConfig::load(path)?;
         if let Some(t) = self.transport {
             c.transport = t;
         }
