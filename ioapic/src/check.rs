@@ -1,0 +1,524 @@
+//! Invariant checkers that run arbitrary operation sequences: shared by the fuzz targets
+//! (`ioapic/fuzz`) and the randomized stable tests. A violated invariant panics.
+//!
+//! Invariants checked after every operation:
+//! - nothing panics, and reads return no more than `size` bytes;
+//! - every MSI has address 0xFEExxxxx with only destination and destination-mode bits, data
+//!   with trigger = edge, delivery mode fixed or lowest priority and a vector of 16 or more;
+//! - Remote IRR is never set on an edge entry and delivery status always reads 0;
+//! - a level pin sends at most one MSI between two EOIs, and Remote IRR is set after it;
+//! - no lost interrupt: an unmasked level pin whose input is asserted has Remote IRR set,
+//!   unless its entry cannot be delivered (vector below 16, unsupported delivery mode);
+//! - with sources ([`pins`], [`device_protocol`]): every pin's input equals the wired-OR of its
+//!   sources;
+//! - snapshots round-trip (also through JSON).
+
+use std::io::{IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+use ioreq_server::device::{Action, Actions, Device, Space};
+use ioreq_server::irq_line::{Frame, IrqLineServer, LineTracker, SourceId};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+
+use crate::chip::{Ioapic, IrqOutput, Msi, Version};
+use crate::device::IoapicDevice;
+use crate::regs::*;
+
+/// What a run did, so that tests can tell that random inputs reach deliveries and EOIs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// MSIs delivered.
+    pub msis: usize,
+    /// EOIs that cleared Remote IRR.
+    pub eois: usize,
+}
+
+/// Reads operation arguments from fuzz input; running out yields zeros and ends the run.
+struct Input<'a> {
+    data: &'a [u8],
+}
+
+impl Input<'_> {
+    fn done(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn u8(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((b, rest)) => {
+                self.data = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | u64::from(self.u32()) << 32
+    }
+
+    fn size(&mut self) -> u8 {
+        [1, 2, 4, 8][usize::from(self.u8() & 3)]
+    }
+
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+}
+
+/// What the state machine reported during one operation.
+#[derive(Debug)]
+enum Event {
+    Inject(u8, Msi),
+    Eoi(u8),
+}
+
+/// Records effects; with a tracker it behaves like the device (EOI releases the pin).
+struct Recorder<'a> {
+    events: &'a mut Vec<Event>,
+    tracker: Option<&'a mut LineTracker>,
+}
+
+impl IrqOutput for Recorder<'_> {
+    fn inject(&mut self, pin: u8, msi: Msi) {
+        self.events.push(Event::Inject(pin, msi));
+    }
+
+    fn eoi(&mut self, pin: u8, asserted: bool) -> bool {
+        self.events.push(Event::Eoi(pin));
+        match self.tracker.as_deref_mut() {
+            Some(t) => {
+                t.release_pin(pin);
+                t.level(pin)
+            }
+            None => asserted,
+        }
+    }
+}
+
+/// Checks one MSI against what Xen's `inject_msi` accepts and what the entry allows.
+pub fn check_msi(msi: Msi) {
+    assert_eq!(
+        msi.addr & !0x000F_F004,
+        0xFEE0_0000,
+        "MSI address {:#x}",
+        msi.addr
+    );
+    assert_eq!(
+        msi.data & !0x7FF,
+        0,
+        "MSI data {:#x}: only vector and delivery mode",
+        msi.data
+    );
+    assert!(
+        msi.data & 0xFF >= 16,
+        "MSI vector below 16: {:#x}",
+        msi.data
+    );
+    assert!(
+        (msi.data >> 8) & 7 <= 1,
+        "MSI delivery mode not fixed/lowest: {:#x}",
+        msi.data
+    );
+}
+
+fn deliverable(e: RedirectionEntry) -> bool {
+    matches!(
+        e.delivery_mode(),
+        DeliveryMode::Fixed | DeliveryMode::LowestPriority
+    ) && e.vector() >= 16
+}
+
+/// Per-pin bookkeeping of MSIs since the last EOI.
+struct Ledger {
+    since_eoi: Vec<u32>,
+    events: Vec<Event>,
+    stats: Stats,
+}
+
+impl Ledger {
+    fn new(pins: u8) -> Self {
+        Ledger {
+            since_eoi: vec![0; usize::from(pins)],
+            events: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Consumes the events of one operation and checks the state afterwards.
+    fn check(&mut self, ioapic: &Ioapic, tracker: Option<&LineTracker>) {
+        for ev in self.events.drain(..) {
+            match ev {
+                Event::Inject(pin, msi) => {
+                    check_msi(msi);
+                    let e = ioapic.entry(pin).expect("MSI for a pin that exists");
+                    assert_eq!(
+                        msi,
+                        Msi::from_entry(e),
+                        "MSI matches the entry of pin {pin}"
+                    );
+                    self.since_eoi[usize::from(pin)] += 1;
+                    self.stats.msis += 1;
+                }
+                Event::Eoi(pin) => {
+                    self.since_eoi[usize::from(pin)] = 0;
+                    self.stats.eois += 1;
+                }
+            }
+        }
+        for pin in 0..ioapic.pins() {
+            let e = ioapic.entry(pin).unwrap();
+            let p = usize::from(pin);
+            assert!(!e.delivery_status(), "delivery status set on pin {pin}");
+            if e.is_level() {
+                assert!(
+                    self.since_eoi[p] <= 1,
+                    "level pin {pin}: {} MSIs without EOI",
+                    self.since_eoi[p]
+                );
+                if self.since_eoi[p] == 1 {
+                    assert!(
+                        e.remote_irr(),
+                        "level pin {pin} delivered but Remote IRR clear"
+                    );
+                }
+                if !e.masked() && ioapic.is_asserted(pin) && deliverable(e) {
+                    assert!(
+                        e.remote_irr(),
+                        "lost interrupt: level pin {pin} asserted, unmasked, idle"
+                    );
+                }
+            } else {
+                assert!(!e.remote_irr(), "Remote IRR on edge pin {pin}");
+                self.since_eoi[p] = 0;
+            }
+            if let Some(t) = tracker {
+                assert_eq!(
+                    ioapic.is_asserted(pin),
+                    t.level(pin),
+                    "pin {pin} input vs wired-OR"
+                );
+            }
+        }
+    }
+}
+
+fn header(input: &mut Input<'_>) -> Ioapic {
+    let b = input.u8();
+    let pins = [1, 4, 24, MAX_PINS][usize::from(b & 3)];
+    let version = if b & 4 == 0 {
+        Version::V20
+    } else {
+        Version::V11
+    };
+    Ioapic::new(pins, version, (b >> 3) & ID_MASK).expect("valid parameters")
+}
+
+/// A redirection entry low half with values that make interrupts happen often.
+fn useful_low(input: &mut Input<'_>) -> u32 {
+    let b = input.u8();
+    let c = input.u8();
+    let vector = if c & 0x80 != 0 { c } else { 16 + (c & 7) };
+    let mode: u32 = if b & 0x30 == 0x30 {
+        u32::from(b >> 6) << 9
+    } else {
+        u32::from(b >> 6 & 1)
+    };
+    u32::from(vector)
+        | mode << 8
+        | u32::from(b & 1) << 11
+        | u32::from(b >> 1 & 1) << 13
+        | u32::from(b >> 2 & 1) << 15
+        | u32::from(b >> 3 & 1) << 16
+}
+
+fn snapshot_round_trip(ioapic: &mut Ioapic) {
+    let s = ioapic.snapshot();
+    let json = serde_json::to_string(&s).expect("snapshot serializes");
+    let back: crate::Snapshot = serde_json::from_str(&json).expect("snapshot deserializes");
+    assert_eq!(back, s);
+    let restored = Ioapic::restore(back).expect("own snapshot restores");
+    assert_eq!(restored.snapshot(), s);
+    *ioapic = restored;
+}
+
+/// One operation shared by [`mmio`] and [`pins`]; returns false if `op` is not one of them.
+fn common_op(op: u8, input: &mut Input<'_>, ioapic: &mut Ioapic, out: &mut Recorder<'_>) -> bool {
+    let pins = ioapic.pins();
+    match op {
+        0 => {
+            let (offset, size) = (u64::from(input.u8()), input.size());
+            let v = ioapic.mmio_read(offset, size);
+            if size < 8 {
+                assert!(
+                    v < 1u64 << (8 * u32::from(size)),
+                    "read of {size} bytes returned {v:#x}"
+                );
+            }
+        }
+        1 => {
+            let (offset, size, data) = (u64::from(input.u8()), input.size(), input.u64());
+            let data = if size < 8 {
+                data & ((1u64 << (8 * u32::from(size))) - 1)
+            } else {
+                data
+            };
+            ioapic.mmio_write(offset, size, data, out);
+        }
+        2 => {
+            // A register write through IOREGSEL/IOWIN, aimed at the redirection table.
+            let index = REG_REDTBL + input.u8() % (2 * pins).max(1);
+            let value = if index & 1 == 0 {
+                useful_low(input)
+            } else {
+                input.u32()
+            };
+            ioapic.mmio_write(IOREGSEL, 4, index.into(), out);
+            ioapic.mmio_write(IOWIN, 4, value.into(), out);
+        }
+        3 => {
+            let (index, value) = (input.u8(), input.u32());
+            ioapic.mmio_write(IOREGSEL, 1, index.into(), out);
+            ioapic.mmio_write(IOWIN, 4, value.into(), out);
+            let read = ioapic.mmio_read(IOWIN, 4) as u32;
+            match index {
+                REG_VER => assert_eq!(
+                    read,
+                    u32::from(ioapic.version().value()) | u32::from(pins - 1) << 16
+                ),
+                REG_ID | REG_ARB => assert_eq!(read & !0x0F00_0000, 0),
+                _ => {}
+            }
+        }
+        4 => {
+            let b = input.u8();
+            let vector = if b & 0x80 != 0 { b } else { 16 + (b & 7) };
+            ioapic.mmio_write(EOI, 4, vector.into(), out);
+        }
+        5 => {
+            // The 0x11 EOI: mask + edge, then the entry as it was.
+            let pin = input.u8() % pins;
+            let low = ioapic.entry(pin).unwrap().low();
+            let index = REG_REDTBL + 2 * pin;
+            let edge = (low | RTE_MASK as u32) & !(RTE_TRIGGER_LEVEL as u32);
+            ioapic.write_register(index, edge, out);
+            ioapic.write_register(index, low, out);
+        }
+        6 => snapshot_round_trip(ioapic),
+        _ => return false,
+    }
+    true
+}
+
+/// The MMIO surface: arbitrary reads and writes of any size and offset, guided register
+/// writes, EOIs, and pin levels driven directly (electrical or logical).
+pub fn mmio(data: &[u8]) -> Stats {
+    let mut input = Input { data };
+    let mut ioapic = header(&mut input);
+    let mut ledger = Ledger::new(ioapic.pins());
+    for _ in 0..4096 {
+        if input.done() {
+            break;
+        }
+        let op = input.u8() % 9;
+        {
+            let mut out = Recorder {
+                events: &mut ledger.events,
+                tracker: None,
+            };
+            if !common_op(op, &mut input, &mut ioapic, &mut out) {
+                let b = input.u8();
+                let pin = input.u8() % ioapic.pins();
+                if op == 7 {
+                    ioapic.set_line(pin, b & 1 != 0, &mut out);
+                } else {
+                    ioapic.set_asserted(pin, b & 1 != 0, &mut out);
+                }
+            }
+        }
+        ledger.check(&ioapic, None);
+    }
+    ledger.stats
+}
+
+/// The pin protocol as the device sees it, without sockets: sources assert and deassert
+/// (wired-OR in a [`LineTracker`]), EOIs release the pin, mixed with MMIO.
+pub fn pins(data: &[u8]) -> Stats {
+    let mut input = Input { data };
+    let mut ioapic = header(&mut input);
+    let mut tracker = LineTracker::new(usize::from(ioapic.pins()));
+    let mut ledger = Ledger::new(ioapic.pins());
+    for _ in 0..4096 {
+        if input.done() {
+            break;
+        }
+        let op = input.u8() % 10;
+        {
+            let mut out = Recorder {
+                events: &mut ledger.events,
+                tracker: Some(&mut tracker),
+            };
+            if !common_op(op, &mut input, &mut ioapic, &mut out) {
+                let b = input.u8();
+                let pin = input.u8() % ioapic.pins();
+                let source = SourceId(u64::from(b >> 1 & 3));
+                let change = out
+                    .tracker
+                    .as_deref_mut()
+                    .and_then(|t| t.set(source, pin, b & 1 != 0));
+                if let Some(level) = change {
+                    ioapic.set_asserted(pin, level, &mut out);
+                }
+            }
+        }
+        ledger.check(&ioapic, Some(&tracker));
+    }
+    ledger.stats
+}
+
+/// The device's pin-protocol surface with real sockets and eventfds: registered sources and a
+/// raw peer that sends arbitrary bytes, trigger writes, deasserts, guest MMIO and EOIs.
+pub fn device_protocol(data: &[u8]) -> Stats {
+    let mut input = Input { data };
+    let ioapic = Ioapic::new(8, Version::V20, 0).expect("valid parameters");
+    let server = IrqLineServer::unbound(8).expect("valid pin count");
+    let mut dev = IoapicDevice::from_parts(ioapic, DEFAULT_BASE, Some(server));
+    let mut actions = Actions::new();
+    let mut stats = Stats::default();
+
+    // Two well-behaved sources, registered by hand (no waiting for the answer), plus a raw peer.
+    let mut sources = Vec::new();
+    for pin in [3u8, 3, 5] {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        dev.lines_mut().unwrap().adopt(theirs).expect("adopt");
+        let trigger = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).expect("eventfd");
+        let resample = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).expect("eventfd");
+        let frame = Frame::Register { pin }.encode();
+        let fds = [trigger.as_raw_fd(), resample.as_raw_fd()];
+        sendmsg::<UnixAddr>(
+            ours.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .expect("sendmsg");
+        sources.push((ours, trigger, pin, 0u64));
+    }
+    let (mut raw_peer, theirs) = UnixStream::pair().expect("socketpair");
+    raw_peer.set_nonblocking(true).expect("nonblocking");
+    dev.lines_mut().unwrap().adopt(theirs).expect("adopt");
+
+    let pump = |dev: &mut IoapicDevice, actions: &mut Actions| {
+        for fd in dev.event_fds() {
+            dev.on_event(fd, actions);
+        }
+    };
+    pump(&mut dev, &mut actions);
+
+    let mut irr = [false; 8];
+    for _ in 0..512 {
+        if input.done() {
+            break;
+        }
+        match input.u8() % 7 {
+            0 => {
+                let n = usize::from(input.u8() % 40);
+                let _ = raw_peer.write(input.bytes(n));
+            }
+            1 => {
+                let s = usize::from(input.u8()) % sources.len();
+                let _ = sources[s].1.write(1);
+                sources[s].3 += 1;
+            }
+            2 => {
+                let s = usize::from(input.u8()) % sources.len();
+                let (ref stream, _, pin, triggers) = sources[s];
+                let _ = (&*stream).write(&Frame::Deassert { pin, triggers }.encode());
+            }
+            3 => {
+                // The guest programs a pin (level or edge, mostly deliverable).
+                let pin = input.u8() % 8;
+                let low = useful_low(&mut input);
+                dev.write(
+                    Space::Memory,
+                    DEFAULT_BASE + IOREGSEL,
+                    4,
+                    u64::from(REG_REDTBL + 2 * pin),
+                    &mut actions,
+                );
+                dev.write(
+                    Space::Memory,
+                    DEFAULT_BASE + IOWIN,
+                    4,
+                    low.into(),
+                    &mut actions,
+                );
+            }
+            4 => {
+                let vector = 16 + input.u8() % 8;
+                dev.write(
+                    Space::Memory,
+                    DEFAULT_BASE + EOI,
+                    4,
+                    vector.into(),
+                    &mut actions,
+                );
+            }
+            5 => {
+                let (offset, size, value) = (u64::from(input.u8()), input.size(), input.u32());
+                dev.write(
+                    Space::Memory,
+                    DEFAULT_BASE + offset,
+                    size,
+                    value.into(),
+                    &mut actions,
+                );
+                let _ = dev.read(Space::Memory, DEFAULT_BASE + offset, size, &mut actions);
+            }
+            _ => {
+                let s = usize::from(input.u8()) % sources.len();
+                let _ = sources[s].1.write(input.u64() % 4);
+            }
+        }
+        pump(&mut dev, &mut actions);
+        let ioapic = dev.ioapic();
+        let irr_before = std::mem::take(&mut irr);
+        for pin in 0..8u8 {
+            irr[usize::from(pin)] = ioapic.entry(pin).is_some_and(|e| e.remote_irr());
+        }
+        for a in actions.drain() {
+            let Action::InjectMsi { addr, data } = a else {
+                panic!("unexpected action {a:?}")
+            };
+            check_msi(Msi { addr, data });
+            stats.msis += 1;
+        }
+        let tracker = dev.lines().unwrap().tracker();
+        for pin in 0..8u8 {
+            let e = ioapic.entry(pin).unwrap();
+            assert!(
+                !e.remote_irr() || e.is_level(),
+                "Remote IRR on edge pin {pin}"
+            );
+            assert_eq!(
+                ioapic.is_asserted(pin),
+                tracker.level(pin),
+                "pin {pin} input vs wired-OR"
+            );
+            if irr_before[usize::from(pin)] && !e.remote_irr() {
+                stats.eois += 1;
+            }
+        }
+    }
+    stats
+}
