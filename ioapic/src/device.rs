@@ -200,6 +200,25 @@ impl Device for IoapicDevice {
         }
     }
 
+    /// `{"cmd":"snapshot"}` returns the whole state (for live migration);
+    /// `{"cmd":"restore","snapshot":{...}}` replaces it, checked against the configuration.
+    fn control(
+        &mut self,
+        cmd: &str,
+        request: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, String>> {
+        match cmd {
+            "snapshot" => Some(serde_json::to_value(self.snapshot()).map_err(|e| e.to_string())),
+            "restore" => Some(
+                serde_json::from_value::<Snapshot>(request["snapshot"].clone())
+                    .map_err(|e| format!("bad snapshot: {e}"))
+                    .and_then(|snap| self.restore(snap).map_err(|e| e.to_string()))
+                    .map(|()| serde_json::Value::Null),
+            ),
+            _ => None,
+        }
+    }
+
     fn status(&self) -> serde_json::Value {
         let pins: Vec<_> = (0..self.ioapic.pins())
             .filter_map(|pin| {
