@@ -38,7 +38,28 @@ fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn config(h: &Harness) -> String {
+/// A snapshot of a real device's config space (a virtio-net function with MSI-X, taken
+/// read-only from sysfs) that the demo passes through at slot 2.
+const DEMO_DEVICE: &str = "virtio-net-1af4-1041.json";
+
+fn snapshot_path(bin: &std::path::Path) -> anyhow::Result<PathBuf> {
+    // Installed next to the binaries, or in the source tree (target/{debug,release}/..).
+    let candidates = [
+        bin.join("pci-snapshots").join(DEMO_DEVICE),
+        bin.join("../../pci-host-bridge/testdata/real")
+            .join(DEMO_DEVICE),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../pci-host-bridge/testdata/real")
+            .join(DEMO_DEVICE),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .with_context(|| format!("cannot find the demo device snapshot {DEMO_DEVICE}"))
+}
+
+fn config(h: &Harness, snapshot: &std::path::Path) -> String {
     format!(
         r#"[pm_trap]
 mode = "guest"
@@ -47,10 +68,19 @@ s5 = [{s5a}, {s5b}]
 [ioapic]
 base = {IOAPIC_BASE:#x}
 socket = "{ioapic_sock}"
+
+[pci]
+
+[[pci.device]]
+host = "0000:00:03.0"
+slot = 2
+backend = "snapshot"
+snapshot = "{snapshot}"
 "#,
         s5a = S5[0],
         s5b = S5[1],
         ioapic_sock = h.dir.join("ioapic.sock").display(),
+        snapshot = snapshot.display(),
     )
 }
 
@@ -61,7 +91,7 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     if keep {
         h.keep_dir();
     }
-    let cfg = h.write_config(&config(&h));
+    let cfg = h.write_config(&config(&h, &snapshot_path(&bin)?));
     for p in PROCESSES {
         h.try_spawn(&bin.join(p), &cfg, &[])
             .with_context(|| format!("starting {p}"))?;
@@ -72,7 +102,7 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     let mut log = Vec::new();
     let mut v = h.sim.vcpu(DOMID, 0);
     let pci_functions = enumerate_pci(&mut v, &mut log)?;
-    ioapic(&mut v, &mut log)?;
+    ioapic(&h, &mut v, &mut log)?;
     power_off(&mut v, &mut log)?;
     let codes = h.stop_all();
     let r = h.sim.report(DOMID);
@@ -126,14 +156,45 @@ fn ioapic_read(v: &mut Vcpu, reg: u32) -> anyhow::Result<u32> {
     Ok(v.mmio_read(IOAPIC_BASE + 0x10, 4)? as u32)
 }
 
-/// Read the IOAPIC's version register as Linux does at boot.
-fn ioapic(v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<()> {
+fn ioapic_write(v: &mut Vcpu, reg: u32, val: u32) -> anyhow::Result<()> {
+    v.mmio_write(IOAPIC_BASE, 4, u64::from(reg))?;
+    Ok(v.mmio_write(IOAPIC_BASE + 0x10, 4, u64::from(val))?)
+}
+
+/// The INTx pin the demo's interrupt source drives, and the vector and destination the guest
+/// programs for it (as Linux does for a PCI INTx: level, active-low).
+const INTX_PIN: u8 = 16;
+const INTX_VECTOR: u32 = 0x31;
+const INTX_DEST: u32 = 0;
+
+/// Read the IOAPIC's version register as Linux does at boot, program a PCI INTx pin, and take
+/// one interrupt from a source on the ioapic's irq_line socket (this process plays the
+/// device): assert -> MSI -> the guest's handler EOIs the IOAPIC -> resample -> the device
+/// is quiet -> deassert.
+fn ioapic(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<()> {
     let ver = ioapic_read(v, 1)?;
     log.push(format!(
         "ioapic: version {:#04x}, {} pins",
         ver & 0xFF,
         ((ver >> 16) & 0xFF) + 1
     ));
+    let rte = 0x10 + 2 * u32::from(INTX_PIN);
+    ioapic_write(v, rte + 1, INTX_DEST << 24)?;
+    ioapic_write(v, rte, INTX_VECTOR | 1 << 13 | 1 << 15)?;
+    let mut line = ioreq_server::irq_line::IrqLine::connect(h.dir.join("ioapic.sock"), INTX_PIN)?;
+    line.assert()?;
+    let got = h.sim.wait_for(DOMID, Duration::from_secs(5), |d| {
+        !d.report().msis.is_empty()
+    });
+    anyhow::ensure!(got, "no MSI arrived for the asserted INTx pin");
+    log.push(format!(
+        "ioapic: INTx pin {INTX_PIN} asserted -> MSI vector {INTX_VECTOR:#x}"
+    ));
+    v.mmio_write(IOAPIC_BASE + 0x40, 4, u64::from(INTX_VECTOR))?;
+    let resampled = line.wait_resample(Some(Duration::from_secs(5)))?;
+    anyhow::ensure!(resampled, "no resample after the guest's EOI");
+    line.deassert()?;
+    log.push("ioapic: guest EOI -> resample -> source deasserted".into());
     Ok(())
 }
 
