@@ -1,0 +1,61 @@
+//! Arbitrary sequences of config (CF8/CFC and ECAM, any size and offset) and MMIO accesses
+//! against a bridge with three snapshot devices, checking after every access that nothing
+//! reached a device that the register table does not pass through, that reads agree with the
+//! table, and that mappings stay inside the devices' own BARs and off their MSI-X pages
+//! (`pci_host_bridge::testing::Checker`).
+//!
+//! Run (stable toolchain): `cd pci-host-bridge && RUSTC_BOOTSTRAP=1 cargo fuzz run config_access -- -max_total_time=20`
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use pci_host_bridge::backend::snapshot::SnapshotDevice;
+use pci_host_bridge::testing::{bridge_with_snapshots, enumeration_ops, ops_from_bytes};
+use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
+
+const PF: &str = include_str!("../../testdata/intel-82599-like-pf.json");
+const VF: &str = include_str!("../../testdata/intel-82599-like-vf.json");
+const LEGACY: &str = include_str!("../../testdata/legacy-io-msi.json");
+const VIRTIO: &str = include_str!("../../testdata/real/virtio-net-1af4-1041.json");
+
+fn dev(slot: u8, function: u8) -> PciDeviceConfig {
+    PciDeviceConfig {
+        host: PciAddress::new(0, 0x40, slot, function),
+        slot,
+        function,
+        backend: BackendKind::Snapshot,
+        snapshot: Some("embedded".into()),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let config = PciConfig {
+        mmio64_base: if sel & 2 != 0 { 0x80_0000_0000 } else { 0 },
+        mmio64_size: if sel & 2 != 0 { 0x10_0000_0000 } else { 0 },
+        devices: vec![dev(2, 0), dev(2, 1), dev(5, 0), dev(6, 0)],
+        ..Default::default()
+    };
+    static PROTOTYPES: OnceLock<Vec<SnapshotDevice>> = OnceLock::new();
+    let protos = PROTOTYPES.get_or_init(|| {
+        [PF, VF, LEGACY, VIRTIO]
+            .iter()
+            .map(|j| SnapshotDevice::from_json(j, "embedded").expect("embedded snapshot"))
+            .collect()
+    });
+    let devices = protos.iter().map(SnapshotDevice::duplicate).collect();
+    let (mut bridge, mut checker) = bridge_with_snapshots(&config, devices).expect("bridge");
+    if sel & 1 != 0 {
+        for op in enumeration_ops(&bridge) {
+            if let Err(e) = checker.apply(&mut bridge, op) {
+                panic!("enumeration: {e}");
+            }
+        }
+    }
+    for op in ops_from_bytes(&bridge, rest) {
+        if let Err(e) = checker.apply(&mut bridge, op) {
+            panic!("{e}");
+        }
+    }
+});

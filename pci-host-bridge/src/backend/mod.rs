@@ -1,0 +1,140 @@
+//! Host-device access: one trait, several backends.
+//!
+//! - [`sysfs`]: `/sys/bus/pci/devices/SBDF/config` for config space, `resource` for the BARs'
+//!   host addresses and sizes (the default in a Xen dom0, where the IOMMU belongs to Xen);
+//! - [`snapshot`]: a file (or in-memory) copy of a real or hand-made device that records every
+//!   write reaching it, for tests and dry runs.
+//!
+//! VFIO is not implemented yet (see DESIGN.md "Passthrough").
+
+pub mod snapshot;
+pub mod sysfs;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackendKind, PciDeviceConfig};
+use crate::error::Error;
+
+/// The decode type of a BAR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BarKind {
+    /// I/O ports.
+    Io,
+    /// 32-bit memory.
+    Mem32,
+    /// 64-bit memory (occupies this BAR slot and the next one).
+    Mem64,
+}
+
+/// One host BAR (or the expansion ROM) as the host kernel assigned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BarInfo {
+    /// Decode type.
+    pub kind: BarKind,
+    /// Prefetchable memory.
+    #[serde(default)]
+    pub prefetchable: bool,
+    /// Host address (machine physical address or host port).
+    pub host_addr: u64,
+    /// Size in bytes (a power of two for well-formed devices; never 0 here).
+    pub size: u64,
+}
+
+impl BarInfo {
+    /// Whether this is a memory BAR.
+    pub fn is_mem(&self) -> bool {
+        self.kind != BarKind::Io
+    }
+}
+
+/// Access to one host PCI function. Config offsets are bytes from the start of the function's
+/// config space; accesses of 1, 2 and 4 bytes are naturally aligned when this crate issues them
+/// (reads may be of any length up to 8 at any offset).
+pub trait HostDevice {
+    /// A name for logs (`"sysfs 0000:03:10.1"`).
+    fn name(&self) -> String;
+
+    /// Bytes of config space the backend can reach (64, 256 or 4096).
+    fn config_len(&self) -> usize;
+
+    /// Read `buf.len()` bytes of config space at `offset`.
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error>;
+
+    /// Write `data` to config space at `offset`. This is the only path by which a guest's
+    /// config write can reach the device; the bridge calls it only with bits its register table
+    /// passes through.
+    fn write_config(&mut self, offset: u16, data: &[u8]) -> Result<(), Error>;
+
+    /// Vendor and device ID of the function. For an SR-IOV VF, whose config space reads 0xFFFF
+    /// there, these come from the PF (sysfs does this for us).
+    fn ids(&self) -> (u16, u16);
+
+    /// BAR `index` (0..=5); `None` for an unused BAR and for the upper half of a 64-bit BAR.
+    fn bar(&self, index: usize) -> Option<BarInfo>;
+
+    /// The expansion ROM, if any.
+    fn rom(&self) -> Option<BarInfo>;
+
+    /// Read `buf.len()` bytes at `offset` inside BAR `index` (6 = ROM) on the device. Optional:
+    /// used for the MSI-X PBA and for registers sharing a page with the MSI-X table or PBA.
+    fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let _ = (index, offset, buf);
+        Err(Error::Backend {
+            device: self.name(),
+            message: "BAR access not supported".into(),
+        })
+    }
+
+    /// Write `data` at `offset` inside BAR `index` on the device. Optional, see
+    /// [`HostDevice::read_bar`].
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) -> Result<(), Error> {
+        let _ = (index, offset, data);
+        Err(Error::Backend {
+            device: self.name(),
+            message: "BAR access not supported".into(),
+        })
+    }
+
+    /// Read one config byte.
+    fn read_config_byte(&self, offset: u16) -> Result<u8, Error> {
+        let mut b = [0u8; 1];
+        self.read_config(offset, &mut b)?;
+        Ok(b[0])
+    }
+
+    /// Read one config word (little endian).
+    fn read_config_word(&self, offset: u16) -> Result<u16, Error> {
+        let mut b = [0u8; 2];
+        self.read_config(offset, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Read one config dword (little endian).
+    fn read_config_dword(&self, offset: u16) -> Result<u32, Error> {
+        let mut b = [0u8; 4];
+        self.read_config(offset, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+}
+
+/// Open the backend a `[[pci.device]]` entry names. `sysfs_root` is normally `/sys`.
+/// The sysfs backend is opened writable: this is the production path.
+pub fn open(dev: &PciDeviceConfig, sysfs_root: &Path) -> Result<Box<dyn HostDevice>, Error> {
+    match dev.backend {
+        BackendKind::Sysfs => Ok(Box::new(sysfs::SysfsDevice::open(
+            sysfs_root, dev.host, true,
+        )?)),
+        BackendKind::Snapshot => {
+            let path = dev.snapshot.as_ref().ok_or_else(|| {
+                Error::Config(format!(
+                    "device {}: snapshot backend without a snapshot file",
+                    dev.host
+                ))
+            })?;
+            Ok(Box::new(snapshot::SnapshotDevice::open(path)?))
+        }
+    }
+}

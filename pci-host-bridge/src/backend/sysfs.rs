@@ -1,0 +1,369 @@
+//! The sysfs backend: `/sys/bus/pci/devices/SBDF/config` and `resource`.
+//!
+//! - Config reads and writes are `pread`/`pwrite` on `config` (the kernel splits them into
+//!   naturally aligned config cycles). Only root sees more than the first 64 bytes.
+//! - `resource` has one line per resource, `start end flags` in hex: lines 0-5 are the BARs,
+//!   line 6 the expansion ROM (later lines are bridge windows or SR-IOV VF BARs). The flags are
+//!   the kernel's `IORESOURCE_*` bits (include/linux/ioport.h).
+//! - BAR contents (only for the MSI-X PBA and registers next to the MSI-X table): I/O BARs
+//!   through `resourceN` (which supports read/write for I/O resources), memory BARs through
+//!   `/dev/mem` at the host address (only when the sysfs root is the real `/sys`; may be refused
+//!   by `CONFIG_STRICT_DEVMEM`, in which case those reads return all-ones and writes drop).
+//!
+//! Tests in this crate never open a real device writable.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{BarInfo, BarKind, HostDevice};
+use crate::error::Error;
+use crate::topology::PciAddress;
+
+/// `IORESOURCE_IO`.
+pub const IORESOURCE_IO: u64 = 0x0000_0100;
+/// `IORESOURCE_MEM`.
+pub const IORESOURCE_MEM: u64 = 0x0000_0200;
+/// `IORESOURCE_PREFETCH`.
+pub const IORESOURCE_PREFETCH: u64 = 0x0000_2000;
+/// `IORESOURCE_MEM_64`.
+pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
+/// `IORESOURCE_DISABLED`.
+pub const IORESOURCE_DISABLED: u64 = 0x1000_0000;
+/// `IORESOURCE_UNSET`: no address assigned.
+pub const IORESOURCE_UNSET: u64 = 0x2000_0000;
+
+/// The directory of a function under a sysfs root (`ROOT/bus/pci/devices/SBDF`).
+pub fn device_dir(sysfs_root: &Path, addr: PciAddress) -> PathBuf {
+    sysfs_root.join("bus/pci/devices").join(addr.to_string())
+}
+
+/// One parsed line of `resource`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceLine {
+    /// First address.
+    pub start: u64,
+    /// Last address (inclusive).
+    pub end: u64,
+    /// `IORESOURCE_*` flags.
+    pub flags: u64,
+}
+
+impl ResourceLine {
+    /// The BAR this line describes, if it is an assigned I/O or memory resource.
+    pub fn bar_info(&self) -> Option<BarInfo> {
+        if (self.start == 0 && self.end == 0) || self.end < self.start {
+            return None;
+        }
+        if self.flags & (IORESOURCE_UNSET | IORESOURCE_DISABLED) != 0 {
+            return None;
+        }
+        let kind = if self.flags & IORESOURCE_IO != 0 {
+            BarKind::Io
+        } else if self.flags & IORESOURCE_MEM != 0 {
+            if self.flags & IORESOURCE_MEM_64 != 0 {
+                BarKind::Mem64
+            } else {
+                BarKind::Mem32
+            }
+        } else {
+            return None;
+        };
+        Some(BarInfo {
+            kind,
+            prefetchable: kind != BarKind::Io && self.flags & IORESOURCE_PREFETCH != 0,
+            host_addr: self.start,
+            size: (self.end - self.start).checked_add(1)?,
+        })
+    }
+}
+
+/// Parse the text of a `resource` file.
+pub fn parse_resource(text: &str, path: &Path) -> Result<Vec<ResourceLine>, Error> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let num = |s: &str| {
+            u64::from_str_radix(s.trim_start_matches("0x"), 16)
+                .map_err(|_| Error::parse(path, format!("line {}: bad number {s:?}", n + 1)))
+        };
+        if fields.len() != 3 {
+            return Err(Error::parse(
+                path,
+                format!("line {}: expected 3 fields", n + 1),
+            ));
+        }
+        out.push(ResourceLine {
+            start: num(fields[0])?,
+            end: num(fields[1])?,
+            flags: num(fields[2])?,
+        });
+    }
+    Ok(out)
+}
+
+/// BARs 0-5 and the ROM from parsed `resource` lines. The slot after a 64-bit BAR is `None`.
+pub fn bars_from_resource(lines: &[ResourceLine]) -> ([Option<BarInfo>; 6], Option<BarInfo>) {
+    let mut bars = [None; 6];
+    let mut i = 0;
+    while i < 6 {
+        let info = lines.get(i).and_then(ResourceLine::bar_info);
+        if let Some(b) = info {
+            if b.kind == BarKind::Mem64 {
+                if i == 5 {
+                    // A 64-bit BAR cannot start in the last slot: treat as unusable.
+                    i += 1;
+                    continue;
+                }
+                bars[i] = Some(b);
+                i += 2;
+                continue;
+            }
+            bars[i] = Some(b);
+        }
+        i += 1;
+    }
+    let rom = lines
+        .get(6)
+        .and_then(ResourceLine::bar_info)
+        .filter(|r| r.is_mem());
+    (bars, rom)
+}
+
+fn read_hex_file(path: &Path) -> Result<u64, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let t = text.trim();
+    u64::from_str_radix(t.trim_start_matches("0x"), 16)
+        .map_err(|_| Error::parse(path, format!("expected a hex number, got {t:?}")))
+}
+
+/// A host function through sysfs.
+#[derive(Debug)]
+pub struct SysfsDevice {
+    addr: PciAddress,
+    dir: PathBuf,
+    config: File,
+    config_len: usize,
+    writable: bool,
+    ids: (u16, u16),
+    bars: [Option<BarInfo>; 6],
+    rom: Option<BarInfo>,
+    dev_mem: Option<PathBuf>,
+    is_vf: bool,
+}
+
+impl SysfsDevice {
+    /// Open `addr` under `sysfs_root` (normally `/sys`). With `writable` false every
+    /// [`HostDevice::write_config`] fails and the config file is opened read-only.
+    pub fn open(sysfs_root: &Path, addr: PciAddress, writable: bool) -> Result<Self, Error> {
+        let dir = device_dir(sysfs_root, addr);
+        let cfg_path = dir.join("config");
+        let config = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&cfg_path)
+            .map_err(|e| Error::io(&cfg_path, e))?;
+        let config_len = config
+            .metadata()
+            .map_err(|e| Error::io(&cfg_path, e))?
+            .len() as usize;
+        if config_len < 256 {
+            return Err(Error::Unsupported {
+                device: addr.to_string(),
+                message: format!(
+                    "{} has {config_len} bytes (only root can read past 64 bytes)",
+                    cfg_path.display()
+                ),
+            });
+        }
+        let vendor = read_hex_file(&dir.join("vendor"))? as u16;
+        let device = read_hex_file(&dir.join("device"))? as u16;
+        let res_path = dir.join("resource");
+        let text = std::fs::read_to_string(&res_path).map_err(|e| Error::io(&res_path, e))?;
+        let (bars, rom) = bars_from_resource(&parse_resource(&text, &res_path)?);
+        let dev_mem = (sysfs_root == Path::new("/sys")).then(|| PathBuf::from("/dev/mem"));
+        let is_vf = dir.join("physfn").exists();
+        Ok(SysfsDevice {
+            addr,
+            dir,
+            config,
+            config_len: config_len.min(4096),
+            writable,
+            ids: (vendor, device),
+            bars,
+            rom,
+            dev_mem,
+            is_vf,
+        })
+    }
+
+    /// The host address.
+    pub fn address(&self) -> PciAddress {
+        self.addr
+    }
+
+    /// Whether the function is an SR-IOV virtual function (has a `physfn` link).
+    pub fn is_virtual_function(&self) -> bool {
+        self.is_vf
+    }
+
+    fn bar_by_index(&self, index: u8) -> Option<BarInfo> {
+        if index == 6 {
+            self.rom
+        } else {
+            self.bars.get(usize::from(index)).copied().flatten()
+        }
+    }
+
+    fn bar_target(&self, index: u8, offset: u64, len: usize) -> Result<(PathBuf, u64), Error> {
+        let err = |m: &str| Error::Backend {
+            device: self.name(),
+            message: m.to_string(),
+        };
+        let bar = self.bar_by_index(index).ok_or_else(|| err("no such BAR"))?;
+        if offset
+            .checked_add(len as u64)
+            .map_or(true, |end| end > bar.size)
+        {
+            return Err(err("BAR access out of range"));
+        }
+        match bar.kind {
+            BarKind::Io => Ok((self.dir.join(format!("resource{index}")), offset)),
+            _ => {
+                let dev_mem = self
+                    .dev_mem
+                    .clone()
+                    .ok_or_else(|| err("no /dev/mem for a fake sysfs root"))?;
+                Ok((dev_mem, bar.host_addr + offset))
+            }
+        }
+    }
+}
+
+impl HostDevice for SysfsDevice {
+    fn name(&self) -> String {
+        format!("sysfs {}", self.addr)
+    }
+
+    fn config_len(&self) -> usize {
+        self.config_len
+    }
+
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
+        let off = usize::from(offset);
+        if off + buf.len() > self.config_len {
+            return Err(Error::Backend {
+                device: self.name(),
+                message: "config read out of range".into(),
+            });
+        }
+        self.config
+            .read_exact_at(buf, u64::from(offset))
+            .map_err(|e| Error::io(self.dir.join("config"), e))
+    }
+
+    fn write_config(&mut self, offset: u16, data: &[u8]) -> Result<(), Error> {
+        if !self.writable {
+            return Err(Error::Backend {
+                device: self.name(),
+                message: "opened read-only".into(),
+            });
+        }
+        let off = usize::from(offset);
+        if off + data.len() > self.config_len {
+            return Err(Error::Backend {
+                device: self.name(),
+                message: "config write out of range".into(),
+            });
+        }
+        self.config
+            .write_all_at(data, u64::from(offset))
+            .map_err(|e| Error::io(self.dir.join("config"), e))
+    }
+
+    fn ids(&self) -> (u16, u16) {
+        self.ids
+    }
+
+    fn bar(&self, index: usize) -> Option<BarInfo> {
+        self.bars.get(index).copied().flatten()
+    }
+
+    fn rom(&self) -> Option<BarInfo> {
+        self.rom
+    }
+
+    fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let (path, pos) = self.bar_target(index, offset, buf.len())?;
+        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        f.read_exact_at(buf, pos).map_err(|e| Error::io(&path, e))
+    }
+
+    fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) -> Result<(), Error> {
+        if !self.writable {
+            return Err(Error::Backend {
+                device: self.name(),
+                message: "opened read-only".into(),
+            });
+        }
+        let (path, pos) = self.bar_target(index, offset, data.len())?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all_at(data, pos).map_err(|e| Error::io(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_parsing() {
+        let text = "0x00000000fb000000 0x00000000fb7fffff 0x0000000000140204\n\
+                    0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                    0x000000000000e000 0x000000000000e01f 0x0000000000040101\n\
+                    0x00000000fb800000 0x00000000fb803fff 0x0000000000140204\n\
+                    0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                    0x00000000fc000000 0x00000000fc0fffff 0x0000000000042208\n\
+                    0x00000000fc100000 0x00000000fc17ffff 0x0000000000046200\n";
+        let lines = parse_resource(text, Path::new("resource")).unwrap();
+        let (bars, rom) = bars_from_resource(&lines);
+        assert_eq!(
+            bars[0],
+            Some(BarInfo {
+                kind: BarKind::Mem64,
+                prefetchable: false,
+                host_addr: 0xfb00_0000,
+                size: 0x80_0000
+            })
+        );
+        assert_eq!(bars[1], None);
+        assert_eq!(
+            bars[2],
+            Some(BarInfo {
+                kind: BarKind::Io,
+                prefetchable: false,
+                host_addr: 0xe000,
+                size: 0x20
+            })
+        );
+        assert_eq!(bars[3].unwrap().kind, BarKind::Mem64);
+        assert_eq!(bars[4], None);
+        assert_eq!(
+            bars[5],
+            Some(BarInfo {
+                kind: BarKind::Mem32,
+                prefetchable: true,
+                host_addr: 0xfc00_0000,
+                size: 0x10_0000
+            })
+        );
+        assert_eq!(rom.unwrap().size, 0x8_0000);
+        assert!(parse_resource("0x1 0x2\n", Path::new("r")).is_err());
+    }
+}

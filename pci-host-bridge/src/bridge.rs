@@ -1,0 +1,415 @@
+//! [`PciHostBridge`]: the [`Device`] the pci-host-bridge process serves.
+//!
+//! # Ranges it claims (registered once at setup)
+//! - `Space::PciConfig`: the SBDF of the host bridge (00:00.0 on `bus_start`) and of every
+//!   configured function, merged into contiguous runs. Unclaimed SBDFs never reach us over
+//!   CF8/CFC: Xen's null handler answers all-ones (xen-abi.md 1.5).
+//! - `Space::Memory`: the ECAM window, `(bus_end - bus_start + 1)` MiB at `ecam_base`. Inside it,
+//!   functions nobody configured read all-ones and drop writes.
+//! - `Space::Memory`: the BAR window(s) (`mmio_*`, `mmio64_*`), whole.
+//!
+//! # Why the whole BAR window is claimed (trapped MSI-X pages)
+//! BAR placement is the guest's choice and changes at run time, but our server registers its
+//! ranges once at setup, so the pages holding an MSI-X table or PBA cannot be claimed one by one
+//! when the guest places the BAR (a `trapped_pages()` list would be stale the moment the guest
+//! moves a BAR). Instead the bridge claims every BAR window up front. Pages of a BAR that are
+//! mapped with `XEN_DOMCTL_memory_mapping` never produce ioreqs (the p2m entry wins over ioreq
+//! ranges in Xen, and xen-sim routes to its p2m first), so what still arrives is exactly:
+//! the trapped MSI-X table/PBA pages (emulated here; other registers on those pages are
+//! forwarded to the device through the backend), BARs that cannot be mapped (sub-page BARs;
+//! forwarded), and accesses to no decoded BAR at all (all-ones / dropped). The cost is that no
+//! other ioreq server may claim addresses inside the windows. A server loop that can add and
+//! remove ranges at run time (`XEN_DMOP_map_io_range_to_ioreq_server` /
+//! `unmap_io_range_from_ioreq_server` are legal at any time) could instead claim just the
+//! trapped pages as they move.
+//!
+//! The ECAM window and the BAR windows must not overlap (checked by
+//! [`PciConfig::validate`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ioreq_server::device::{Actions, Device, Range, Space};
+use serde_json::json;
+
+use crate::backend::{self, HostDevice};
+use crate::config::{PciConfig, Windows};
+use crate::error::Error;
+use crate::function::PassthroughFunction;
+use crate::host_bridge::HostBridge;
+use crate::topology::{Ecam, PciAddress};
+use crate::warn::WarnOnce;
+
+/// The host bridge and the functions behind it.
+pub struct PciHostBridge {
+    config: PciConfig,
+    ecam: Ecam,
+    windows: Windows,
+    host_bridge: HostBridge,
+    /// Keyed by guest devfn on `bus_start`.
+    functions: BTreeMap<u8, PassthroughFunction>,
+    warn: WarnOnce,
+}
+
+impl std::fmt::Debug for PciHostBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciHostBridge")
+            .field("config", &self.config)
+            .field("functions", &self.functions)
+            .finish()
+    }
+}
+
+impl PciHostBridge {
+    /// Build the bridge from the `[pci]` section, opening each device's backend (sysfs under
+    /// `/sys`, or its snapshot file).
+    pub fn from_config(config: &PciConfig) -> Result<Self, Error> {
+        Self::from_config_with_sysfs_root(config, Path::new("/sys"))
+    }
+
+    /// Like [`PciHostBridge::from_config`] with another sysfs root.
+    pub fn from_config_with_sysfs_root(
+        config: &PciConfig,
+        sysfs_root: &Path,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let backends = config
+            .devices
+            .iter()
+            .map(|d| backend::open(d, sysfs_root))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::with_backends(config, backends)
+    }
+
+    /// Build the bridge with ready backends, one per `config.devices` entry, in order (tests,
+    /// or a caller that opens backends itself).
+    pub fn with_backends(
+        config: &PciConfig,
+        backends: Vec<Box<dyn HostDevice>>,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        if backends.len() != config.devices.len() {
+            return Err(Error::Config(format!(
+                "{} backends for {} configured devices",
+                backends.len(),
+                config.devices.len()
+            )));
+        }
+        let windows = config.windows();
+        let mut functions = BTreeMap::new();
+        for (d, dev) in config.devices.iter().zip(backends) {
+            let guest = config.guest_address(d);
+            let multifunction = d.function == 0
+                && config
+                    .devices
+                    .iter()
+                    .any(|o| o.slot == d.slot && o.function != 0);
+            let f = PassthroughFunction::new(guest, dev, windows.clone(), multifunction)?;
+            functions.insert(guest.devfn(), f);
+        }
+        Ok(PciHostBridge {
+            config: config.clone(),
+            ecam: config.ecam(),
+            windows,
+            host_bridge: HostBridge::new(config.host_bridge_vendor, config.host_bridge_device),
+            functions,
+            warn: WarnOnce::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PciConfig {
+        &self.config
+    }
+
+    /// The ECAM window.
+    pub fn ecam(&self) -> Ecam {
+        self.ecam
+    }
+
+    /// The passed-through function at a guest address.
+    pub fn function(&self, guest: PciAddress) -> Option<&PassthroughFunction> {
+        self.on_root_bus(guest)
+            .then(|| self.functions.get(&guest.devfn()))
+            .flatten()
+    }
+
+    /// The passed-through function at a guest address, mutable.
+    pub fn function_mut(&mut self, guest: PciAddress) -> Option<&mut PassthroughFunction> {
+        if !self.on_root_bus(guest) {
+            return None;
+        }
+        self.functions.get_mut(&guest.devfn())
+    }
+
+    /// All passed-through functions, by guest address.
+    pub fn functions(&self) -> impl Iterator<Item = &PassthroughFunction> {
+        self.functions.values()
+    }
+
+    /// The guest address of the host bridge.
+    pub fn host_bridge_address(&self) -> PciAddress {
+        PciAddress::new(0, self.config.bus_start, 0, 0)
+    }
+
+    fn on_root_bus(&self, a: PciAddress) -> bool {
+        a.segment == 0 && a.bus == self.config.bus_start
+    }
+
+    /// A config read of `len` (1..=8) bytes at `reg` of function `addr`. Reads crossing the end
+    /// of the function's 4 KiB, and reads of functions that do not exist, return all-ones.
+    pub fn config_read(&mut self, addr: PciAddress, reg: u16, len: usize) -> u64 {
+        let len = len.clamp(1, 8);
+        if usize::from(reg) + len > 4096 || !self.on_root_bus(addr) {
+            return u64::MAX;
+        }
+        if addr.device == 0 && addr.function == 0 {
+            return self.host_bridge.read(reg, len);
+        }
+        match self.functions.get_mut(&addr.devfn()) {
+            Some(f) => f.config_read(reg, len),
+            None => u64::MAX,
+        }
+    }
+
+    /// A config write; see [`PciHostBridge::config_read`].
+    pub fn config_write(
+        &mut self,
+        addr: PciAddress,
+        reg: u16,
+        len: usize,
+        data: u64,
+        actions: &mut Actions,
+    ) {
+        let len = len.clamp(1, 8);
+        if usize::from(reg) + len > 4096 || !self.on_root_bus(addr) {
+            return;
+        }
+        if addr.device == 0 && addr.function == 0 {
+            self.host_bridge.write(reg, len, data);
+            return;
+        }
+        let remap = match self.functions.get_mut(&addr.devfn()) {
+            Some(f) => f.config_write(reg, len, data),
+            None => false,
+        };
+        if remap {
+            self.remap(actions);
+        }
+    }
+
+    /// Recompute every function's mappings. A BAR whose guest range overlaps another decoded
+    /// BAR (of any function, same address space) is not mapped at all while the overlap lasts:
+    /// two host ranges cannot share guest frames, and unmapping one would tear down the other.
+    fn remap(&mut self, actions: &mut Actions) {
+        let all: Vec<(u8, u8, bool, u64, u64)> = self
+            .functions
+            .iter()
+            .flat_map(|(&devfn, f)| {
+                f.decoded_ranges()
+                    .into_iter()
+                    .map(move |(bar, io, s, l)| (devfn, bar, io, s, l))
+            })
+            .collect();
+        let mut blocked: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                if a.2 == b.2 && a.3 < b.3.saturating_add(b.4) && b.3 < a.3.saturating_add(a.4) {
+                    for x in [a, b] {
+                        blocked.entry(x.0).or_default().push(x.1);
+                    }
+                    self.warn.warn((1, a.3 ^ b.3 << 1), || {
+                        format!(
+                            "guest BARs overlap ({:02x}.{} BAR{} at {:#x} and {:02x}.{} BAR{} at {:#x}): neither is mapped",
+                            a.0 >> 3,
+                            a.0 & 7,
+                            a.1,
+                            a.3,
+                            b.0 >> 3,
+                            b.0 & 7,
+                            b.1,
+                            b.3
+                        )
+                    });
+                }
+            }
+        }
+        for (devfn, f) in self.functions.iter_mut() {
+            f.update_mappings(blocked.get(devfn).map_or(&[][..], Vec::as_slice), actions);
+        }
+    }
+
+    /// Split an ECAM access at 4 KiB function boundaries: `(function, reg, byte index, len)`.
+    fn ecam_pieces(&self, addr: u64, len: usize) -> Vec<(PciAddress, u16, usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < len {
+            let a = addr + i as u64;
+            let Some((f, reg)) = self.ecam.decode(a) else {
+                out.push((PciAddress::new(0xFFFF, 0, 0, 0), 0, i, len - i));
+                break;
+            };
+            let n = (len - i).min(4096 - usize::from(reg));
+            out.push((f, reg, i, n));
+            i += n;
+        }
+        out
+    }
+
+    fn ecam_read(&mut self, addr: u64, len: usize) -> u64 {
+        let mut v = 0u64;
+        for (f, reg, i, n) in self.ecam_pieces(addr, len) {
+            let part = if f.segment != 0 {
+                u64::MAX
+            } else {
+                self.config_read(f, reg, n)
+            };
+            let mask = if n >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * n)) - 1
+            };
+            v |= (part & mask) << (8 * i);
+        }
+        v
+    }
+
+    fn ecam_write(&mut self, addr: u64, len: usize, data: u64, actions: &mut Actions) {
+        for (f, reg, i, n) in self.ecam_pieces(addr, len) {
+            if f.segment != 0 {
+                continue;
+            }
+            self.config_write(f, reg, n, data >> (8 * i), actions);
+        }
+    }
+
+    fn mmio_read(&mut self, addr: u64, len: usize) -> u64 {
+        for f in self.functions.values_mut() {
+            if let Some(v) = f.mmio_read(addr, len) {
+                return v;
+            }
+        }
+        u64::MAX
+    }
+
+    fn mmio_write(&mut self, addr: u64, len: usize, data: u64) {
+        for f in self.functions.values_mut() {
+            if f.mmio_write(addr, len, data) {
+                return;
+            }
+        }
+        self.warn.warn((0, addr >> 12), || {
+            format!("MMIO write at {addr:#x} hits no decoded BAR: dropped")
+        });
+    }
+
+    /// Remove every guest mapping (at shutdown, before the ioreq server is destroyed).
+    pub fn unmap_all(&mut self, actions: &mut Actions) {
+        for f in self.functions.values_mut() {
+            f.unmap_all(actions);
+        }
+    }
+
+    /// The MMIO pages currently trapped for MSI-X (informational: they lie inside the claimed
+    /// BAR windows, see the module docs).
+    pub fn trapped_pages(&self) -> Vec<Range> {
+        let mut out = Vec::new();
+        for f in self.functions.values() {
+            let Some(m) = f.caps().msix else { continue };
+            if f.command() & crate::header::CMD_MEMORY == 0 {
+                continue;
+            }
+            for bar in [m.table_bar, m.pba_bar] {
+                let Some(b) = f.bars().bar(usize::from(bar)) else {
+                    continue;
+                };
+                if b.guest == 0 || !self.windows.contains_mmio(b.guest, b.emu_size) {
+                    continue;
+                }
+                for (a, z) in m.trapped_pages(bar) {
+                    let r = Range::new(Space::Memory, b.guest + (a << 12), (z - a + 1) << 12);
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Device for PciHostBridge {
+    fn name(&self) -> &str {
+        "pci-host-bridge"
+    }
+
+    fn ranges(&self) -> Vec<Range> {
+        let mut sbdfs: Vec<u32> = std::iter::once(self.host_bridge_address().sbdf())
+            .chain(self.functions.values().map(|f| f.guest_address().sbdf()))
+            .collect();
+        sbdfs.sort_unstable();
+        sbdfs.dedup();
+        let mut out: Vec<Range> = Vec::new();
+        for s in sbdfs {
+            match out.last_mut() {
+                Some(r) if r.end + 1 == u64::from(s) => r.end += 1,
+                _ => out.push(Range::pci_function(s)),
+            }
+        }
+        out.push(Range::new(Space::Memory, self.ecam.base, self.ecam.size()));
+        for &(a, z) in &self.windows.mmio {
+            out.push(Range {
+                space: Space::Memory,
+                start: a,
+                end: z,
+            });
+        }
+        out
+    }
+
+    fn read(&mut self, space: Space, addr: u64, size: u8, _actions: &mut Actions) -> u64 {
+        let len = usize::from(size).clamp(1, 8);
+        match space {
+            Space::PciConfig => {
+                let reg = addr & 0xFFFF_FFFF;
+                if reg > 0xFFF {
+                    return u64::MAX;
+                }
+                self.config_read(PciAddress::from_sbdf((addr >> 32) as u32), reg as u16, len)
+            }
+            Space::Memory if self.ecam.contains(addr) => self.ecam_read(addr, len),
+            Space::Memory => self.mmio_read(addr, len),
+            Space::Port => u64::MAX,
+        }
+    }
+
+    fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, actions: &mut Actions) {
+        let len = usize::from(size).clamp(1, 8);
+        match space {
+            Space::PciConfig => {
+                let reg = addr & 0xFFFF_FFFF;
+                if reg <= 0xFFF {
+                    self.config_write(
+                        PciAddress::from_sbdf((addr >> 32) as u32),
+                        reg as u16,
+                        len,
+                        data,
+                        actions,
+                    );
+                }
+            }
+            Space::Memory if self.ecam.contains(addr) => self.ecam_write(addr, len, data, actions),
+            Space::Memory => self.mmio_write(addr, len, data),
+            Space::Port => {}
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        json!({
+            "ecam": { "base": format!("{:#x}", self.ecam.base), "bus_start": self.ecam.bus_start, "bus_end": self.ecam.bus_end },
+            "host_bridge": self.host_bridge_address().to_string(),
+            "functions": self.functions.values().map(|f| f.status()).collect::<Vec<_>>(),
+            "trapped_pages": self.trapped_pages(),
+        })
+    }
+}

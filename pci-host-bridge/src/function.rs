@@ -1,0 +1,629 @@
+//! One passed-through host function as the guest sees it: the register layout, the virtual
+//! BARs, the MSI-X table, and the backend behind them.
+//!
+//! Config accesses of any size (1..=8 bytes) at any offset are split into bytes against the
+//! [`Layout`]:
+//! - read: emulated bits from the virtual value, the rest from the device (one backend read of
+//!   the bytes that need the device), all-ones past the backend's config space;
+//! - write: emulated, guest-writable bits update the virtual value; pass-through bits are merged
+//!   into the device's current value (W1C bits not written by the guest become 0) and written in
+//!   naturally aligned pieces covering only bytes that have pass-through bits; everything else
+//!   is dropped (and logged once per offset for unknown, hidden or opaque bytes).
+//!
+//! A write touching the command register, a BAR or the ROM makes [`PassthroughFunction::config_write`]
+//! return `true`; the owner (the bridge, which knows every function's BARs and resolves guest
+//! address overlaps between them) then calls [`PassthroughFunction::update_mappings`], which
+//! returns the differences as unmap-then-map actions.
+
+use ioreq_server::device::{Action, Actions};
+use serde_json::json;
+
+use crate::backend::HostDevice;
+use crate::bars::{Bars, Mapping};
+use crate::caps::{self, Caps};
+use crate::config::Windows;
+use crate::config_space::{Layout, RegKind, Slot};
+use crate::error::Error;
+use crate::header::{self, CAP_PTR, COMMAND, HEADER_TYPE, HEADER_TYPE0, STATUS, STATUS_CAP_LIST};
+use crate::msi::MsiState;
+use crate::msix::{MsixControl, MsixTable};
+use crate::topology::PciAddress;
+use crate::warn::WarnOnce;
+
+/// Split `[start, end)` into naturally aligned 1/2/4-byte pieces.
+fn aligned_pieces(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut o = start;
+    std::iter::from_fn(move || {
+        if o >= end {
+            return None;
+        }
+        let size = if o % 4 == 0 && end - o >= 4 {
+            4
+        } else if o % 2 == 0 && end - o >= 2 {
+            2
+        } else {
+            1
+        };
+        let piece = (o, size);
+        o += size;
+        Some(piece)
+    })
+}
+
+/// A passed-through function.
+pub struct PassthroughFunction {
+    guest: PciAddress,
+    dev: Box<dyn HostDevice>,
+    dev_name: String,
+    layout: Layout,
+    bars: Bars,
+    caps: Caps,
+    msix: Option<MsixTable>,
+    windows: Windows,
+    mapped: Vec<Mapping>,
+    cmd_idx: usize,
+    warn: WarnOnce,
+}
+
+impl std::fmt::Debug for PassthroughFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassthroughFunction")
+            .field("guest", &self.guest)
+            .field("device", &self.dev_name)
+            .field("mapped", &self.mapped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassthroughFunction {
+    /// Build the guest view of `dev` at guest address `guest`. `windows` are where BARs may
+    /// be mapped; `multifunction` sets the header type's multi-function bit (other functions
+    /// share the slot).
+    pub fn new(
+        guest: PciAddress,
+        dev: Box<dyn HostDevice>,
+        windows: Windows,
+        multifunction: bool,
+    ) -> Result<Self, Error> {
+        let dev_name = dev.name();
+        let len = dev.config_len().min(4096);
+        if len < 256 {
+            return Err(Error::Unsupported {
+                device: dev_name,
+                message: format!(
+                    "only {len} bytes of config space readable (need 256; run as root)"
+                ),
+            });
+        }
+        let mut config = vec![0u8; len];
+        dev.read_config(0, &mut config)?;
+        let htype = config[usize::from(HEADER_TYPE)] & 0x7F;
+        if htype != 0 {
+            return Err(Error::Unsupported {
+                device: dev_name,
+                message: format!("header type {htype} (only type-0 functions, not bridges, can be passed through)"),
+            });
+        }
+        let mut layout = Layout::new(len);
+        layout.add_group("header", 0, 0x40, HEADER_TYPE0);
+        let bar_infos = std::array::from_fn(|i| dev.bar(i));
+        let caps = caps::build(&mut layout, &config, &bar_infos);
+        layout.init_from_device(&config);
+        for &(off, v) in &caps.builder_values {
+            layout.set_virt(off, v);
+        }
+        let (vendor, device) = dev.ids();
+        layout.set_virt(0x00, u32::from(vendor));
+        layout.set_virt(0x02, u32::from(device));
+        layout.set_virt(
+            STATUS,
+            if caps.first != 0 {
+                u32::from(STATUS_CAP_LIST)
+            } else {
+                0
+            },
+        );
+        layout.set_virt(HEADER_TYPE, if multifunction { 0x80 } else { 0 });
+        layout.set_virt(CAP_PTR, u32::from(caps.first));
+        let cmd_idx = layout.find(COMMAND).ok_or_else(|| Error::Unsupported {
+            device: dev_name.clone(),
+            message: "no command register in layout".into(),
+        })?;
+        let bars = Bars::new(dev.as_ref());
+        let msix = caps.msix.map(MsixTable::new);
+        tracing::info!(
+            guest = %guest,
+            device = %dev_name,
+            exposed = ?caps.standard.iter().filter(|c| c.exposed).map(|c| c.name).collect::<Vec<_>>(),
+            hidden = ?caps.standard.iter().chain(&caps.extended).filter(|c| !c.exposed).map(|c| c.name).collect::<Vec<_>>(),
+            "passthrough function ready"
+        );
+        Ok(PassthroughFunction {
+            guest,
+            dev,
+            dev_name,
+            layout,
+            bars,
+            caps,
+            msix,
+            windows,
+            mapped: Vec::new(),
+            cmd_idx,
+            warn: WarnOnce::default(),
+        })
+    }
+
+    /// The guest address.
+    pub fn guest_address(&self) -> PciAddress {
+        self.guest
+    }
+
+    /// The backend's name.
+    pub fn device_name(&self) -> &str {
+        &self.dev_name
+    }
+
+    /// The register layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The virtual BARs.
+    pub fn bars(&self) -> &Bars {
+        &self.bars
+    }
+
+    /// The capabilities and how they are presented.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// The mappings currently in force.
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mapped
+    }
+
+    /// The emulated MSI-X table.
+    pub fn msix_table(&self) -> Option<&MsixTable> {
+        self.msix.as_ref()
+    }
+
+    /// The guest's MSI-X control bits.
+    pub fn msix_control(&self) -> Option<MsixControl> {
+        self.caps
+            .msix
+            .map(|m| MsixControl::from_layout(&self.layout, m.cap))
+    }
+
+    /// The guest's MSI programming.
+    pub fn msi_state(&self) -> Option<MsiState> {
+        self.caps
+            .msi
+            .map(|o| MsiState::from_layout(&self.layout, o))
+    }
+
+    /// The guest's command register (virtual bits only).
+    pub fn command(&self) -> u16 {
+        self.layout.reg(self.cmd_idx).virt as u16
+    }
+
+    /// The backend.
+    pub fn device(&self) -> &dyn HostDevice {
+        self.dev.as_ref()
+    }
+
+    /// Read `len` (1..=8) bytes of config space at `reg` (bytes past 4095 read all-ones).
+    pub fn config_read(&mut self, reg: u16, len: usize) -> u64 {
+        let len = len.clamp(1, 8);
+        let start = usize::from(reg);
+        let mut need: Option<(usize, usize)> = None;
+        for off in start..start + len {
+            let r = self.layout.rule(off);
+            let needs = match r.slot {
+                Slot::Unknown => true,
+                Slot::Absent => false,
+                Slot::Reg(_) => r.emu != 0xFF,
+            };
+            if needs {
+                need = Some(need.map_or((off, off), |(a, _)| (a, off)));
+            }
+        }
+        let mut dev_bytes = [0xFFu8; 8];
+        if let Some((a, b)) = need {
+            let buf = &mut dev_bytes[a - start..=b - start];
+            if let Err(e) = self.dev.read_config(a as u16, buf) {
+                buf.fill(0xFF);
+                self.warn.warn((1, a as u64), || {
+                    format!("{}: config read at {a:#x} failed: {e}", self.guest)
+                });
+            }
+        }
+        let mut v = 0u64;
+        for (i, off) in (start..start + len).enumerate() {
+            let byte = match self.layout.slot(off) {
+                Slot::Absent => 0xFF,
+                Slot::Unknown => dev_bytes[i],
+                Slot::Reg(idx) => {
+                    let inst = self.layout.reg(usize::from(idx));
+                    let shift = 8 * (off - usize::from(inst.base)) as u32;
+                    let virt = match inst.desc.kind {
+                        RegKind::Bar(n) => self.bars.read(usize::from(n)),
+                        RegKind::Rom => self.bars.read_rom(),
+                        _ => inst.virt,
+                    };
+                    let emu = (inst.desc.masks().0 >> shift) as u8;
+                    (dev_bytes[i] & !emu) | ((virt >> shift) as u8 & emu)
+                }
+            };
+            v |= u64::from(byte) << (8 * i);
+        }
+        v
+    }
+
+    /// Write `len` (1..=8) bytes of `data` at `reg`. Returns whether the guest mappings may
+    /// have changed (command, BAR or ROM written): then call
+    /// [`PassthroughFunction::update_mappings`].
+    pub fn config_write(&mut self, reg: u16, len: usize, data: u64) -> bool {
+        let len = len.clamp(1, 8);
+        let start = usize::from(reg);
+        // (offset, guest byte, pass mask, w1c mask) of bytes with pass-through bits.
+        let mut pass: Vec<(usize, u8, u8, u8)> = Vec::new();
+        // BAR register writes: (kind, byte mask, value) merged per register.
+        let mut bar_writes: Vec<(RegKind, u32, u32)> = Vec::new();
+        let mut remap = false;
+        let mut msi_ctrl = None;
+        for (i, off) in (start..start + len).enumerate() {
+            let d = (data >> (8 * i)) as u8;
+            let idx = match self.layout.slot(off) {
+                Slot::Reg(idx) => usize::from(idx),
+                Slot::Unknown | Slot::Absent => {
+                    self.drop_write(off, d, "unknown");
+                    continue;
+                }
+            };
+            let (kind, base, (emu, ro, pmask, w1c)) = {
+                let inst = self.layout.reg(idx);
+                (inst.desc.kind, usize::from(inst.base), inst.desc.masks())
+            };
+            let shift = 8 * (off - base) as u32;
+            match kind {
+                RegKind::Hidden => {
+                    self.drop_write(off, d, "hidden");
+                    continue;
+                }
+                RegKind::Opaque => {
+                    self.drop_write(off, d, "vendor-specific");
+                    continue;
+                }
+                RegKind::Bar(_) | RegKind::Rom => {
+                    let m = 0xFFu32 << shift;
+                    let v = u32::from(d) << shift;
+                    match bar_writes.iter_mut().find(|(k, _, _)| *k == kind) {
+                        Some(w) => {
+                            w.1 |= m;
+                            w.2 = (w.2 & !m) | v;
+                        }
+                        None => bar_writes.push((kind, m, v)),
+                    }
+                    remap = true;
+                    continue;
+                }
+                RegKind::Command => remap = true,
+                RegKind::MsiControl => msi_ctrl = Some(idx),
+                _ => {}
+            }
+            let (emu, ro, pmask, w1c) = (
+                (emu >> shift) as u8,
+                (ro >> shift) as u8,
+                (pmask >> shift) as u8,
+                (w1c >> shift) as u8,
+            );
+            let writable = emu & !ro;
+            if writable != 0 {
+                let clear = writable & w1c & d;
+                let set = writable & !w1c;
+                let inst = self.layout.reg_mut(idx);
+                let vb = (inst.virt >> shift) as u8;
+                let nb = (vb & !set & !clear) | (d & set);
+                inst.virt = (inst.virt & !(0xFF << shift)) | (u32::from(nb) << shift);
+            }
+            if pmask != 0 {
+                pass.push((off, d, pmask, w1c));
+            }
+        }
+        if let Some(idx) = msi_ctrl {
+            let inst = self.layout.reg_mut(idx);
+            inst.virt = crate::msi::clamp_control(inst.virt);
+        }
+        for (kind, mask, value) in bar_writes {
+            match kind {
+                RegKind::Bar(n) => {
+                    let cur = self.bars.read(usize::from(n));
+                    self.bars
+                        .write(usize::from(n), (cur & !mask) | (value & mask));
+                }
+                _ => {
+                    let cur = self.bars.read_rom();
+                    self.bars.write_rom((cur & !mask) | (value & mask));
+                }
+            }
+        }
+        self.write_through(&pass);
+        remap
+    }
+
+    fn drop_write(&mut self, off: usize, d: u8, what: &str) {
+        let guest = self.guest;
+        self.warn.warn((0, off as u64), || {
+            format!("{guest}: guest write {d:#04x} to {what} config byte {off:#x} dropped (further ones at this offset not logged)")
+        });
+    }
+
+    /// Merge and write the pass-through bytes, run by run of consecutive offsets.
+    fn write_through(&mut self, pass: &[(usize, u8, u8, u8)]) {
+        let mut i = 0;
+        while i < pass.len() {
+            let mut j = i + 1;
+            while j < pass.len() && pass[j].0 == pass[j - 1].0 + 1 {
+                j += 1;
+            }
+            let run = &pass[i..j];
+            let a = run[0].0;
+            let mut cur = vec![0u8; run.len()];
+            if let Err(e) = self.dev.read_config(a as u16, &mut cur) {
+                // Without the current value a merge could change bits the guest does not own.
+                self.warn.warn((2, a as u64), || {
+                    format!(
+                        "{}: config read at {a:#x} failed, write dropped: {e}",
+                        self.guest
+                    )
+                });
+                i = j;
+                continue;
+            }
+            let out: Vec<u8> = run
+                .iter()
+                .zip(&cur)
+                .map(|(&(_, d, p, w), &c)| (c & !p & !w) | (d & p))
+                .collect();
+            for (o, size) in aligned_pieces(a, a + run.len()) {
+                let k = o - a;
+                let piece = &out[k..k + size];
+                // Skip a piece that neither changes a non-W1C bit nor clears a W1C bit.
+                let unchanged = run[k..k + size]
+                    .iter()
+                    .zip(piece.iter().zip(&cur[k..k + size]))
+                    .all(|(r, (&o, &c))| (o ^ c) & !r.3 == 0 && o & r.3 == 0);
+                if unchanged {
+                    continue;
+                }
+                if let Err(e) = self.dev.write_config(o as u16, piece) {
+                    self.warn.warn((3, o as u64), || {
+                        format!("{}: config write at {o:#x} failed: {e}", self.guest)
+                    });
+                }
+            }
+            i = j;
+        }
+    }
+
+    /// The guest ranges this function decodes now: `(bar, is_io, start, len)` for every BAR
+    /// (6 = ROM) that is placed inside the windows with its decode enabled.
+    pub fn decoded_ranges(&self) -> Vec<(u8, bool, u64, u64)> {
+        let cmd = self.command();
+        let mut v = Vec::new();
+        for i in 0..6 {
+            let Some(b) = self.bars.bar(i) else { continue };
+            if b.guest == 0 {
+                continue;
+            }
+            if b.host.kind == crate::backend::BarKind::Io {
+                if cmd & header::CMD_IO != 0 && self.windows.contains_io(b.guest, b.host.size) {
+                    v.push((i as u8, true, b.guest, b.host.size));
+                }
+            } else if cmd & header::CMD_MEMORY != 0
+                && self.windows.contains_mmio(b.guest, b.emu_size)
+            {
+                v.push((i as u8, false, b.guest, b.emu_size));
+            }
+        }
+        if let Some(r) = self.bars.rom() {
+            if cmd & header::CMD_MEMORY != 0
+                && self.bars.rom_enabled()
+                && r.guest != 0
+                && self.windows.contains_mmio(r.guest, r.emu_size)
+            {
+                v.push((6, false, r.guest, r.emu_size));
+            }
+        }
+        v
+    }
+
+    /// Recompute the mappings, leaving out the BARs in `blocked` (6 = ROM; the bridge blocks
+    /// BARs whose guest ranges overlap another decoded BAR), and push the differences
+    /// (unmaps first).
+    pub fn update_mappings(&mut self, blocked: &[u8], actions: &mut Actions) {
+        let msix = self.caps.msix;
+        let trapped = move |bar: u8| msix.map(|m| m.trapped_pages(bar)).unwrap_or_default();
+        let mut desired = self
+            .bars
+            .desired_mappings(self.command(), &self.windows, &trapped);
+        desired.retain(|m| {
+            let bar = match m {
+                Mapping::Mem { bar, .. } | Mapping::Io { bar, .. } => *bar,
+            };
+            !blocked.contains(&bar)
+        });
+        for m in self.mapped.iter().filter(|m| !desired.contains(m)) {
+            tracing::debug!(guest = %self.guest, mapping = ?m, "unmap");
+            actions.push(to_action(m, false));
+        }
+        for m in desired.iter().filter(|m| !self.mapped.contains(m)) {
+            tracing::debug!(guest = %self.guest, mapping = ?m, "map");
+            actions.push(to_action(m, true));
+        }
+        self.mapped = desired;
+    }
+
+    /// Remove every mapping (at shutdown).
+    pub fn unmap_all(&mut self, actions: &mut Actions) {
+        for m in self.mapped.drain(..) {
+            actions.push(to_action(&m, false));
+        }
+    }
+
+    /// Whether an MMIO access at `[addr, addr + len)` belongs to a decoded BAR of this function.
+    pub fn claims_mmio(&self, addr: u64, len: usize) -> bool {
+        self.command() & header::CMD_MEMORY != 0
+            && self
+                .bars
+                .find_mem(addr, len as u64, &self.windows)
+                .is_some()
+    }
+
+    /// An MMIO read that arrived (the page is not mapped): MSI-X table and PBA emulation,
+    /// otherwise forwarded to the device's BAR. `None` if no decoded BAR of this function
+    /// covers the access.
+    pub fn mmio_read(&mut self, addr: u64, len: usize) -> Option<u64> {
+        if self.command() & header::CMD_MEMORY == 0 {
+            return None;
+        }
+        let (bar, off) = self.bars.find_mem(addr, len as u64, &self.windows)?;
+        let len = len.clamp(1, 8);
+        let l = len as u64;
+        if let Some(t) = &self.msix {
+            let info = *t.info();
+            if bar == info.table_bar && overlaps(off, l, info.table_offset, info.table_len()) {
+                if off >= info.table_offset && off + l <= info.table_offset + info.table_len() {
+                    return Some(t.read(off - info.table_offset, len));
+                }
+                self.warn.warn((4, off), || {
+                    format!("{}: MSI-X table access straddling its edge", self.guest)
+                });
+                return Some(u64::MAX);
+            }
+            if bar == info.pba_bar && overlaps(off, l, info.pba_offset, info.pba_len()) {
+                if off >= info.pba_offset && off + l <= info.pba_offset + info.pba_len() {
+                    return Some(self.bar_read(bar, off, len).unwrap_or(0));
+                }
+                self.warn.warn((4, off), || {
+                    format!("{}: MSI-X PBA access straddling its edge", self.guest)
+                });
+                return Some(u64::MAX);
+            }
+        }
+        Some(self.bar_read(bar, off, len).unwrap_or(u64::MAX))
+    }
+
+    /// An MMIO write that arrived, see [`PassthroughFunction::mmio_read`]. Returns whether a
+    /// decoded BAR of this function covers the access.
+    pub fn mmio_write(&mut self, addr: u64, len: usize, data: u64) -> bool {
+        if self.command() & header::CMD_MEMORY == 0 {
+            return false;
+        }
+        let Some((bar, off)) = self.bars.find_mem(addr, len as u64, &self.windows) else {
+            return false;
+        };
+        let len = len.clamp(1, 8);
+        let l = len as u64;
+        let guest = self.guest;
+        if let Some(t) = &mut self.msix {
+            let info = *t.info();
+            if bar == info.table_bar && overlaps(off, l, info.table_offset, info.table_len()) {
+                if off >= info.table_offset && off + l <= info.table_offset + info.table_len() {
+                    t.write(off - info.table_offset, len, data);
+                } else {
+                    self.warn.warn((4, off), || {
+                        format!("{guest}: MSI-X table access straddling its edge dropped")
+                    });
+                }
+                return true;
+            }
+            if bar == info.pba_bar && overlaps(off, l, info.pba_offset, info.pba_len()) {
+                self.warn.warn((5, off), || {
+                    format!("{guest}: write to the read-only MSI-X PBA dropped")
+                });
+                return true;
+            }
+        }
+        let size = self.bars.bar(usize::from(bar)).map_or(0, |b| b.host.size);
+        if off + l <= size {
+            let bytes = data.to_le_bytes();
+            if let Err(e) = self.dev.write_bar(bar, off, &bytes[..len]) {
+                self.warn.warn((6, u64::from(bar)), || {
+                    format!("{guest}: BAR {bar} write forwarding failed: {e}")
+                });
+            }
+        }
+        true
+    }
+
+    fn bar_read(&mut self, bar: u8, off: u64, len: usize) -> Option<u64> {
+        let size = self.bars.bar(usize::from(bar)).map_or(0, |b| b.host.size);
+        if off + len as u64 > size {
+            return None;
+        }
+        let mut buf = [0u8; 8];
+        match self.dev.read_bar(bar, off, &mut buf[..len]) {
+            Ok(()) => Some(u64::from_le_bytes(buf)),
+            Err(e) => {
+                self.warn.warn((6, u64::from(bar)), || {
+                    format!("{}: BAR {bar} read forwarding failed: {e}", self.guest)
+                });
+                None
+            }
+        }
+    }
+
+    /// Device state for the status socket.
+    pub fn status(&self) -> serde_json::Value {
+        let bars: Vec<_> = (0..6)
+            .filter_map(|i| {
+                self.bars.bar(i).map(|b| {
+                    json!({
+                        "index": i,
+                        "kind": b.host.kind,
+                        "prefetchable": b.host.prefetchable,
+                        "size": b.host.size,
+                        "guest": format!("{:#x}", b.guest),
+                        "host": format!("{:#x}", b.host.host_addr),
+                    })
+                })
+            })
+            .collect();
+        json!({
+            "guest": self.guest.to_string(),
+            "device": self.dev_name,
+            "command": format!("{:#06x}", self.command()),
+            "bars": bars,
+            "rom": self.bars.rom().map(|r| json!({
+                "size": r.host.size,
+                "guest": format!("{:#x}", r.guest),
+                "enabled": self.bars.rom_enabled(),
+            })),
+            "mappings": self.mapped,
+            "capabilities": self.caps,
+            "msi": self.msi_state(),
+            "msix": self.msix_control(),
+            "suppressed_warnings": self.warn.suppressed(),
+        })
+    }
+}
+
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+fn to_action(m: &Mapping, map: bool) -> Action {
+    match *m {
+        Mapping::Mem { gfn, mfn, nr, .. } => Action::MapMemory { gfn, mfn, nr, map },
+        Mapping::Io {
+            gport, mport, nr, ..
+        } => Action::MapIoPorts {
+            gport,
+            mport,
+            nr,
+            map,
+        },
+    }
+}

@@ -1,0 +1,265 @@
+//! The type-0 header (0x00..0x40) of a passed-through function.
+//!
+//! Masks follow QEMU's xen_pt (hw/xen/xen_pt_config_init.c, xen-abi.md 8.2) and Xen's vPCI
+//! (xen/drivers/vpci/header.c, xen-abi.md 9.2), with these decisions:
+//! - Vendor/Device ID: emulated read-only, set from the backend's IDs (an SR-IOV VF reads 0xFFFF
+//!   in its raw config space; sysfs reports the real IDs).
+//! - Command: the bits QEMU emulates (`0x0743`: I/O and memory decode, parity error response,
+//!   SERR#, fast back-to-back, INTx disable) are a guest shadow; memory and I/O decode drive BAR
+//!   mapping. Reserved bits `0xF880` read 0. Bus master, special cycles, memory write and
+//!   invalidate and VGA palette snoop (`0x003C`) pass through: bus master must reach the device
+//!   for DMA. INTx disable stays virtual until INTx is routed (a later issue): the host keeps
+//!   its own value, so a guest can never unmask a line dom0 has no handler for.
+//! - Status: the capability-list bit (`0x0010`) is virtual (set if any capability is exposed
+//!   after relinking). The error bits `0xF900` (master data parity error, signaled/received
+//!   target abort, received master abort, signaled system error, detected parity error) are
+//!   the device's RW1C bits and pass through, so a guest driver can clear error state; every
+//!   other bit (interrupt status, 66 MHz, DEVSEL timing, ...) is read from the device.
+//! - Revision, class, BIST, CardBus CIS, subsystem IDs, Min_Gnt/Max_Lat: read from the device,
+//!   read-only.
+//! - Cache line size, latency timer, interrupt line: guest-writable virtual registers.
+//! - Header type: virtual; type 0, multi-function bit set when other functions share the slot.
+//! - BARs and the expansion ROM: fully virtual ([`crate::bars`]).
+//! - Capabilities pointer: virtual, the first exposed capability ([`crate::caps`]).
+//! - Interrupt pin: emulated read-only, from the device.
+
+use crate::config_space::{Init, RegDesc, RegKind};
+
+/// `PCI_COMMAND_IO`.
+pub const CMD_IO: u16 = 0x0001;
+/// `PCI_COMMAND_MEMORY`.
+pub const CMD_MEMORY: u16 = 0x0002;
+/// `PCI_COMMAND_MASTER`.
+pub const CMD_MASTER: u16 = 0x0004;
+/// `PCI_COMMAND_INTX_DISABLE`.
+pub const CMD_INTX_DISABLE: u16 = 0x0400;
+/// `PCI_STATUS_CAP_LIST`.
+pub const STATUS_CAP_LIST: u16 = 0x0010;
+
+/// Offset of the command register.
+pub const COMMAND: u16 = 0x04;
+/// Offset of the status register.
+pub const STATUS: u16 = 0x06;
+/// Offset of the header type register.
+pub const HEADER_TYPE: u16 = 0x0E;
+/// Offset of the capabilities pointer.
+pub const CAP_PTR: u16 = 0x34;
+
+/// Command bits emulated (QEMU xen_pt: `0x0743`) plus the reserved bits `0xF880`.
+pub const CMD_EMU: u32 = 0x0743 | 0xF880;
+/// Command bits passed to the device.
+pub const CMD_PASS: u32 = 0x003C;
+
+/// The type-0 header register table.
+pub const HEADER_TYPE0: &[RegDesc] = &[
+    RegDesc {
+        offset: 0x00,
+        size: 2,
+        name: "vendor_id",
+        init: Init::Builder,
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x02,
+        size: 2,
+        name: "device_id",
+        init: Init::Builder,
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: COMMAND,
+        size: 2,
+        name: "command",
+        emu: CMD_EMU,
+        ro: 0xF880,
+        pass: CMD_PASS,
+        w1c: 0,
+        init: Init::Zero,
+        kind: RegKind::Command,
+    },
+    RegDesc {
+        offset: STATUS,
+        size: 2,
+        name: "status",
+        emu: STATUS_CAP_LIST as u32,
+        ro: STATUS_CAP_LIST as u32,
+        pass: 0xF900,
+        w1c: 0xF900,
+        init: Init::Builder,
+        kind: RegKind::Plain,
+    },
+    RegDesc {
+        offset: 0x08,
+        size: 4,
+        name: "revision_class",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x0C,
+        size: 1,
+        name: "cache_line_size",
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x0D,
+        size: 1,
+        name: "latency_timer",
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: HEADER_TYPE,
+        size: 1,
+        name: "header_type",
+        init: Init::Builder,
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x0F,
+        size: 1,
+        name: "bist",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x10,
+        size: 4,
+        name: "bar0",
+        kind: RegKind::Bar(0),
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x14,
+        size: 4,
+        name: "bar1",
+        kind: RegKind::Bar(1),
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x18,
+        size: 4,
+        name: "bar2",
+        kind: RegKind::Bar(2),
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x1C,
+        size: 4,
+        name: "bar3",
+        kind: RegKind::Bar(3),
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x20,
+        size: 4,
+        name: "bar4",
+        kind: RegKind::Bar(4),
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x24,
+        size: 4,
+        name: "bar5",
+        kind: RegKind::Bar(5),
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x28,
+        size: 4,
+        name: "cardbus_cis",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x2C,
+        size: 2,
+        name: "subsystem_vendor_id",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x2E,
+        size: 2,
+        name: "subsystem_id",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x30,
+        size: 4,
+        name: "rom",
+        kind: RegKind::Rom,
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: CAP_PTR,
+        size: 1,
+        name: "cap_ptr",
+        init: Init::Builder,
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x35,
+        size: 1,
+        name: "reserved",
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x36,
+        size: 2,
+        name: "reserved",
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x38,
+        size: 4,
+        name: "reserved",
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x3C,
+        size: 1,
+        name: "interrupt_line",
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x3D,
+        size: 1,
+        name: "interrupt_pin",
+        init: Init::Device(0xFF),
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x3E,
+        size: 1,
+        name: "min_gnt",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x3F,
+        size: 1,
+        name: "max_lat",
+        ..RegDesc::DEVICE_RO
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_covers_header_exactly_once() {
+        let mut cover = [0u8; 0x40];
+        for d in HEADER_TYPE0 {
+            assert!(d.is_consistent(), "{}", d.name);
+            for b in d.offset..d.offset + u16::from(d.size) {
+                cover[usize::from(b)] += 1;
+            }
+        }
+        assert!(cover.iter().all(|&c| c == 1), "{cover:?}");
+    }
+
+    #[test]
+    fn command_masks_partition_the_register() {
+        let cmd = HEADER_TYPE0.iter().find(|d| d.offset == COMMAND).unwrap();
+        assert_eq!(cmd.emu & cmd.pass, 0);
+        assert_eq!((cmd.emu | cmd.pass) & 0xFFFF, 0xFFFF);
+        assert_eq!(cmd.emu & 0x0743, 0x0743);
+        assert_eq!(cmd.pass & u32::from(CMD_MASTER), u32::from(CMD_MASTER));
+    }
+}

@@ -1,0 +1,249 @@
+//! The MSI capability (ID 0x05), virtualized.
+//!
+//! For now every MSI register is emulated and nothing reaches the device: the guest's
+//! enable, Multiple Message Enable, address, data and per-vector mask writes are stored
+//! virtually ([`MsiState`] reads them back). Binding the vector in Xen
+//! (`PHYSDEVOP_map_pirq` + `XEN_DOMCTL_bind_pt_irq`, xen-abi.md 8.1/8.2) is a later issue and
+//! grows here.
+//!
+//! Layout (PCI Local Bus spec 6.8.1; Linux include/uapi/linux/pci_regs.h):
+//! `+0x02` Message Control: enable (bit 0), MMC (3:1, RO), MME (6:4), 64-bit (7, RO),
+//! per-vector masking (8, RO). Then address low `+0x04` (bits 1:0 RO 0), for 64-bit
+//! functions address high `+0x08`, then data (16 bits) and extended data (16 bits, read 0),
+//! then, with per-vector masking, mask bits and pending bits (read 0: no vector is live on
+//! the device while MSI is virtual).
+
+use serde::Serialize;
+
+use crate::config_space::{Init, Layout, RegDesc, RegKind};
+
+/// Capability ID.
+pub const CAP_ID: u8 = 0x05;
+/// `PCI_MSI_FLAGS_ENABLE`.
+pub const FLAGS_ENABLE: u16 = 0x0001;
+/// `PCI_MSI_FLAGS_QMASK` (Multiple Message Capable).
+pub const FLAGS_QMASK: u16 = 0x000E;
+/// `PCI_MSI_FLAGS_QSIZE` (Multiple Message Enable).
+pub const FLAGS_QSIZE: u16 = 0x0070;
+/// `PCI_MSI_FLAGS_64BIT`.
+pub const FLAGS_64BIT: u16 = 0x0080;
+/// `PCI_MSI_FLAGS_MASKBIT`.
+pub const FLAGS_MASKBIT: u16 = 0x0100;
+
+const HEAD: [RegDesc; 3] = [
+    RegDesc {
+        offset: 0x00,
+        size: 1,
+        name: "msi_cap_id",
+        ..RegDesc::DEVICE_RO
+    },
+    RegDesc {
+        offset: 0x01,
+        size: 1,
+        name: "msi_next",
+        init: Init::Builder,
+        ..RegDesc::VIRT_RO
+    },
+    RegDesc {
+        offset: 0x02,
+        size: 2,
+        name: "msi_control",
+        emu: 0xFFFF,
+        ro: !((FLAGS_ENABLE | FLAGS_QSIZE) as u32),
+        init: Init::Device((FLAGS_QMASK | FLAGS_64BIT | FLAGS_MASKBIT) as u32),
+        kind: RegKind::MsiControl,
+        ..RegDesc::VIRT_RW
+    },
+];
+
+const ADDR_LO: RegDesc = RegDesc {
+    offset: 0x04,
+    size: 4,
+    name: "msi_address_lo",
+    ro: 0x3,
+    ..RegDesc::VIRT_RW
+};
+
+/// Registers of a 32-bit MSI capability without per-vector masking.
+pub const MSI_32: &[RegDesc] = &[
+    HEAD[0],
+    HEAD[1],
+    HEAD[2],
+    ADDR_LO,
+    RegDesc {
+        offset: 0x08,
+        size: 2,
+        name: "msi_data",
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x0A,
+        size: 2,
+        name: "msi_ext_data",
+        ..RegDesc::VIRT_RO
+    },
+];
+
+/// Registers of a 64-bit MSI capability without per-vector masking.
+pub const MSI_64: &[RegDesc] = &[
+    HEAD[0],
+    HEAD[1],
+    HEAD[2],
+    ADDR_LO,
+    RegDesc {
+        offset: 0x08,
+        size: 4,
+        name: "msi_address_hi",
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x0C,
+        size: 2,
+        name: "msi_data",
+        ..RegDesc::VIRT_RW
+    },
+    RegDesc {
+        offset: 0x0E,
+        size: 2,
+        name: "msi_ext_data",
+        ..RegDesc::VIRT_RO
+    },
+];
+
+/// The register table of an MSI capability whose Message Control reads `flags`.
+pub fn table(flags: u16) -> Vec<RegDesc> {
+    let is64 = flags & FLAGS_64BIT != 0;
+    let mut regs = if is64 {
+        MSI_64.to_vec()
+    } else {
+        MSI_32.to_vec()
+    };
+    if flags & FLAGS_MASKBIT != 0 {
+        let base = if is64 { 0x10 } else { 0x0C };
+        // Mask bits exist for the vectors the function can use (1 << MMC of them).
+        let mmc = u32::from((flags & FLAGS_QMASK) >> 1).min(5);
+        let vectors = 1u64 << (1u32 << mmc);
+        let writable = (vectors - 1) as u32;
+        regs.push(RegDesc {
+            offset: base,
+            size: 4,
+            name: "msi_mask",
+            ro: !writable,
+            ..RegDesc::VIRT_RW
+        });
+        regs.push(RegDesc {
+            offset: base + 4,
+            size: 4,
+            name: "msi_pending",
+            ..RegDesc::VIRT_RO
+        });
+    }
+    regs
+}
+
+/// Keep Multiple Message Enable within Multiple Message Capable (a larger value is undefined
+/// by the spec; the function cannot use more vectors than it has).
+pub fn clamp_control(v: u32) -> u32 {
+    let mmc = (v >> 1) & 7;
+    let mme = (v >> 4) & 7;
+    if mme > mmc {
+        (v & !0x70) | (mmc << 4)
+    } else {
+        v
+    }
+}
+
+/// Length in bytes of an MSI capability with these flags.
+pub fn len(flags: u16) -> u16 {
+    match (flags & FLAGS_64BIT != 0, flags & FLAGS_MASKBIT != 0) {
+        (false, false) => 0x0C,
+        (true, false) => 0x10,
+        (false, true) => 0x14,
+        (true, true) => 0x18,
+    }
+}
+
+/// What the guest has programmed into the virtual MSI capability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MsiState {
+    /// Config offset of the capability.
+    pub offset: u16,
+    /// MSI enable.
+    pub enabled: bool,
+    /// Vectors enabled (1 << MME).
+    pub vectors: u8,
+    /// Message address.
+    pub address: u64,
+    /// Message data.
+    pub data: u16,
+    /// Per-vector mask bits (0 without per-vector masking).
+    pub mask: u32,
+}
+
+impl MsiState {
+    /// Read the state from the layout of a function whose MSI capability is at `offset`.
+    pub fn from_layout(layout: &Layout, offset: u16) -> Self {
+        let get = |rel: u16| {
+            layout
+                .find(offset + rel)
+                .map(|i| layout.reg(i).virt)
+                .unwrap_or(0)
+        };
+        let flags = get(2) as u16;
+        let is64 = flags & FLAGS_64BIT != 0;
+        let (address, data) = if is64 {
+            (
+                u64::from(get(4)) | u64::from(get(8)) << 32,
+                get(0x0C) as u16,
+            )
+        } else {
+            (u64::from(get(4)), get(8) as u16)
+        };
+        let mask = if flags & FLAGS_MASKBIT != 0 {
+            get(if is64 { 0x10 } else { 0x0C })
+        } else {
+            0
+        };
+        MsiState {
+            offset,
+            enabled: flags & FLAGS_ENABLE != 0,
+            vectors: 1 << ((flags & FLAGS_QSIZE) >> 4).min(5),
+            address,
+            data,
+            mask,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_consistent_and_sized() {
+        for flags in [
+            0u16,
+            FLAGS_64BIT,
+            FLAGS_MASKBIT,
+            FLAGS_64BIT | FLAGS_MASKBIT | 0x000A,
+        ] {
+            let t = table(flags);
+            let end = t
+                .iter()
+                .map(|d| d.offset + u16::from(d.size))
+                .max()
+                .unwrap();
+            assert_eq!(end, len(flags));
+            for d in &t {
+                assert!(d.is_consistent(), "{}", d.name);
+                assert_eq!(d.pass, 0, "MSI registers never pass through: {}", d.name);
+            }
+        }
+        // MMC = 5 (32 vectors): every mask bit writable.
+        let t = table(FLAGS_MASKBIT | 0x000A);
+        assert_eq!(t.iter().find(|d| d.name == "msi_mask").unwrap().ro, 0);
+        // MMC = 0: one mask bit.
+        let t = table(FLAGS_MASKBIT);
+        assert_eq!(t.iter().find(|d| d.name == "msi_mask").unwrap().ro, !1);
+    }
+}

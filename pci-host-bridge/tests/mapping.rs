@@ -1,0 +1,241 @@
+//! BAR mapping actions and the MSI-X table / PBA emulation.
+
+mod common;
+
+use common::*;
+use ioreq_server::device::{Action, Range, Space};
+use pci_host_bridge::{HostDevice, PciConfig, PciHostBridge};
+
+fn mem(gfn: u64, mfn: u64, nr: u64, map: bool) -> Action {
+    Action::MapMemory { gfn, mfn, nr, map }
+}
+
+/// Place the PF's BARs: BAR0 at 0xF100_0000, BAR2 at port 0xC000, BAR4 at 0xF108_0000.
+fn place_pf(t: &mut One) {
+    assert!(t.wr(0x10, 4, 0xF100_0000).is_empty());
+    assert!(t.wr(0x14, 4, 0).is_empty());
+    assert!(t.wr(0x18, 4, 0xC000).is_empty());
+    assert!(t.wr(0x20, 4, 0xF108_0000).is_empty());
+    assert!(t.wr(0x24, 4, 0).is_empty());
+}
+
+#[test]
+fn decode_enable_maps_bars_around_msix_pages() {
+    let mut t = one("intel-82599-like-pf.json");
+    place_pf(&mut t);
+    let a = t.wr(4, 2, 0x0007);
+    assert_eq!(
+        a,
+        vec![
+            mem(0xF1000, 0xfb800, 128, true),
+            Action::MapIoPorts {
+                gport: 0xC000,
+                mport: 0xe000,
+                nr: 0x20,
+                map: true
+            },
+            // BAR4: table on page 0 and PBA on page 2 stay trapped.
+            mem(0xF1081, 0xfba05, 1, true),
+            mem(0xF1083, 0xfba07, 1, true),
+        ]
+    );
+    // Same command again: nothing.
+    assert!(t.wr(4, 2, 0x0007).is_empty());
+    // Moving BAR0 while decode is on: unmap the old place, map the new.
+    let a = t.wr(0x10, 4, 0xF120_0000);
+    assert_eq!(
+        a,
+        vec![
+            mem(0xF1000, 0xfb800, 128, false),
+            mem(0xF1200, 0xfb800, 128, true)
+        ]
+    );
+    // A sizing probe with decode on moves the BAR out of the window: unmapped until restored.
+    let a = t.wr(0x10, 4, 0xFFFF_FFFF);
+    assert_eq!(a, vec![mem(0xF1200, 0xfb800, 128, false)]);
+    let a = t.wr(0x10, 4, 0xF120_0000);
+    assert_eq!(a, vec![mem(0xF1200, 0xfb800, 128, true)]);
+    // I/O decode off: only the I/O mapping goes.
+    let a = t.wr(4, 2, 0x0006);
+    assert_eq!(
+        a,
+        vec![Action::MapIoPorts {
+            gport: 0xC000,
+            mport: 0xe000,
+            nr: 0x20,
+            map: false
+        }]
+    );
+    // Memory decode off: everything goes.
+    let a = t.wr(4, 2, 0x0000);
+    assert_eq!(a.len(), 3);
+    assert!(a
+        .iter()
+        .all(|x| matches!(x, Action::MapMemory { map: false, .. })));
+    assert!(t.bridge.function(t.addr).unwrap().mappings().is_empty());
+    // No config write reached the device except bus-master changes.
+    for w in t.handle.writes() {
+        assert_eq!(w.offset, 4, "{w:?}");
+    }
+}
+
+#[test]
+fn rom_maps_only_when_enabled() {
+    let mut t = one("intel-82599-like-pf.json");
+    assert!(t.wr(0x30, 4, 0xF140_0000).is_empty());
+    assert!(
+        t.wr(4, 2, 0x0002).is_empty(),
+        "no memory BAR placed, ROM disabled"
+    );
+    let a = t.wr(0x30, 4, 0xF140_0001);
+    assert_eq!(a, vec![mem(0xF1400, 0xfba80, 128, true)]);
+    let a = t.wr(0x30, 4, 0xF140_0000);
+    assert_eq!(a, vec![mem(0xF1400, 0xfba80, 128, false)]);
+}
+
+#[test]
+fn bars_outside_the_windows_are_not_mapped() {
+    let mut t = one("intel-82599-like-pf.json");
+    t.wr(0x10, 4, 0x8000_0000);
+    t.wr(0x18, 4, 0x1000); // below the I/O window
+    assert!(t.wr(4, 2, 0x0003).is_empty());
+    // A 64-bit window above 4 GiB.
+    let dev = snapshot("intel-82599-like-pf.json");
+    let config = PciConfig {
+        mmio64_base: 0x80_0000_0000,
+        mmio64_size: 0x10_0000_0000,
+        devices: vec![dev_cfg(2, 0)],
+        ..Default::default()
+    };
+    let bridge =
+        PciHostBridge::with_backends(&config, vec![Box::new(dev) as Box<dyn HostDevice>]).unwrap();
+    let mut t = One {
+        bridge,
+        handle: t.handle.clone(),
+        addr: t.addr,
+    };
+    t.wr(0x10, 4, 0);
+    t.wr(0x14, 4, 0x80);
+    assert_eq!(t.wr(4, 2, 0x0002), vec![mem(0x8000000, 0xfb800, 128, true)]);
+}
+
+#[test]
+fn msix_table_emulated_pba_from_device() {
+    let mut t = one("intel-82599-like-pf.json");
+    place_pf(&mut t);
+    let table = 0xF108_0000u64;
+    // Decode off: the BAR does not decode, reads all-ones.
+    assert_eq!(t.mmio_rd(table, 4), 0xFFFF_FFFF);
+    t.wr(4, 2, 0x0002);
+    // Reset state: every entry masked.
+    assert_eq!(t.mmio_rd(table + 12, 4), 1);
+    // Program entry 1 with 4-byte and 8-byte accesses.
+    t.mmio_wr(table + 0x10, 8, 0x0000_0000_FEE0_3000);
+    t.mmio_wr(table + 0x18, 4, 0x0000_4051);
+    t.mmio_wr(table + 0x1C, 4, 0);
+    assert_eq!(t.mmio_rd(table + 0x10, 8), 0xFEE0_3000);
+    assert_eq!(t.mmio_rd(table + 0x18, 8), 0x4051);
+    let e = t
+        .bridge
+        .function(t.addr)
+        .unwrap()
+        .msix_table()
+        .unwrap()
+        .entry(1)
+        .unwrap();
+    assert_eq!((e.address, e.data, e.masked), (0xFEE0_3000, 0x4051, false));
+    // PBA read from the device, writes dropped.
+    assert_eq!(t.mmio_rd(table + 0x2000, 8), 1);
+    t.mmio_wr(table + 0x2000, 8, 0);
+    assert_eq!(t.mmio_rd(table + 0x2000, 8), 1);
+    // Other registers on a trapped page are forwarded to the device's BAR.
+    t.mmio_wr(table + 0x800, 4, 0x1234_5678);
+    assert_eq!(t.mmio_rd(table + 0x800, 4), 0x1234_5678);
+    let bw = t.handle.bar_writes();
+    assert_eq!(bw.len(), 1);
+    assert_eq!((bw[0].index, bw[0].offset), (4, 0x800));
+    // Nothing but the command's bus-master bit reached config space.
+    assert!(t.handle.writes().iter().all(|w| w.offset == 4));
+    assert_eq!(
+        t.bridge.trapped_pages(),
+        vec![
+            Range::new(Space::Memory, 0xF108_0000, 0x1000),
+            Range::new(Space::Memory, 0xF108_2000, 0x1000)
+        ]
+    );
+}
+
+#[test]
+fn unaligned_msix_table_traps_both_pages() {
+    let mut t = one("intel-82599-like-vf.json");
+    // BAR0 (64-bit, 16 KiB) and BAR3 (64-bit, 16 KiB; table at 0xFF0 straddles pages 0-1,
+    // PBA at 0x3000).
+    t.wr(0x10, 4, 0xF100_0000);
+    t.wr(0x1C, 4, 0xF101_0000);
+    let a = t.wr(4, 2, 0x0006);
+    assert_eq!(
+        a,
+        vec![
+            mem(0xF1000, 0x383ffff00, 4, true),
+            mem(0xF1012, 0x383ffff22, 1, true),
+        ]
+    );
+    let table = 0xF101_0FF0u64;
+    t.mmio_wr(table + 0x20, 4, 0xFEE0_0000); // entry 2 lies on page 1
+    assert_eq!(t.mmio_rd(table + 0x20, 4), 0xFEE0_0000);
+    assert_eq!(
+        t.bridge.trapped_pages(),
+        vec![
+            Range::new(Space::Memory, 0xF101_0000, 0x2000),
+            Range::new(Space::Memory, 0xF101_3000, 0x1000)
+        ]
+    );
+}
+
+#[test]
+fn sub_page_bar_is_forwarded_and_io_bar_mapped() {
+    let mut t = one("legacy-io-msi.json");
+    t.wr(0x10, 4, 0xC100);
+    t.wr(0x14, 4, 0xF100_0000);
+    let a = t.wr(4, 2, 0x0003);
+    assert_eq!(
+        a,
+        vec![Action::MapIoPorts {
+            gport: 0xC100,
+            mport: 0xc000,
+            nr: 0x100,
+            map: true
+        }]
+    );
+    // The 256-byte memory BAR is not mapped (its host page may hold other devices' registers);
+    // accesses arrive and are forwarded within the real 256 bytes.
+    assert_eq!(t.mmio_rd(0xF100_0000, 4), 0x4433_2211);
+    assert_eq!(t.mmio_rd(0xF100_0100, 4), 0xFFFF_FFFF, "past the real BAR");
+    t.mmio_wr(0xF100_0004, 2, 0xBEEF);
+    assert_eq!(t.mmio_rd(0xF100_0004, 2), 0xBEEF);
+    // Outside any BAR: all-ones.
+    assert_eq!(t.mmio_rd(0xF200_0000, 4), 0xFFFF_FFFF);
+}
+
+#[test]
+fn overlapping_bars_are_not_mapped_until_moved_apart() {
+    let mut t = one("intel-82599-like-pf.json");
+    place_pf(&mut t);
+    t.wr(4, 2, 0x0002);
+    // Move BAR4 on top of BAR0: both unmapped.
+    let a = t.wr(0x20, 4, 0xF104_0000);
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert!(a
+        .iter()
+        .all(|x| matches!(x, Action::MapMemory { map: false, .. })));
+    // Move it away: both mapped again.
+    let a = t.wr(0x20, 4, 0xF108_0000);
+    assert_eq!(
+        a,
+        vec![
+            mem(0xF1000, 0xfb800, 128, true),
+            mem(0xF1081, 0xfba05, 1, true),
+            mem(0xF1083, 0xfba07, 1, true)
+        ]
+    );
+}
