@@ -53,12 +53,13 @@ pub struct Range {
 }
 
 impl Range {
-    /// A range of `len` addresses starting at `start` (`len` must be at least 1).
+    /// A range of `len` addresses starting at `start` (`len` must be at least 1; a range that
+    /// would run past the top of the address space ends there).
     pub fn new(space: Space, start: u64, len: u64) -> Self {
         Range {
             space,
             start,
-            end: start + len.max(1) - 1,
+            end: start.saturating_add(len.max(1) - 1),
         }
     }
 
@@ -226,5 +227,19 @@ pub trait Device {
         _request: &serde_json::Value,
     ) -> Option<Result<serde_json::Value, String>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_at_the_top_of_the_address_space_does_not_overflow() {
+        let r = Range::new(Space::Memory, u64::MAX - 3, 16);
+        assert_eq!(r.end, u64::MAX);
+        assert!(r.contains_span(u64::MAX - 3, 4));
+        assert!(!r.contains_span(u64::MAX, 2));
+        assert_eq!(Range::new(Space::Port, 0xB004, 2).end, 0xB005);
     }
 }

@@ -243,7 +243,8 @@ impl PmTrap {
         self.regions.iter().enumerate().find_map(|(i, r)| {
             let b = &r.block;
             // `validate` guarantees that base + len - 1 does not overflow.
-            (b.space == space && addr >= b.base && last <= b.base + (b.len - 1)).then(|| (i, addr - b.base))
+            (b.space == space && addr >= b.base && last <= b.base + (b.len - 1))
+                .then(|| (i, addr - b.base))
         })
     }
 
@@ -457,7 +458,11 @@ impl Device for PmTrap {
             .iter()
             // Built by hand: `Range::new` computes `start + len - 1` via `start + len`, which
             // overflows for a block ending at the top of the address space.
-            .map(|r| Range { space: r.block.space, start: r.block.base, end: r.block.base + (r.block.len - 1) })
+            .map(|r| Range {
+                space: r.block.space,
+                start: r.block.base,
+                end: r.block.base + (r.block.len - 1),
+            })
             .collect()
     }
 
@@ -566,11 +571,12 @@ mod tests {
         PmTrap::new(c.setup().unwrap()).unwrap()
     }
 
-    /// HP dc7800 (80DC1538C4FA): PM1a 0xF800/0xF804, PM1b 0x45C/0x460, \_S5 = {0, 7}.
+    /// HP dc7800 (80DC1538C4FA, FADT rev 1): PM1a_EVT 0xF800, PM1a_CNT 0xF804, PM1b_CNT 0x460
+    /// (no PM1b event block), \_S3/\_S4/\_S5 = {0, 5} / {0, 6} / {0, 7}.
     fn dc7800() -> PmTrap {
         PmTrap::new(TrapSetup {
             pm1a_evt: Some(Block::port(0xF800, 4)),
-            pm1b_evt: Some(Block::port(0x45C, 4)),
+            pm1b_evt: None,
             pm1a_cnt: Some(Block::port(0xF804, 2)),
             pm1b_cnt: Some(Block::port(0x460, 2)),
             reset: None,
@@ -631,7 +637,7 @@ mod tests {
         let mut d = dc7800();
         let acts = acpica_sleep(
             &mut d,
-            [Some(0xF800), Some(0x45C)],
+            [Some(0xF800), None],
             [Some(0xF804), Some(0x460)],
             0,
             7,
@@ -910,15 +916,37 @@ mod tests {
     fn block_at_the_top_of_memory() {
         let top = u64::MAX;
         let mut d = PmTrap::new(TrapSetup {
-            reset: Some(ResetSetup { block: Block { space: Space::Memory, base: top, len: 1 }, value: 1 }),
-            sleep_control: Some(Block { space: Space::Memory, base: top - 1, len: 1 }),
+            reset: Some(ResetSetup {
+                block: Block {
+                    space: Space::Memory,
+                    base: top,
+                    len: 1,
+                },
+                value: 1,
+            }),
+            sleep_control: Some(Block {
+                space: Space::Memory,
+                base: top - 1,
+                len: 1,
+            }),
             ..TrapSetup::default()
         })
         .unwrap();
-        assert_eq!(d.ranges()[0], Range { space: Space::Memory, start: top, end: top });
+        assert_eq!(
+            d.ranges()[0],
+            Range {
+                space: Space::Memory,
+                start: top,
+                end: top
+            }
+        );
         let mut acts = Actions::new();
         assert_eq!(d.read(Space::Memory, top, 1, &mut acts), 0);
-        assert_eq!(d.read(Space::Memory, top - 1, 2, &mut acts), 0xFFFF, "spans two blocks");
+        assert_eq!(
+            d.read(Space::Memory, top - 1, 2, &mut acts),
+            0xFFFF,
+            "spans two blocks"
+        );
         d.write(Space::Memory, top, 1, 1, &mut acts);
         assert_eq!(shutdowns(&acts), [ShutdownReason::Reboot]);
     }
@@ -930,7 +958,6 @@ mod tests {
             d.ranges(),
             [
                 Range::new(Space::Port, 0xF800, 4),
-                Range::new(Space::Port, 0x45C, 4),
                 Range::new(Space::Port, 0xF804, 2),
                 Range::new(Space::Port, 0x460, 2),
             ]

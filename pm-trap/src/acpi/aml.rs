@@ -34,6 +34,13 @@ use super::tables::{self, RawTable, HEADER_LEN};
 /// Deepest nesting of scopes and expressions followed; deeper input is reported as an error.
 pub const MAX_DEPTH: u32 = 96;
 
+/// Longest absolute name path followed, in segments (real tables stay under 10).
+pub const MAX_PATH_SEGS: usize = 64;
+
+/// Most bytes of namespace keys kept across all tables (real machines: well under 1 MiB).
+/// With paths of at most [`MAX_PATH_SEGS`] this bounds the walker's memory on hostile input.
+pub const MAX_NAMESPACE_BYTES: usize = 32 << 20;
+
 /// Most errors kept as text (the rest are only counted).
 const MAX_ERRORS: usize = 16;
 
@@ -267,6 +274,7 @@ pub fn analyze(tables: &[RawTable<'_>], warnings: &mut Vec<String>) -> SleepAnal
         per_table: vec![BTreeMap::new(); bodies.len()],
         externals: BTreeMap::new(),
         table_idx: 0,
+        ns_bytes: 0,
         locals: BTreeMap::new(),
         collect: true,
         table: "",
@@ -321,6 +329,7 @@ enum PErr {
     Name(u8),
     Depth,
     Unterminated,
+    Path,
 }
 
 impl fmt::Display for PErr {
@@ -333,6 +342,10 @@ impl fmt::Display for PErr {
             PErr::Name(b) => write!(f, "bad name string (byte {b:#04x})"),
             PErr::Depth => write!(f, "nesting deeper than {MAX_DEPTH}"),
             PErr::Unterminated => f.write_str("unterminated string"),
+            PErr::Path => write!(
+                f,
+                "name path above the root or longer than {MAX_PATH_SEGS} segments"
+            ),
         }
     }
 }
@@ -478,13 +491,17 @@ fn name_string(c: &mut Cur<'_>) -> R<NameString> {
 }
 
 /// The absolute path a definition with this name creates in `scope`; `None` if `^` climbs
-/// above the root.
+/// above the root or the path is longer than [`MAX_PATH_SEGS`].
 fn resolve(scope: &[Seg], n: &NameString) -> Option<Vec<Seg>> {
-    let mut p = if n.root {
-        Vec::new()
+    let base = if n.root {
+        &[][..]
     } else {
-        scope.get(..scope.len().checked_sub(n.parents)?)?.to_vec()
+        scope.get(..scope.len().checked_sub(n.parents)?)?
     };
+    if base.len() + n.segs.len() > MAX_PATH_SEGS {
+        return None;
+    }
+    let mut p = base.to_vec();
     p.extend_from_slice(&n.segs);
     Some(p)
 }
@@ -590,6 +607,8 @@ struct Walker<'t> {
     externals: BTreeMap<Vec<Seg>, Obj>,
     /// Index of the table being walked.
     table_idx: usize,
+    /// Bytes of keys kept in the maps above (see [`MAX_NAMESPACE_BYTES`]).
+    ns_bytes: usize,
     /// Second pass: objects created so far by the method body being walked (they shadow
     /// load-time objects of the same name, e.g. a local `Name(OPTS)` vs a root `Method(OPTS)`).
     locals: BTreeMap<Vec<Seg>, Obj>,
@@ -629,7 +648,7 @@ impl Walker<'_> {
     fn define(&mut self, path: Option<Vec<Seg>>, obj: Obj, ctx: DefContext) -> Option<u8> {
         let path = path?;
         if self.collect {
-            if ctx != DefContext::InMethod {
+            if ctx != DefContext::InMethod && self.budget(&path, 2) {
                 if let Some(t) = self.per_table.get_mut(self.table_idx) {
                     t.entry(path.clone()).or_insert(obj);
                 }
@@ -637,7 +656,7 @@ impl Walker<'_> {
             }
             return None;
         }
-        if ctx == DefContext::InMethod {
+        if ctx == DefContext::InMethod && self.budget(&path, 1) {
             self.locals.entry(path.clone()).or_insert(obj);
         }
         let state = sleep_target(&path)?;
@@ -653,6 +672,21 @@ impl Walker<'_> {
             value: None,
         });
         Some(state)
+    }
+
+    /// Account for `copies` map keys of `path`; false once the namespace budget is spent.
+    fn budget(&mut self, path: &[Seg], copies: usize) -> bool {
+        // Key bytes plus a rough per-entry overhead.
+        let cost = copies * (path.len() * 4 + 64);
+        if self.ns_bytes + cost > MAX_NAMESPACE_BYTES {
+            if self.ns_bytes <= MAX_NAMESPACE_BYTES {
+                self.ns_bytes = MAX_NAMESPACE_BYTES + 1;
+                tracing::warn!("AML namespace larger than {MAX_NAMESPACE_BYTES} bytes: further names not recorded");
+            }
+            return false;
+        }
+        self.ns_bytes += cost;
+        true
     }
 
     /// The object at an absolute path: method locals, then this table's objects, then all
@@ -704,7 +738,7 @@ impl Walker<'_> {
                 let n = name_string(&mut b)?;
                 match resolve(scope, &n) {
                     Some(p) => self.term_list(b, &p, ctx, d),
-                    None => self.error(PErr::Name(b'^'), b.pos),
+                    None => self.error(PErr::Path, b.pos),
                 }
             }
             0x08 => {
@@ -761,7 +795,7 @@ impl Walker<'_> {
                 let ty = c.byte()?;
                 let argc = c.byte()?;
                 if self.collect && ty == 8 {
-                    if let Some(p) = resolve(scope, &n) {
+                    if let Some(p) = resolve(scope, &n).filter(|p| self.budget(p, 1)) {
                         // A declaration only: a definition (in any table) wins.
                         self.externals.entry(p).or_insert(Obj::Method(argc.min(7)));
                     }
@@ -818,7 +852,7 @@ impl Walker<'_> {
             self.define(path.clone(), Obj::Other, ctx);
             match path {
                 Some(p) => self.term_list(b, &p, ctx, d),
-                None => self.error(PErr::Name(b'^'), b.pos),
+                None => self.error(PErr::Path, b.pos),
             }
             return Ok(());
         }
@@ -1392,6 +1426,31 @@ mod tests {
         assert_eq!(a.error_count, 0, "{:?}", a.errors);
         assert_eq!(a.state(5), SleepObject::Static([7, 0]));
         assert_eq!(a.state(4), SleepObject::Static([1, 1]));
+    }
+
+    #[test]
+    fn long_paths_are_refused() {
+        // Scope(\A.A.A...(70 segments)) { Name(_S5, ...) } and a 65-segment root name.
+        let mut name = vec![b'\\', 0x2F, 70];
+        for _ in 0..70 {
+            name.extend_from_slice(b"AAAA");
+        }
+        let scope = op_pkg(&[0x10], &cat(&[&name, &name_pkg(b"\\_S4_", 2, &[1, 1])]));
+        let mut long = vec![b'\\', 0x2F, 65];
+        for _ in 0..64 {
+            long.extend_from_slice(b"BBBB");
+        }
+        long.extend_from_slice(b"_S5_");
+        let n = cat(&[&[0x08], &long, &[0x01]]);
+        let a = run(&[table(b"DSDT", &cat(&[&scope, &n]))]);
+        assert_eq!(a.error_count, 1, "{:?}", a.errors);
+        assert!(a.errors[0].contains("segments"));
+        assert_eq!(
+            a.state(4),
+            SleepObject::Absent,
+            "the scope's contents are skipped"
+        );
+        assert_eq!(a.state(5), SleepObject::Absent);
     }
 
     #[test]
