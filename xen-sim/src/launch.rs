@@ -116,7 +116,7 @@ impl Harness {
             if std::time::Instant::now() >= deadline {
                 break false;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_micros(200));
         })
     }
 

@@ -109,7 +109,8 @@ pub struct Server<T: Transport> {
     opts: ServerOptions,
     id: IoservId,
     vcpus: u32,
-    ioreq: IoreqPage,
+    /// The shared pages; `None` once unmapped at teardown.
+    ioreq: Option<IoreqPage>,
     buffered: Option<BufferedPage>,
     /// local port of each vCPU.
     ports: Vec<u32>,
@@ -264,7 +265,7 @@ impl<T: Transport> Server<T> {
             transport: t,
             id,
             vcpus,
-            ioreq,
+            ioreq: Some(ioreq),
             buffered,
             ports,
             buf_port,
@@ -433,21 +434,27 @@ impl<T: Transport> Server<T> {
         }
         pending.clear();
         for v in 0..self.vcpus {
-            if self.ioreq.state(v) != STATE_IOREQ_READY {
+            let Some(page) = &self.ioreq else {
+                return Ok(());
+            };
+            if page.state(v) != STATE_IOREQ_READY {
                 continue;
             }
-            let req = self.ioreq.read(v);
-            self.ioreq.set_state(v, STATE_IOREQ_INPROCESS);
+            let req = page.read(v);
+            page.set_state(v, STATE_IOREQ_INPROCESS);
             let mut actions = Actions::new();
             let data = self
                 .dispatcher
                 .handle(&req, v, &mut self.transport, &mut actions);
             // Side effects first: a BAR mapped or an MSI sent before the vCPU resumes.
             self.perform(&mut actions);
+            let Some(page) = &self.ioreq else {
+                return Ok(());
+            };
             if let Some(d) = data {
-                self.ioreq.write_data(v, d);
+                page.write_data(v, d);
             }
-            self.ioreq.set_state(v, STATE_IORESP_READY);
+            page.set_state(v, STATE_IORESP_READY);
             self.transport.notify(self.ports[v as usize])?;
         }
         Ok(())
@@ -645,6 +652,9 @@ impl<T: Transport> Server<T> {
         if let Err(e) = self.transport.dm_op(&DmOp::DestroyIoreqServer { id }) {
             warn!("destroying server {id}: {e}");
         }
+        // xen-abi.md 7.3: destroy, then unmap the resource, then unbind the ports.
+        self.ioreq = None;
+        self.buffered = None;
         for p in self.ports.drain(..).chain(self.buf_port.take()) {
             if let Err(e) = self.transport.unbind(p) {
                 debug!("unbinding port {p}: {e}");
