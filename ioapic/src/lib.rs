@@ -16,7 +16,8 @@ pub mod check;
 pub mod chip;
 pub mod config;
 pub mod device;
-mod ratelimit;
+/// The shared guest-warning rate limiter.
+pub(crate) use ioreq_server::ratelimit;
 pub mod regs;
 pub mod snapshot;
 

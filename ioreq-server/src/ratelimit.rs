@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 /// Allows `burst` events per `period`, counting the ones it suppressed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RateLimit {
     period: Duration,
     burst: u32,
@@ -29,8 +29,14 @@ impl RateLimit {
         Self::new(10, Duration::from_secs(5))
     }
 
-    /// Whether to log this event. When a new window opens, the number of messages suppressed in
-    /// the previous one is returned in `Some(n)` via [`RateLimit::take_suppressed`].
+    /// Whether to log now: `Some(n)` means log, and mention the `n` messages dropped since
+    /// the last one logged; `None` means drop this one.
+    pub fn check(&mut self) -> Option<u64> {
+        self.allow().then(|| self.take_suppressed())
+    }
+
+    /// Whether to log this event (the suppressed count is kept for
+    /// [`RateLimit::take_suppressed`]).
     pub fn allow(&mut self) -> bool {
         let now = Instant::now();
         match self.window_start {
@@ -44,7 +50,7 @@ impl RateLimit {
             self.in_window += 1;
             true
         } else {
-            self.suppressed += 1;
+            self.suppressed = self.suppressed.saturating_add(1);
             false
         }
     }
@@ -52,6 +58,13 @@ impl RateLimit {
     /// How many messages were suppressed since the last call.
     pub fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.suppressed)
+    }
+}
+
+impl Default for RateLimit {
+    /// Ten messages per ten seconds.
+    fn default() -> Self {
+        Self::new(10, Duration::from_secs(10))
     }
 }
 

@@ -44,8 +44,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::{Block, ConfigError, TrapSetup};
-use crate::ratelimit::{limited_warn, RateLimit};
 use crate::regs::{cf9, pm1_cnt, pm1_en, pm1_sts, sleep_control, sleep_status};
+use ioreq_server::guest_warn as limited_warn;
+use ioreq_server::ratelimit::RateLimit;
 
 /// A sleep state the device acts on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

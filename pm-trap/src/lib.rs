@@ -22,7 +22,6 @@
 pub mod acpi;
 pub mod config;
 pub mod device;
-mod ratelimit;
 pub mod regs;
 
 pub use acpi::{inspect_dir, AcpiError, AcpiInfo};
