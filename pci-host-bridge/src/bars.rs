@@ -127,8 +127,8 @@ fn push_mem_runs(
 ) {
     if b.guest == 0
         || !windows.contains_mmio(b.guest, b.emu_size)
-        || b.host.host_addr % PAGE_SIZE != 0
-        || b.host.size % PAGE_SIZE != 0
+        || !b.host.host_addr.is_multiple_of(PAGE_SIZE)
+        || !b.host.size.is_multiple_of(PAGE_SIZE)
     {
         return;
     }

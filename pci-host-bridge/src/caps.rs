@@ -459,7 +459,7 @@ pub fn walk_extended(config: &[u8]) -> Vec<(u16, u16, u8)> {
     }
     let mut seen = vec![false; 4096];
     let mut pos = 0x100usize;
-    while pos >= 0x100 && pos < 4096 && !seen[pos] && out.len() < 480 {
+    while (0x100..4096).contains(&pos) && !seen[pos] && out.len() < 480 {
         seen[pos] = true;
         let hdr = dword(config, pos);
         if hdr == 0 || hdr == u32::MAX {
@@ -488,9 +488,9 @@ fn aligned_pieces(start: u16, end: u16) -> Vec<(u16, u8)> {
     let mut v = Vec::new();
     let mut o = start;
     while o < end {
-        let size: u8 = if o % 4 == 0 && end - o >= 4 {
+        let size: u8 = if o.is_multiple_of(4) && end - o >= 4 {
             4
-        } else if o % 2 == 0 && end - o >= 2 {
+        } else if o.is_multiple_of(2) && end - o >= 2 {
             2
         } else {
             1
@@ -592,9 +592,9 @@ pub fn build(layout: &mut Layout, config: &[u8], bars: &[Option<BarInfo>; 6]) ->
         layout.add_group(&group, off, 0x100, &table);
         caps.builder_values.push((off + 1, next));
     }
-    for &(off, id) in &found {
+    for &(off, _) in &found {
         if !exposed.iter().any(|&(o, _)| o == off) {
-            layout.add_hidden(&format!("hidden-{}@{off:#x}", name_std(id)), off, off + 2);
+            layout.add_hidden(off, off + 2);
         }
     }
 
@@ -642,7 +642,7 @@ pub fn build(layout: &mut Layout, config: &[u8], bars: &[Option<BarInfo>; 6]) ->
         layout.add_group("ext-null@0x100", 0x100, 0x1000, &[EXT_HEADER]);
         caps.builder_values.push((0x100, next << 20));
     }
-    layout.add_hidden("hidden-extended", 0x100, 0x1000);
+    layout.add_hidden(0x100, 0x1000);
     caps
 }
 

@@ -236,7 +236,7 @@ impl PciConfig {
                 self.bus_start, self.bus_end
             ));
         }
-        if self.ecam_base % ECAM_BUS_SIZE != 0 {
+        if !self.ecam_base.is_multiple_of(ECAM_BUS_SIZE) {
             return err(format!(
                 "ecam_base {:#x} is not 1 MiB aligned",
                 self.ecam_base

@@ -12,14 +12,14 @@
 //! so reading a 1 and writing it back never clears a status bit behind the guest's back.
 //!
 //! A [`Layout`] assigns each byte of a function's 4 KiB config space to one register instance
-//! (or marks it unknown / absent). Accesses of any size at any offset are split into bytes
+//! (or marks it unknown / hidden / absent). Accesses of any size at any offset are split into bytes
 //! against the layout, so no access can straddle its way around the table.
 //!
 //! Bytes no register covers:
-//! - in 0x40..0x100 (outside exposed capabilities): **unknown** — read from the device (legacy
+//! - in 0x40..0x100 outside exposed capabilities: **unknown** — read from the device (legacy
 //!   devices keep vendor registers there), writes dropped and logged;
-//! - in the extended space 0x100.. outside exposed extended capabilities: covered by hidden
-//!   registers (read 0, writes dropped and logged);
+//! - the two header bytes of a hidden capability, and the extended space 0x100.. outside
+//!   exposed extended capabilities: **hidden** — read 0, writes dropped and logged;
 //! - past the backend's config length: **absent** — read all-ones, writes dropped.
 
 use serde::Serialize;
@@ -49,7 +49,7 @@ pub enum RegKind {
     Bar(u8),
     /// The expansion ROM BAR: fully virtual, value from [`crate::bars::Bars`].
     Rom,
-    /// Part of a hidden capability (or unexposed extended space): reads 0, writes logged.
+    /// The kind [`Layout::rule`] reports for [`Slot::Hidden`] bytes (no register has it).
     Hidden,
     /// Device-owned bytes of unknown meaning inside an exposed capability (vendor-specific
     /// bodies): read from the device, writes dropped and logged.
@@ -150,7 +150,7 @@ impl RegDesc {
     pub const fn is_consistent(&self) -> bool {
         let m = self.size_mask();
         matches!(self.size, 1 | 2 | 4)
-            && self.offset % (self.size as u16) == 0
+            && self.offset.is_multiple_of(self.size as u16)
             && (self.ro & !self.emu) & m == 0
             && (self.pass & self.emu) & m == 0
     }
@@ -165,8 +165,8 @@ pub struct RegInst {
     pub desc: RegDesc,
     /// Virtual value of the emulated bits.
     pub virt: u32,
-    /// The group it belongs to (`"header"`, `"msi@0x50"`, ...).
-    pub group: String,
+    /// Index of the group it belongs to ([`Layout::group_name`]).
+    pub group: u16,
 }
 
 /// What a config byte is.
@@ -176,6 +176,9 @@ pub enum Slot {
     Reg(u16),
     /// Inside the backend's config space but described by no register.
     Unknown,
+    /// Inside a hidden capability or unexposed extended space: reads 0, writes dropped and
+    /// logged.
+    Hidden,
     /// Past the backend's config space.
     Absent,
 }
@@ -185,7 +188,7 @@ pub enum Slot {
 pub struct ByteRule {
     /// What the byte is.
     pub slot: Slot,
-    /// The register's kind (`Plain` for unknown/absent bytes).
+    /// The register's kind (`Plain` for unknown/absent bytes, `Hidden` for hidden ones).
     pub kind: RegKind,
     /// Emulated bits of this byte.
     pub emu: u8,
@@ -201,6 +204,7 @@ pub struct ByteRule {
 #[derive(Clone, Debug)]
 pub struct Layout {
     regs: Vec<RegInst>,
+    groups: Vec<String>,
     map: Vec<Slot>,
     config_len: usize,
 }
@@ -215,6 +219,7 @@ impl Layout {
             .collect();
         Layout {
             regs: Vec::new(),
+            groups: Vec::new(),
             map,
             config_len: len,
         }
@@ -236,13 +241,19 @@ impl Layout {
         limit: u16,
         descs: &[RegDesc],
     ) -> Vec<Option<usize>> {
-        descs
-            .iter()
-            .map(|d| self.add(group, base, limit, *d))
-            .collect()
+        let g = self.groups.len().min(usize::from(u16::MAX)) as u16;
+        self.groups.push(group.to_string());
+        descs.iter().map(|d| self.add(g, base, limit, *d)).collect()
     }
 
-    fn add(&mut self, group: &str, base: u16, limit: u16, desc: RegDesc) -> Option<usize> {
+    /// The name of a register instance's group (`"header"`, `"msi@0x50"`, ...).
+    pub fn group_name(&self, reg: &RegInst) -> &str {
+        self.groups
+            .get(usize::from(reg.group))
+            .map_or("", String::as_str)
+    }
+
+    fn add(&mut self, group: u16, base: u16, limit: u16, desc: RegDesc) -> Option<usize> {
         let start = usize::from(base) + usize::from(desc.offset);
         if self.regs.len() >= usize::from(u16::MAX) {
             return None;
@@ -265,32 +276,18 @@ impl Layout {
             base: start as u16,
             desc,
             virt: 0,
-            group: group.to_string(),
+            group,
         });
         Some(idx)
     }
 
     /// Mark `[start, end)` as hidden (reads 0, writes dropped and logged), where not claimed.
-    pub fn add_hidden(&mut self, group: &str, start: u16, end: u16) {
-        let mut off = start;
-        while off < end {
-            // Dword-aligned hidden registers, clipped to the range.
-            let size = if off % 4 == 0 && end - off >= 4 {
-                4
-            } else if off % 2 == 0 && end - off >= 2 {
-                2
-            } else {
-                1
-            };
-            let desc = RegDesc {
-                offset: 0,
-                size,
-                name: "hidden",
-                kind: RegKind::Hidden,
-                ..RegDesc::VIRT_RO
-            };
-            self.add(group, off, end, desc);
-            off += u16::from(size);
+    pub fn add_hidden(&mut self, start: u16, end: u16) {
+        let end = usize::from(end).min(self.config_len);
+        for b in usize::from(start)..end {
+            if self.map[b] == Slot::Unknown {
+                self.map[b] = Slot::Hidden;
+            }
         }
     }
 
@@ -369,6 +366,14 @@ impl Layout {
                     w1c: (w1c >> shift) as u8,
                 }
             }
+            Slot::Hidden => ByteRule {
+                slot: Slot::Hidden,
+                kind: RegKind::Hidden,
+                emu: 0xFF,
+                ro: 0xFF,
+                pass: 0,
+                w1c: 0,
+            },
             s => ByteRule {
                 slot: s,
                 kind: RegKind::Plain,
@@ -411,7 +416,7 @@ mod tests {
         assert_eq!(l.slot(0x100), Slot::Absent);
         assert_eq!(l.slot(0x44), Slot::Unknown);
         assert_eq!(l.rule(0x41).emu, 0xFF);
-        l.add_hidden("x", 0x45, 0x4B);
+        l.add_hidden(0x45, 0x4B);
         assert_eq!(l.rule(0x45).kind, RegKind::Hidden);
         assert_eq!(l.rule(0x4A).kind, RegKind::Hidden);
         assert_eq!(l.rule(0x4B).slot, Slot::Unknown);

@@ -37,9 +37,9 @@ fn aligned_pieces(start: usize, end: usize) -> impl Iterator<Item = (usize, usiz
         if o >= end {
             return None;
         }
-        let size = if o % 4 == 0 && end - o >= 4 {
+        let size = if o.is_multiple_of(4) && end - o >= 4 {
             4
-        } else if o % 2 == 0 && end - o >= 2 {
+        } else if o.is_multiple_of(2) && end - o >= 2 {
             2
         } else {
             1
@@ -221,7 +221,7 @@ impl PassthroughFunction {
             let r = self.layout.rule(off);
             let needs = match r.slot {
                 Slot::Unknown => true,
-                Slot::Absent => false,
+                Slot::Absent | Slot::Hidden => false,
                 Slot::Reg(_) => r.emu != 0xFF,
             };
             if needs {
@@ -242,6 +242,7 @@ impl PassthroughFunction {
         for (i, off) in (start..start + len).enumerate() {
             let byte = match self.layout.slot(off) {
                 Slot::Absent => 0xFF,
+                Slot::Hidden => 0,
                 Slot::Unknown => dev_bytes[i],
                 Slot::Reg(idx) => {
                     let inst = self.layout.reg(usize::from(idx));
@@ -280,6 +281,10 @@ impl PassthroughFunction {
                     self.drop_write(off, d, "unknown");
                     continue;
                 }
+                Slot::Hidden => {
+                    self.drop_write(off, d, "hidden");
+                    continue;
+                }
             };
             let (kind, base, (emu, ro, pmask, w1c)) = {
                 let inst = self.layout.reg(idx);
@@ -287,10 +292,6 @@ impl PassthroughFunction {
             };
             let shift = 8 * (off - base) as u32;
             match kind {
-                RegKind::Hidden => {
-                    self.drop_write(off, d, "hidden");
-                    continue;
-                }
                 RegKind::Opaque => {
                     self.drop_write(off, d, "vendor-specific");
                     continue;

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
-use pci_host_bridge::testing::{bridge_with_snapshots, enumeration_ops, ops_from_bytes};
+use pci_host_bridge::testing::{bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops};
 use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
 
 const PF: &str = include_str!("../../testdata/intel-82599-like-pf.json");
@@ -32,8 +32,8 @@ fn dev(slot: u8, function: u8) -> PciDeviceConfig {
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else { return };
     let config = PciConfig {
-        mmio64_base: if sel & 2 != 0 { 0x80_0000_0000 } else { 0 },
-        mmio64_size: if sel & 2 != 0 { 0x10_0000_0000 } else { 0 },
+        mmio64_base: if sel & 4 != 0 { 0x80_0000_0000 } else { 0 },
+        mmio64_size: if sel & 4 != 0 { 0x10_0000_0000 } else { 0 },
         devices: vec![dev(2, 0), dev(2, 1), dev(5, 0), dev(6, 0)],
         ..Default::default()
     };
@@ -46,11 +46,16 @@ fuzz_target!(|data: &[u8]| {
     });
     let devices = protos.iter().map(SnapshotDevice::duplicate).collect();
     let (mut bridge, mut checker) = bridge_with_snapshots(&config, devices).expect("bridge");
-    if sel & 1 != 0 {
-        for op in enumeration_ops(&bridge) {
-            if let Err(e) = checker.apply(&mut bridge, op) {
-                panic!("enumeration: {e}");
-            }
+    // Start from a fresh bridge (0), placed BARs with decode on (1), or a full Linux-like
+    // enumeration with sizing probes (2, 3).
+    let prologue = match sel & 0x3 {
+        0 => Vec::new(),
+        1 => placement_ops(&bridge),
+        _ => enumeration_ops(&bridge),
+    };
+    for op in prologue {
+        if let Err(e) = checker.apply(&mut bridge, op) {
+            panic!("prologue: {e}");
         }
     }
     for op in ops_from_bytes(&bridge, rest) {

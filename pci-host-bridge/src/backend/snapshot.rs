@@ -193,7 +193,7 @@ pub struct Snapshot {
 /// Decode hex digits, ignoring whitespace.
 pub fn parse_hex_bytes(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -382,6 +382,33 @@ impl SnapshotHandle {
         self.lock().writes.clone()
     }
 
+    /// The config writes from index `from` on (cheaper than [`SnapshotHandle::writes`] when
+    /// polling after every access).
+    pub fn writes_from(&self, from: usize) -> Vec<WriteRecord> {
+        let s = self.lock();
+        s.writes
+            .get(from..)
+            .map(<[WriteRecord]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// The BAR writes from index `from` on.
+    pub fn bar_writes_from(&self, from: usize) -> Vec<BarWriteRecord> {
+        let s = self.lock();
+        s.bar_writes
+            .get(from..)
+            .map(<[BarWriteRecord]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// `len` config bytes at `offset` as the device has them now (missing bytes read 0xFF).
+    pub fn config_bytes(&self, offset: usize, len: usize) -> Vec<u8> {
+        let s = self.lock();
+        (offset..offset + len)
+            .map(|o| s.config.get(o).copied().unwrap_or(0xFF))
+            .collect()
+    }
+
     /// Every BAR write so far, in order.
     pub fn bar_writes(&self) -> Vec<BarWriteRecord> {
         self.lock().bar_writes.clone()
@@ -503,7 +530,11 @@ impl SnapshotDevice {
     /// cheap way to start many runs from one parsed snapshot).
     pub fn duplicate(&self) -> Self {
         let st = self.lock();
-        let state = State { config: st.config.clone(), bar_data: st.bar_data.clone(), ..Default::default() };
+        let state = State {
+            config: st.config.clone(),
+            bar_data: st.bar_data.clone(),
+            ..Default::default()
+        };
         SnapshotDevice {
             name: self.name.clone(),
             state: Arc::new(Mutex::new(state)),
@@ -620,7 +651,7 @@ impl HostDevice for SnapshotDevice {
         })?;
         if offset
             .checked_add(buf.len() as u64)
-            .map_or(true, |e| e > size)
+            .is_none_or(|e| e > size)
         {
             return Err(Error::Backend {
                 device: self.name(),
@@ -645,7 +676,7 @@ impl HostDevice for SnapshotDevice {
         })?;
         if offset
             .checked_add(data.len() as u64)
-            .map_or(true, |e| e > size)
+            .is_none_or(|e| e > size)
         {
             return Err(Error::Backend {
                 device: self.name(),

@@ -226,7 +226,7 @@ impl SysfsDevice {
         let bar = self.bar_by_index(index).ok_or_else(|| err("no such BAR"))?;
         if offset
             .checked_add(len as u64)
-            .map_or(true, |end| end > bar.size)
+            .is_none_or(|end| end > bar.size)
         {
             return Err(err("BAR access out of range"));
         }
