@@ -14,10 +14,10 @@ use pci_host_bridge::backend::snapshot::SnapshotDevice;
 use pci_host_bridge::testing::{bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops};
 use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
 
-const PF: &str = include_str!("../../testdata/intel-82599-like-pf.json");
-const VF: &str = include_str!("../../testdata/intel-82599-like-vf.json");
-const LEGACY: &str = include_str!("../../testdata/legacy-io-msi.json");
-const VIRTIO: &str = include_str!("../../testdata/real/virtio-net-1af4-1041.json");
+const PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
+const VF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-vf.json");
+const LEGACY: &str = include_str!("../../pci-host-bridge/testdata/legacy-io-msi.json");
+const VIRTIO: &str = include_str!("../../pci-host-bridge/testdata/real/virtio-net-1af4-1041.json");
 
 fn dev(slot: u8, function: u8) -> PciDeviceConfig {
     PciDeviceConfig {
