@@ -160,6 +160,40 @@ pub enum Action {
         /// `true` to add the mapping, `false` to remove it.
         map: bool,
     },
+    /// A passthrough hypercall that returns nothing the device needs (permissions, device
+    /// assignment), carried out as given.
+    Passthrough {
+        /// The operation.
+        op: crate::passthrough::PtOp,
+    },
+    /// Let Xen inject an MSI / MSI-X vector of a passed-through function itself:
+    /// `PHYSDEVOP_map_pirq` then `XEN_DOMCTL_bind_pt_irq` (`PT_IRQ_TYPE_MSI`). The server
+    /// remembers the pirq under (`sbdf`, `entry`); binding the same pair again rebinds it
+    /// with the new `gvec`/`gflags` (no second map).
+    BindMsi {
+        /// Host function, `seg << 16 | bus << 8 | devfn`.
+        sbdf: u32,
+        /// MSI-X table entry (0 for MSI).
+        entry: u32,
+        /// Host physical address of the MSI-X table (0 for MSI).
+        table_base: u64,
+        /// Vectors (multi-message MSI), 1 otherwise.
+        nvec: u32,
+        /// Guest vector (MSI data bits 7:0).
+        gvec: u8,
+        /// `XEN_DOMCTL_VMSI_X86_*` flags ([`crate::passthrough::msi_gflags`]).
+        gflags: u32,
+        /// Guest-physical address of the MSI-X table (0 for MSI).
+        gtable: u64,
+    },
+    /// Undo [`Action::BindMsi`]: `XEN_DOMCTL_unbind_pt_irq`, then `PHYSDEVOP_unmap_pirq`.
+    /// Nothing happens if the pair is not bound.
+    UnbindMsi {
+        /// Host function.
+        sbdf: u32,
+        /// MSI-X table entry (0 for MSI).
+        entry: u32,
+    },
 }
 
 /// The list a device pushes its actions into during one access.
@@ -218,6 +252,14 @@ pub trait Device {
     fn status(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+
+    /// Called once when the server is set up and its ranges are registered, before the guest
+    /// is let run: setup actions (device assignment, I/O permissions).
+    fn start(&mut self, _actions: &mut Actions) {}
+
+    /// Called once at teardown, before the server is destroyed: undo what `start` and the
+    /// guest's programming did (unmap BARs, unbind interrupts, deassign).
+    fn stop(&mut self, _actions: &mut Actions) {}
 
     /// A device-specific control-socket command (`{"cmd": NAME, ...}`), e.g. `snapshot`.
     /// `None` means the device does not know the command.

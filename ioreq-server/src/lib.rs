@@ -19,6 +19,7 @@ pub mod control;
 pub mod device;
 pub mod dmop;
 pub mod irq_line;
+pub mod passthrough;
 pub mod ratelimit;
 pub mod seqpacket;
 pub mod server;

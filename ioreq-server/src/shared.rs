@@ -55,6 +55,27 @@ impl Mapping {
         Ok(Mapping { ptr: p.cast(), len })
     }
 
+    /// An anonymous, private, locked (never paged out) mapping of `len` bytes: a hypercall
+    /// argument buffer where /dev/xen/hypercall is not available (what libxencall falls back
+    /// to).
+    pub fn anonymous_locked(len: usize) -> io::Result<Mapping> {
+        let len_nz = std::num::NonZeroUsize::new(len)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh anonymous mapping chosen by the kernel; it aliases nothing.
+        let p = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len_nz,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_PRIVATE,
+            )
+        }?;
+        let m = Mapping { ptr: p.cast(), len };
+        // SAFETY: locks pages of the mapping we just created and own.
+        unsafe { nix::sys::mman::mlock(p, len) }?;
+        Ok(m)
+    }
+
     /// Adopt an existing mapping (used by the xen transport after MMAP_RESOURCE filled a VMA it
     /// created with `mmap` on privcmd).
     ///

@@ -29,6 +29,9 @@
 #include <xen/hvm/hvm_op.h>
 #include <xen/hvm/ioreq.h>
 #include <xen/hvm/dm_op.h>
+#include <xen/domctl.h>
+#include <xen/physdev.h>
+#include <xen/version.h>
 #include <xenctrl.h> /* XC_PAGE_SIZE: no public Xen header names the x86 page size */
 
 #ifdef USE_XEN_SYS_HEADERS
@@ -226,6 +229,87 @@ int main(void)
     STRUCT(xen_dm_op_set_isa_irq_level);
     FIELD(xen_dm_op_set_isa_irq_level, isa_irq);
     FIELD(xen_dm_op_set_isa_irq_level, level);
+    /* domctl.h / physdev.h: passthrough (Xen 4.17) */
+    STRUCT(xen_domctl);
+    FIELD(xen_domctl, cmd);
+    FIELD(xen_domctl, interface_version);
+    FIELD(xen_domctl, domain);
+    FIELD(xen_domctl, _pad);
+    FIELD(xen_domctl, u);
+    STRUCT(xen_domctl_memory_mapping);
+    FIELD(xen_domctl_memory_mapping, first_gfn);
+    FIELD(xen_domctl_memory_mapping, first_mfn);
+    FIELD(xen_domctl_memory_mapping, nr_mfns);
+    FIELD(xen_domctl_memory_mapping, add_mapping);
+    FIELD(xen_domctl_memory_mapping, padding);
+    STRUCT(xen_domctl_ioport_mapping);
+    FIELD(xen_domctl_ioport_mapping, first_gport);
+    FIELD(xen_domctl_ioport_mapping, first_mport);
+    FIELD(xen_domctl_ioport_mapping, nr_ports);
+    FIELD(xen_domctl_ioport_mapping, add_mapping);
+    STRUCT(xen_domctl_iomem_permission);
+    FIELD(xen_domctl_iomem_permission, first_mfn);
+    FIELD(xen_domctl_iomem_permission, nr_mfns);
+    FIELD(xen_domctl_iomem_permission, allow_access);
+    STRUCT(xen_domctl_ioport_permission);
+    FIELD(xen_domctl_ioport_permission, first_port);
+    FIELD(xen_domctl_ioport_permission, nr_ports);
+    FIELD(xen_domctl_ioport_permission, allow_access);
+    STRUCT(xen_domctl_irq_permission);
+    FIELD(xen_domctl_irq_permission, pirq);
+    FIELD(xen_domctl_irq_permission, allow_access);
+    FIELD(xen_domctl_irq_permission, pad);
+    STRUCT(xen_domctl_assign_device);
+    FIELD(xen_domctl_assign_device, dev);
+    FIELD(xen_domctl_assign_device, flags);
+    FIELD(xen_domctl_assign_device, u);
+    printf("offset xen_domctl_assign_device u.pci.machine_sbdf %zu\n",
+           offsetof(struct xen_domctl_assign_device, u.pci.machine_sbdf));
+    STRUCT(xen_domctl_bind_pt_irq);
+    FIELD(xen_domctl_bind_pt_irq, machine_irq);
+    FIELD(xen_domctl_bind_pt_irq, irq_type);
+    FIELD(xen_domctl_bind_pt_irq, u.msi.gvec);
+    FIELD(xen_domctl_bind_pt_irq, u.msi.gflags);
+    FIELD(xen_domctl_bind_pt_irq, u.msi.gtable);
+    STRUCT(physdev_map_pirq);
+    FIELD(physdev_map_pirq, domid);
+    FIELD(physdev_map_pirq, type);
+    FIELD(physdev_map_pirq, index);
+    FIELD(physdev_map_pirq, pirq);
+    FIELD(physdev_map_pirq, bus);
+    FIELD(physdev_map_pirq, devfn);
+    FIELD(physdev_map_pirq, entry_nr);
+    FIELD(physdev_map_pirq, table_base);
+    STRUCT(physdev_unmap_pirq);
+    FIELD(physdev_unmap_pirq, domid);
+    FIELD(physdev_unmap_pirq, pirq);
+    CONST(__HYPERVISOR_xen_version);
+    CONST(XENVER_version);
+    CONST(XEN_DOMCTL_INTERFACE_VERSION);
+    CONST(XEN_DOMCTL_irq_permission);
+    CONST(XEN_DOMCTL_iomem_permission);
+    CONST(XEN_DOMCTL_ioport_permission);
+    CONST(XEN_DOMCTL_assign_device);
+    CONST(XEN_DOMCTL_bind_pt_irq);
+    CONST(XEN_DOMCTL_memory_mapping);
+    CONST(XEN_DOMCTL_ioport_mapping);
+    CONST(XEN_DOMCTL_deassign_device);
+    CONST(XEN_DOMCTL_unbind_pt_irq);
+    CONST(XEN_DOMCTL_DEV_PCI);
+    CONST(PT_IRQ_TYPE_PCI);
+    CONST(PT_IRQ_TYPE_MSI);
+    CONST(XEN_DOMCTL_VMSI_X86_DEST_ID_MASK);
+    CONST(XEN_DOMCTL_VMSI_X86_RH_MASK);
+    CONST(XEN_DOMCTL_VMSI_X86_DM_MASK);
+    CONST(XEN_DOMCTL_VMSI_X86_DELIV_MASK);
+    CONST(XEN_DOMCTL_VMSI_X86_TRIG_MASK);
+    CONST(XEN_DOMCTL_VMSI_X86_UNMASKED);
+    CONST(PHYSDEVOP_map_pirq);
+    CONST(PHYSDEVOP_unmap_pirq);
+    CONST(MAP_PIRQ_TYPE_MSI);
+    CONST(MAP_PIRQ_TYPE_GSI);
+    CONST(MAP_PIRQ_TYPE_MSI_SEG);
+    CONST(MAP_PIRQ_TYPE_MULTI_MSI);
     STRUCT(xen_dm_op_inject_msi);
     FIELD(xen_dm_op_inject_msi, data);
     FIELD(xen_dm_op_inject_msi, pad);

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use ioreq_server::abi::*;
 use ioreq_server::device::Space;
 use ioreq_server::dmop::{DmOp, DmOpOutput};
+use ioreq_server::passthrough::PtOp;
 use ioreq_server::shared::{memfd, BufferedPage, IoreqPage, Mapping};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
@@ -140,6 +141,11 @@ pub(crate) struct Domain {
     pub shut_down: bool,
     /// (op number, remaining failures, errno) for fault injection.
     pub fail_next: Vec<(u32, u32, i32)>,
+    /// Host functions assigned to the domain.
+    pub assigned: std::collections::BTreeSet<u32>,
+    /// Mapped pirqs and their MSI binding (gvec, gflags, gtable), if bound.
+    pub pirqs: BTreeMap<u32, Option<(u8, u32, u64)>>,
+    next_pirq: u32,
 }
 
 fn neg(e: i32) -> i32 {
@@ -167,6 +173,9 @@ impl Domain {
             report: DomainReport::default(),
             shut_down: false,
             fail_next: Vec::new(),
+            assigned: Default::default(),
+            pirqs: BTreeMap::new(),
+            next_pirq: 64,
         })
     }
 
@@ -440,6 +449,83 @@ impl Domain {
             self.p2m.remove(i);
         }
         Ok(())
+    }
+
+    /// Xen's handling of a passthrough domctl / physdev op (the checks that matter to a
+    /// device model: pirqs are mapped before they are bound, only assigned devices get MSIs).
+    pub fn passthrough(&mut self, op: &PtOp) -> Result<Option<u32>, i32> {
+        match *op {
+            PtOp::MemoryMapping { gfn, mfn, nr, add } => {
+                self.memory_mapping(gfn, mfn, nr, add).map(|()| None)
+            }
+            PtOp::IoportMapping {
+                gport,
+                mport,
+                nr,
+                add,
+            } => {
+                if add {
+                    self.ioport_map.push((gport, mport, nr));
+                } else {
+                    let before = self.ioport_map.len();
+                    self.ioport_map.retain(|m| *m != (gport, mport, nr));
+                    if self.ioport_map.len() == before {
+                        return Err(neg(libc::ENOENT));
+                    }
+                }
+                Ok(None)
+            }
+            PtOp::IomemPermission { .. }
+            | PtOp::IoportPermission { .. }
+            | PtOp::IrqPermission { .. } => Ok(None),
+            PtOp::AssignDevice { sbdf } => {
+                if !self.assigned.insert(sbdf) {
+                    return Err(neg(libc::EBUSY));
+                }
+                Ok(None)
+            }
+            PtOp::DeassignDevice { sbdf } => {
+                if !self.assigned.remove(&sbdf) {
+                    return Err(neg(libc::EINVAL));
+                }
+                Ok(None)
+            }
+            PtOp::MapPirqMsi { sbdf, nvec, .. } => {
+                if !self.assigned.contains(&sbdf) {
+                    return Err(neg(libc::ENODEV));
+                }
+                if nvec == 0 || nvec > 32 || !nvec.is_power_of_two() {
+                    return Err(neg(libc::EINVAL));
+                }
+                let pirq = self.next_pirq;
+                self.next_pirq += nvec;
+                self.pirqs.insert(pirq, None);
+                Ok(Some(pirq))
+            }
+            PtOp::UnmapPirq { pirq } => match self.pirqs.remove(&pirq) {
+                Some(_) => Ok(None),
+                None => Err(neg(libc::EINVAL)),
+            },
+            PtOp::BindPtIrqMsi {
+                pirq,
+                gvec,
+                gflags,
+                gtable,
+            } => match self.pirqs.get_mut(&pirq) {
+                Some(b) => {
+                    *b = Some((gvec, gflags, gtable));
+                    Ok(None)
+                }
+                None => Err(neg(libc::EINVAL)),
+            },
+            PtOp::UnbindPtIrqMsi { pirq, .. } => match self.pirqs.get_mut(&pirq) {
+                Some(b @ Some(_)) => {
+                    *b = None;
+                    Ok(None)
+                }
+                _ => Err(neg(libc::EINVAL)),
+            },
+        }
     }
 }
 

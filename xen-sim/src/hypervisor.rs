@@ -367,32 +367,26 @@ impl Sim {
                 }
                 Err(_) => err(-libc::ENOMEM),
             },
-            SimRequest::MemoryMapping { gfn, mfn, nr, add } => {
+            SimRequest::Passthrough { op } => {
                 // IOCTL_PRIVCMD_HYPERCALL is refused on a restricted privcmd fd.
-                let rc = if *restricted {
-                    -libc::EPERM
+                let r = if *restricted {
+                    Err(-libc::EPERM)
                 } else {
-                    d.memory_mapping(*gfn, *mfn, *nr, *add).err().unwrap_or(0)
+                    d.passthrough(op)
                 };
-                d.record(serde_json::json!({"op": "memory_mapping", "gfn": gfn, "mfn": mfn, "nr": nr, "add": add}), rc);
-                err(rc)
-            }
-            SimRequest::IoportMapping {
-                gport,
-                mport,
-                nr,
-                add,
-            } => {
-                let rc = if *restricted { -libc::EPERM } else { 0 };
-                if rc == 0 {
-                    if *add {
-                        d.ioport_map.push((*gport, *mport, *nr));
-                    } else {
-                        d.ioport_map.retain(|m| *m != (*gport, *mport, *nr));
-                    }
+                let mut rec = serde_json::to_value(op).unwrap_or_default();
+                if let (Ok(Some(pirq)), Some(o)) = (&r, rec.as_object_mut()) {
+                    o.insert("pirq".into(), (*pirq).into());
                 }
-                d.record(serde_json::json!({"op": "ioport_mapping", "gport": gport, "mport": mport, "nr": nr, "add": add}), rc);
-                err(rc)
+                d.record(rec, r.err().unwrap_or(0));
+                match r {
+                    Ok(v) => SimReply {
+                        rc: 0,
+                        buf: None,
+                        value: v.map(u64::from),
+                    },
+                    Err(rc) => err(rc),
+                }
             }
             SimRequest::Restrict => {
                 *restricted = true;

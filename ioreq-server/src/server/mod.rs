@@ -17,7 +17,7 @@ pub mod guest_mem;
 pub mod ranges;
 pub mod stats;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crate::abi::*;
 use crate::control::ControlServer;
 use crate::device::{Action, Actions, Device, Range};
 use crate::dmop::DmOp;
+use crate::passthrough::PtOp;
 use crate::shared::{BufferedPage, IoreqPage, SLOTS_PER_PAGE};
 use crate::transport::{Transport, TransportError};
 use dispatch::Dispatcher;
@@ -96,6 +97,16 @@ pub enum ServerError {
     Setup(String),
 }
 
+/// A mapped (and possibly bound) MSI / MSI-X vector: what rebinding and unbinding need.
+#[derive(Clone, Copy, Debug)]
+struct MsiBinding {
+    pirq: u32,
+    gvec: u8,
+    gflags: u32,
+    gtable: u64,
+    bound: bool,
+}
+
 struct Pending {
     action: Action,
     attempts: u32,
@@ -120,6 +131,8 @@ pub struct Server<T: Transport> {
     control: Option<ControlServer>,
     signals: Option<nix::sys::signalfd::SignalFd>,
     retries: VecDeque<Pending>,
+    /// MSI / MSI-X vectors mapped to pirqs, by (host sbdf, entry).
+    pirqs: HashMap<(u32, u32), MsiBinding>,
     started: Instant,
     torn_down: bool,
     stop: bool,
@@ -233,6 +246,26 @@ impl<T: Transport> Server<T> {
                 end: r.end
             }));
         }
+        // Device setup actions (assignment, permissions) run before restricting the handles,
+        // synchronously: a device that cannot be set up must not be served.
+        let mut devices = devices;
+        let mut pirqs = HashMap::new();
+        for d in devices.iter_mut() {
+            let mut actions = Actions::new();
+            d.start(&mut actions);
+            for a in actions.drain() {
+                if let Err(e) = execute_action(&mut t, &mut pirqs, &a) {
+                    return Err((
+                        t,
+                        ServerError::ActionFailed {
+                            action: a,
+                            attempts: 1,
+                            last: e.to_string(),
+                        },
+                    ));
+                }
+            }
+        }
         if opts.restrict {
             tryt!(t.restrict());
             debug!("privcmd and evtchn restricted to domain {}", t.domid());
@@ -273,6 +306,7 @@ impl<T: Transport> Server<T> {
             control,
             signals,
             retries: VecDeque::new(),
+            pirqs,
             started: Instant::now(),
             torn_down: false,
             stop: false,
@@ -502,29 +536,7 @@ impl<T: Transport> Server<T> {
     }
 
     fn execute(&mut self, a: &Action) -> Result<(), TransportError> {
-        match *a {
-            Action::InjectMsi { addr, data } => self
-                .transport
-                .dm_op(&DmOp::InjectMsi { addr, data })
-                .map(|_| ()),
-            Action::Shutdown { reason } => {
-                info!(?reason, "asking the hypervisor to shut the guest down");
-                self.transport
-                    .dm_op(&DmOp::RemoteShutdown {
-                        reason: reason.code(),
-                    })
-                    .map(|_| ())
-            }
-            Action::MapMemory { gfn, mfn, nr, map } => {
-                self.transport.memory_mapping(gfn, mfn, nr, map)
-            }
-            Action::MapIoPorts {
-                gport,
-                mport,
-                nr,
-                map,
-            } => self.transport.ioport_mapping(gport, mport, nr, map),
-        }
+        execute_action(&mut self.transport, &mut self.pirqs, a)
     }
 
     /// Carry out actions in order; failures go to the retry queue.
@@ -642,6 +654,16 @@ impl<T: Transport> Server<T> {
             return;
         }
         self.torn_down = true;
+        // The devices undo what they did (unmap BARs, unbind interrupts, deassign) first.
+        let mut actions = Actions::new();
+        for d in self.dispatcher.devices.iter_mut() {
+            d.stop(&mut actions);
+        }
+        for a in actions.drain() {
+            if let Err(e) = self.execute(&a) {
+                warn!(action = ?a, "teardown action failed: {e}");
+            }
+        }
         let id = self.id;
         if let Err(e) = self
             .transport
@@ -670,5 +692,118 @@ impl<T: Transport> Server<T> {
 impl<T: Transport> Drop for Server<T> {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+/// Carry out one action through the transport (`pirqs` remembers MSI bindings).
+fn execute_action<T: Transport>(
+    transport: &mut T,
+    pirqs: &mut HashMap<(u32, u32), MsiBinding>,
+    a: &Action,
+) -> Result<(), TransportError> {
+    match *a {
+        Action::InjectMsi { addr, data } => {
+            transport.dm_op(&DmOp::InjectMsi { addr, data }).map(|_| ())
+        }
+        Action::Shutdown { reason } => {
+            info!(?reason, "asking the hypervisor to shut the guest down");
+            transport
+                .dm_op(&DmOp::RemoteShutdown {
+                    reason: reason.code(),
+                })
+                .map(|_| ())
+        }
+        Action::MapMemory { gfn, mfn, nr, map } => transport
+            .passthrough(&PtOp::MemoryMapping {
+                gfn,
+                mfn,
+                nr,
+                add: map,
+            })
+            .map(|_| ()),
+        Action::MapIoPorts {
+            gport,
+            mport,
+            nr,
+            map,
+        } => transport
+            .passthrough(&PtOp::IoportMapping {
+                gport,
+                mport,
+                nr,
+                add: map,
+            })
+            .map(|_| ()),
+        Action::Passthrough { ref op } => transport.passthrough(op).map(|_| ()),
+        Action::BindMsi {
+            sbdf,
+            entry,
+            table_base,
+            nvec,
+            gvec,
+            gflags,
+            gtable,
+        } => {
+            let pirq = match pirqs.get(&(sbdf, entry)) {
+                Some(b) => b.pirq,
+                None => transport
+                    .passthrough(&PtOp::MapPirqMsi {
+                        sbdf,
+                        entry,
+                        table_base,
+                        nvec,
+                    })?
+                    .ok_or_else(|| TransportError::Protocol("map_pirq returned no pirq".into()))?,
+            };
+            // Remember the pirq before binding, so that a failed bind is retried (or
+            // unmapped at teardown) without mapping a second pirq.
+            let bound = pirqs.get(&(sbdf, entry)).is_some_and(|b| b.bound);
+            let prev = pirqs.get(&(sbdf, entry)).copied();
+            pirqs.insert(
+                (sbdf, entry),
+                prev.unwrap_or(MsiBinding {
+                    pirq,
+                    gvec,
+                    gflags,
+                    gtable,
+                    bound,
+                }),
+            );
+            transport.passthrough(&PtOp::BindPtIrqMsi {
+                pirq,
+                gvec,
+                gflags,
+                gtable,
+            })?;
+            pirqs.insert(
+                (sbdf, entry),
+                MsiBinding {
+                    pirq,
+                    gvec,
+                    gflags,
+                    gtable,
+                    bound: true,
+                },
+            );
+            Ok(())
+        }
+        Action::UnbindMsi { sbdf, entry } => {
+            let Some(b) = pirqs.get(&(sbdf, entry)).copied() else {
+                return Ok(());
+            };
+            if b.bound {
+                let op = PtOp::UnbindPtIrqMsi {
+                    pirq: b.pirq,
+                    gvec: b.gvec,
+                    gflags: b.gflags,
+                    gtable: b.gtable,
+                };
+                transport.passthrough(&op)?;
+                pirqs.insert((sbdf, entry), MsiBinding { bound: false, ..b });
+            }
+            transport.passthrough(&PtOp::UnmapPirq { pirq: b.pirq })?;
+            pirqs.remove(&(sbdf, entry));
+            Ok(())
+        }
     }
 }

@@ -109,23 +109,9 @@ pub trait Transport {
     /// Map one page of guest memory (for `data_is_ptr` requests).
     fn map_guest_page(&mut self, gfn: u64) -> Result<Mapping, TransportError>;
 
-    /// `XEN_DOMCTL_memory_mapping`.
-    fn memory_mapping(
-        &mut self,
-        gfn: u64,
-        mfn: u64,
-        nr: u64,
-        add: bool,
-    ) -> Result<(), TransportError>;
-
-    /// `XEN_DOMCTL_ioport_mapping`.
-    fn ioport_mapping(
-        &mut self,
-        gport: u32,
-        mport: u32,
-        nr: u32,
-        add: bool,
-    ) -> Result<(), TransportError>;
+    /// A passthrough domctl or physdev op; `Some(pirq)` for `MapPirqMsi`.
+    fn passthrough(&mut self, op: &crate::passthrough::PtOp)
+        -> Result<Option<u32>, TransportError>;
 
     /// Restrict the process's hypervisor handles to the guest (irreversible). After this,
     /// only DM ops, resource/guest mappings and event channels for this guest work.

@@ -214,37 +214,13 @@ impl Transport for SimTransport {
             .map_err(|e| TransportError::io("mmap guest page", e))
     }
 
-    fn memory_mapping(
+    fn passthrough(
         &mut self,
-        gfn: u64,
-        mfn: u64,
-        nr: u64,
-        add: bool,
-    ) -> Result<(), TransportError> {
-        self.call(
-            &SimRequest::MemoryMapping { gfn, mfn, nr, add },
-            "XEN_DOMCTL_memory_mapping",
-        )
-        .map(|_| ())
-    }
-
-    fn ioport_mapping(
-        &mut self,
-        gport: u32,
-        mport: u32,
-        nr: u32,
-        add: bool,
-    ) -> Result<(), TransportError> {
-        self.call(
-            &SimRequest::IoportMapping {
-                gport,
-                mport,
-                nr,
-                add,
-            },
-            "XEN_DOMCTL_ioport_mapping",
-        )
-        .map(|_| ())
+        op: &crate::passthrough::PtOp,
+    ) -> Result<Option<u32>, TransportError> {
+        let what = format!("{op:?}");
+        let (reply, _) = self.call(&SimRequest::Passthrough { op: op.clone() }, &what)?;
+        Ok(reply.value.map(|v| v as u32))
     }
 
     fn restrict(&mut self) -> Result<(), TransportError> {

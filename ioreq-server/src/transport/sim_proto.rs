@@ -50,27 +50,11 @@ pub enum SimRequest {
     },
     /// Guest RAM as a memfd (the sim's `IOCTL_PRIVCMD_MMAPBATCH_V2`). Reply: `value` = size.
     GuestMemory,
-    /// `XEN_DOMCTL_memory_mapping`.
-    MemoryMapping {
-        /// First guest frame.
-        gfn: u64,
-        /// First machine frame.
-        mfn: u64,
-        /// Frames.
-        nr: u64,
-        /// Add or remove.
-        add: bool,
-    },
-    /// `XEN_DOMCTL_ioport_mapping`.
-    IoportMapping {
-        /// First guest port.
-        gport: u32,
-        /// First machine port.
-        mport: u32,
-        /// Ports.
-        nr: u32,
-        /// Add or remove.
-        add: bool,
+    /// A passthrough hypercall (`IOCTL_PRIVCMD_HYPERCALL` on Xen). Reply: `value` = the pirq
+    /// for `map_pirq_msi`.
+    Passthrough {
+        /// The operation.
+        op: crate::passthrough::PtOp,
     },
     /// `IOCTL_PRIVCMD_RESTRICT` + `IOCTL_EVTCHN_RESTRICT_DOMID`.
     Restrict,

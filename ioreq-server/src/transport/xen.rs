@@ -11,6 +11,7 @@ use std::path::Path;
 use super::{Transport, TransportError};
 use crate::abi::*;
 use crate::dmop::{DmOp, DmOpOutput};
+use crate::passthrough::{Hypercall, PtOp};
 use crate::shared::Mapping;
 
 /// Default device nodes.
@@ -23,7 +24,14 @@ pub struct XenTransport {
     privcmd: File,
     evtchn: File,
     domid: DomId,
+    /// A locked page for hypercall arguments (passthrough only).
+    hcall_buf: Option<Mapping>,
+    /// Whether the hypervisor's domctl interface was checked (passthrough only).
+    version_ok: bool,
 }
+
+/// `/dev/xen/hypercall`: locked pages for hypercall arguments (drivers/xen/privcmd-buf.c).
+pub const HYPERCALL_BUF: &str = "/dev/xen/hypercall";
 
 fn open(path: &str, nonblock: bool) -> Result<File, TransportError> {
     if !Path::new(path).exists() {
@@ -63,7 +71,55 @@ impl XenTransport {
             privcmd: open(PRIVCMD, false)?,
             evtchn: open(EVTCHN, true)?,
             domid,
+            hcall_buf: None,
+            version_ok: false,
         })
+    }
+
+    /// `IOCTL_PRIVCMD_HYPERCALL`: the hypercall's return value, or its errno.
+    fn hypercall(&self, op: u64, arg: [u64; 5]) -> Result<i32, i32> {
+        let mut h = PrivcmdHypercall { op, arg };
+        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut h)
+    }
+
+    /// The argument buffer: a page of /dev/xen/hypercall, as libxencall uses, or a locked
+    /// anonymous page on kernels without it.
+    fn hypercall_buffer(&mut self) -> Result<&Mapping, TransportError> {
+        if self.hcall_buf.is_none() {
+            let m = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(HYPERCALL_BUF)
+            {
+                Ok(f) => Mapping::map_fd(f.as_fd(), 0, XEN_PAGE_SIZE),
+                Err(_) => Mapping::anonymous_locked(XEN_PAGE_SIZE),
+            };
+            self.hcall_buf = Some(m.map_err(|e| TransportError::io("hypercall buffer", e))?);
+        }
+        Ok(self.hcall_buf.as_ref().expect("set above"))
+    }
+
+    /// Passthrough domctls are version-locked: only Xen 4.17 (domctl interface 0x15) is
+    /// implemented, so anything else is refused before a single domctl is sent.
+    fn check_domctl_version(&mut self) -> Result<(), TransportError> {
+        if self.version_ok {
+            return Ok(());
+        }
+        let v = self
+            .hypercall(__HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0])
+            .map_err(|errno| TransportError::Hypervisor {
+                what: "xen_version".into(),
+                errno,
+            })?;
+        let (major, minor) = (v >> 16, v & 0xFFFF);
+        if (major, minor) != (4, 17) {
+            return Err(TransportError::Protocol(format!(
+                "this hypervisor is Xen {major}.{minor}; passthrough domctls are implemented for Xen 4.17 only \
+                 (domctl interface version {XEN_DOMCTL_INTERFACE_VERSION_4_17:#x}, checked against Debian's 4.17 headers)"
+            )));
+        }
+        self.version_ok = true;
+        Ok(())
     }
 
     /// An empty privcmd VMA of `pages` pages, to be filled by MMAP_RESOURCE / MMAPBATCH_V2.
@@ -243,30 +299,30 @@ impl Transport for XenTransport {
         Ok(map)
     }
 
-    fn memory_mapping(
-        &mut self,
-        gfn: u64,
-        _mfn: u64,
-        _nr: u64,
-        _add: bool,
-    ) -> Result<(), TransportError> {
-        // Passthrough domctls are version-locked to the Xen release; they come with the
-        // passthrough work (issues 5 and 6). Refuse clearly instead of guessing a layout.
-        Err(TransportError::Protocol(format!(
-            "XEN_DOMCTL_memory_mapping (gfn {gfn:#x}) is not implemented on the xen transport yet"
-        )))
-    }
-
-    fn ioport_mapping(
-        &mut self,
-        gport: u32,
-        _mport: u32,
-        _nr: u32,
-        _add: bool,
-    ) -> Result<(), TransportError> {
-        Err(TransportError::Protocol(format!(
-            "XEN_DOMCTL_ioport_mapping (port {gport:#x}) is not implemented on the xen transport yet"
-        )))
+    fn passthrough(&mut self, op: &PtOp) -> Result<Option<u32>, TransportError> {
+        self.check_domctl_version()?;
+        let what = format!("{op:?}");
+        let (hop, arg0, bytes) = match op.encode_4_17(self.domid) {
+            Hypercall::Domctl(b) => (__HYPERVISOR_DOMCTL, None, b),
+            Hypercall::Physdev { cmd, arg } => (__HYPERVISOR_PHYSDEV_OP, Some(cmd), arg),
+        };
+        let ptr = {
+            let buf = self.hypercall_buffer()?;
+            buf.write_bytes(0, &bytes);
+            buf.addr() as u64
+        };
+        let args = match arg0 {
+            Some(cmd) => [cmd, ptr, 0, 0, 0],
+            None => [ptr, 0, 0, 0, 0],
+        };
+        self.hypercall(hop, args)
+            .map_err(|errno| TransportError::Hypervisor { what, errno })?;
+        let mut out = vec![0u8; bytes.len()];
+        self.hypercall_buffer()?.read_bytes(0, &mut out);
+        Ok(match op {
+            PtOp::MapPirqMsi { .. } => PtOp::read_pirq(&out),
+            _ => None,
+        })
     }
 
     fn restrict(&mut self) -> Result<(), TransportError> {
