@@ -136,14 +136,14 @@ impl Mapping {
     }
 
     fn atomic_u32(&self, off: usize) -> &AtomicU32 {
-        assert!(self.check(off, 4) && off % 4 == 0);
+        assert!(self.check(off, 4) && off.is_multiple_of(4));
         // SAFETY: in bounds and 4-aligned (asserted; the mapping is page-aligned); lives as
         // long as `self`.
         unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) }
     }
 
     fn atomic_u64(&self, off: usize) -> &AtomicU64 {
-        assert!(self.check(off, 8) && off % 8 == 0);
+        assert!(self.check(off, 8) && off.is_multiple_of(8));
         // SAFETY: in bounds and 8-aligned (asserted; the mapping is page-aligned); lives as
         // long as `self`.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast()) }
