@@ -1,8 +1,9 @@
 //! `xen-sim demo`: the main job on the embedded default. xen-sim runs in this process; each
 //! device model runs as its own process on the `sim` transport, configured by one guest
-//! config; a scripted guest does what Linux does (enumerate PCI through CF8/CFC, read the
+//! config; a scripted guest does what Linux does (enumerate PCI through CF8/CFC, size and
+//! place the BARs of a passed-through SR-IOV VF, enable decode and program its MSI-X, read the
 //! IOAPIC, take an INTx interrupt, power off through ACPI PM1a_CNT) and the sim's record of
-//! every ioreq, DM op and MSI is printed.
+//! every ioreq, DM op, passthrough hypercall and MSI is printed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,26 +41,35 @@ fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// A snapshot of a real device's config space (a virtio-net function with MSI-X, taken
 /// read-only from sysfs) that the demo passes through at slot 2.
-const DEMO_DEVICE: &str = "virtio-net-1af4-1041.json";
+const DEMO_DEVICE: &str = "real/virtio-net-1af4-1041.json";
+/// An SR-IOV VF (raw VF config space whose IDs and BARs come from its PF's SR-IOV capability,
+/// sriov-nic-pf.json next to it) that the demo passes through at slot 3.
+const DEMO_VF: &str = "sriov-nic-vf.json";
+const VF_HOST: &str = "0000:03:02.2";
+const VF_SLOT: u8 = 3;
+/// MSI-X entries the guest's driver unmasks (the VF has 5; the others stay masked, unbound).
+const VF_VECTORS: u64 = 3;
+const VF_FIRST_VECTOR: u64 = 0x41;
+const ECAM_BASE: u64 = 0xF000_0000;
+const MMIO_BASE: u64 = 0xF100_0000;
 
-fn snapshot_path(bin: &std::path::Path) -> anyhow::Result<PathBuf> {
+fn snapshot_path(bin: &std::path::Path, name: &str) -> anyhow::Result<PathBuf> {
     // Installed next to the binaries, or in the source tree (target/{debug,release}/..).
     let candidates = [
-        bin.join("pci-snapshots").join(DEMO_DEVICE),
-        bin.join("../../pci-host-bridge/testdata/real")
-            .join(DEMO_DEVICE),
+        bin.join("pci-snapshots").join(name),
+        bin.join("../../pci-host-bridge/testdata").join(name),
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../pci-host-bridge/testdata/real")
-            .join(DEMO_DEVICE),
+            .join("../pci-host-bridge/testdata")
+            .join(name),
     ];
     candidates
         .iter()
         .find(|p| p.exists())
         .cloned()
-        .with_context(|| format!("cannot find the demo device snapshot {DEMO_DEVICE}"))
+        .with_context(|| format!("cannot find the demo device snapshot {name}"))
 }
 
-fn config(h: &Harness, snapshot: &std::path::Path) -> String {
+fn config(h: &Harness, snapshot: &std::path::Path, vf: &std::path::Path) -> String {
     format!(
         r#"[pm_trap]
 mode = "guest"
@@ -76,11 +86,18 @@ host = "0000:00:03.0"
 slot = 2
 backend = "snapshot"
 snapshot = "{snapshot}"
+
+[[pci.device]]
+host = "{VF_HOST}"
+slot = {VF_SLOT}
+backend = "snapshot"
+snapshot = "{vf}"
 "#,
         s5a = S5[0],
         s5b = S5[1],
         ioapic_sock = h.dir.join("ioapic.sock").display(),
         snapshot = snapshot.display(),
+        vf = vf.display(),
     )
 }
 
@@ -91,7 +108,11 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     if keep {
         h.keep_dir();
     }
-    let cfg = h.write_config(&config(&h, &snapshot_path(&bin)?));
+    let cfg = h.write_config(&config(
+        &h,
+        &snapshot_path(&bin, DEMO_DEVICE)?,
+        &snapshot_path(&bin, DEMO_VF)?,
+    ));
     for p in PROCESSES {
         h.try_spawn(&bin.join(p), &cfg, &[])
             .with_context(|| format!("starting {p}"))?;
@@ -100,8 +121,19 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         bail!("the device models did not come up; rerun with PVH_DM_LOG=info to see why");
     }
     let mut log = Vec::new();
+    let assigned = h
+        .sim
+        .report(DOMID)
+        .dm_ops
+        .iter()
+        .filter(|o| o["op"] == "assign_device")
+        .count();
+    log.push(format!(
+        "boot: {assigned} functions assigned by pci-host-bridge before the guest runs"
+    ));
     let mut v = h.sim.vcpu(DOMID, 0);
     let pci_functions = enumerate_pci(&mut v, &mut log)?;
+    vf_msix(&h, &mut v, &mut log)?;
     ioapic(&h, &mut v, &mut log)?;
     power_off(&mut v, &mut log)?;
     let codes = h.stop_all();
@@ -149,6 +181,155 @@ fn enumerate_pci(v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<Vec<Valu
         }
     }
     Ok(found)
+}
+
+fn cfg_rd(v: &mut Vcpu, slot: u8, reg: u16, size: u32) -> anyhow::Result<u64> {
+    Ok(v.pci_cf8_read(0, slot, 0, reg, size)?)
+}
+
+fn cfg_wr(v: &mut Vcpu, slot: u8, reg: u16, size: u32, val: u64) -> anyhow::Result<()> {
+    Ok(v.pci_cf8_write(0, slot, 0, reg, size, val)?)
+}
+
+/// The ECAM address of a register of a function on bus 0 (Linux uses MMCONFIG once the MCFG
+/// table names it).
+fn ecam(slot: u8, reg: u16) -> u64 {
+    ECAM_BASE + (u64::from(slot) << 15) + u64::from(reg)
+}
+
+/// Linux's capability-list walk (`pci_find_capability`).
+fn find_cap(v: &mut Vcpu, slot: u8, id: u64) -> anyhow::Result<Option<u16>> {
+    let mut p = cfg_rd(v, slot, 0x34, 1)? as u16 & 0xFC;
+    for _ in 0..48 {
+        if p < 0x40 {
+            break;
+        }
+        let hdr = cfg_rd(v, slot, p, 2)?;
+        if hdr & 0xFF == id {
+            return Ok(Some(p));
+        }
+        p = (hdr >> 8) as u16 & 0xFC;
+    }
+    Ok(None)
+}
+
+/// The passthrough hypercalls the sim recorded from index `from` on, as `name(args)` lines.
+fn pt_ops_since(h: &Harness, from: usize) -> Vec<Value> {
+    const PT: [&str; 11] = [
+        "memory_mapping",
+        "ioport_mapping",
+        "iomem_permission",
+        "ioport_permission",
+        "irq_permission",
+        "assign_device",
+        "deassign_device",
+        "map_pirq_msi",
+        "unmap_pirq",
+        "bind_pt_irq_msi",
+        "unbind_pt_irq_msi",
+    ];
+    h.sim
+        .report(DOMID)
+        .dm_ops
+        .into_iter()
+        .skip(from)
+        .filter(|o| PT.contains(&o["op"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// What Linux does with the passed-through VF: size its BARs (all-ones probes through ECAM),
+/// place them in the MMIO window, enable memory decode and bus mastering, then bring up MSI-X
+/// (`msix_capability_init`): enable with the function masked, mask and program every entry,
+/// clear the function mask, and unmask the entries the driver requests, one by one.
+fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<()> {
+    let s = VF_SLOT;
+    let mut next = MMIO_BASE;
+    let mut placed = Vec::new();
+    let mut i = 0u16;
+    while i < 6 {
+        let reg = 0x10 + 4 * i;
+        v.mmio_write(ecam(s, reg), 4, 0xFFFF_FFFF)?;
+        let lo = v.mmio_read(ecam(s, reg), 4)?;
+        let is64 = lo & 0x7 == 0x4;
+        let mut mask = (lo & !0xF) | 0xFFFF_FFFF_0000_0000;
+        if is64 {
+            v.mmio_write(ecam(s, reg + 4), 4, 0xFFFF_FFFF)?;
+            mask = (mask & 0xFFFF_FFFF) | v.mmio_read(ecam(s, reg + 4), 4)? << 32;
+        }
+        if lo & 1 == 0 && lo & !0xF != 0 {
+            let size = (!mask).wrapping_add(1);
+            next = next.div_ceil(size) * size;
+            v.mmio_write(ecam(s, reg), 4, next & 0xFFFF_FFFF)?;
+            if is64 {
+                v.mmio_write(ecam(s, reg + 4), 4, next >> 32)?;
+            }
+            placed.push((i, next, size));
+            next += size;
+        } else {
+            v.mmio_write(ecam(s, reg), 4, 0)?;
+        }
+        i += if is64 { 2 } else { 1 };
+    }
+    let mark = h.sim.report(DOMID).dm_ops.len();
+    cfg_wr(v, s, 4, 2, 0x0006)?;
+    for (bar, addr, size) in &placed {
+        log.push(format!(
+            "pci 00:{s:02x}.0: BAR{bar} {} KiB at {addr:#x}",
+            size >> 10
+        ));
+    }
+    let maps = pt_ops_since(h, mark);
+    log.push(format!(
+        "pci 00:{s:02x}.0: memory decode on -> {} memory_mapping ops ({} pages; the MSI-X table and PBA pages stay trapped)",
+        maps.len(),
+        maps.iter().filter_map(|m| m["nr"].as_u64()).sum::<u64>()
+    ));
+    let cap = find_cap(v, s, 0x11)?.context("the VF has no MSI-X capability")?;
+    let entries = (cfg_rd(v, s, cap + 2, 2)? & 0x7FF) + 1;
+    let tbl = cfg_rd(v, s, cap + 4, 4)?;
+    let table = placed
+        .iter()
+        .find(|p| u64::from(p.0) == tbl & 7)
+        .context("MSI-X table BAR not placed")?
+        .1
+        + (tbl & !7);
+    cfg_wr(v, s, cap + 2, 2, 0xC000)?;
+    for e in 0..entries {
+        v.mmio_write(table + 16 * e + 12, 4, 1)?;
+    }
+    for e in 0..entries {
+        v.mmio_write(table + 16 * e, 4, 0xFEE0_0000)?;
+        v.mmio_write(table + 16 * e + 4, 4, 0)?;
+        v.mmio_write(table + 16 * e + 8, 4, VF_FIRST_VECTOR + e)?;
+    }
+    cfg_wr(v, s, cap + 2, 2, 0x8000)?;
+    log.push(format!(
+        "msi-x 00:{s:02x}.0: {entries} entries programmed masked at {table:#x}, enabled, function mask cleared"
+    ));
+    for e in 0..VF_VECTORS {
+        let m = h.sim.report(DOMID).dm_ops.len();
+        v.mmio_write(table + 16 * e + 12, 4, 0)?;
+        let ops = pt_ops_since(h, m);
+        let pirq = ops
+            .iter()
+            .find(|o| o["op"] == "map_pirq_msi")
+            .map(|o| o["pirq"].clone())
+            .unwrap_or(Value::Null);
+        let ok = ops.iter().all(|o| o["rc"] == 0);
+        anyhow::ensure!(
+            ops.len() == 2 && ok,
+            "unmasking MSI-X entry {e} gave {ops:?}"
+        );
+        log.push(format!(
+            "msi-x 00:{s:02x}.0: entry {e} unmasked -> map_pirq_msi (pirq {pirq}) + bind_pt_irq_msi vector {:#x}",
+            VF_FIRST_VECTOR + e
+        ));
+    }
+    log.push(format!(
+        "msi-x 00:{s:02x}.0: entries {VF_VECTORS}-{} stay masked: not bound",
+        entries - 1
+    ));
+    Ok(())
 }
 
 fn ioapic_read(v: &mut Vcpu, reg: u32) -> anyhow::Result<u32> {
@@ -233,6 +414,21 @@ pub fn print_human(r: &Value) {
             m["trigger"].as_str().unwrap_or("")
         );
     }
-    println!("  dm_ops {}", r["dm_ops"].as_array().map_or(0, Vec::len));
+    let ops = r["dm_ops"].as_array().cloned().unwrap_or_default();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in &ops {
+        *counts
+            .entry(o["op"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    println!(
+        "  dm_ops {} ({})",
+        ops.len(),
+        counts
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  shutdown: {}", r["shutdown_reason"]);
 }

@@ -66,15 +66,15 @@ pub(crate) struct Channel {
 
 impl Channel {
     fn new() -> std::io::Result<Self> {
-        let mk = || -> std::io::Result<OwnedFd> {
-            Ok(
-                EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?
-                    .into(),
-            )
+        // to_dm is non-blocking (the device model polls it); to_xen is blocking: a waiting
+        // vCPU sleeps in one read() on it, woken by the device model's notify or by the
+        // sim's watchdog when its deadline passes.
+        let mk = |flags: EfdFlags| -> std::io::Result<OwnedFd> {
+            Ok(EventFd::from_value_and_flags(0, flags | EfdFlags::EFD_CLOEXEC)?.into())
         };
         Ok(Channel {
-            to_dm: mk()?,
-            to_xen: mk()?,
+            to_dm: mk(EfdFlags::EFD_NONBLOCK)?,
+            to_xen: mk(EfdFlags::empty())?,
             local: None,
             pending: false,
         })

@@ -3,16 +3,16 @@
 //! call blocks until the device model answers, with a timeout.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ioreq_server::abi::*;
 use ioreq_server::device::Space;
 use ioreq_server::server::dispatch::size_mask;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::domain::Domain;
-use crate::hypervisor::Sim;
+use crate::hypervisor::{Sim, Watch};
 
 /// Why a guest access did not complete.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -56,18 +56,22 @@ pub struct Vcpu {
     domid: u16,
     vcpu: u32,
     timeout: Duration,
-    wake_fds: HashMap<u32, OwnedFd>,
+    wake_fds: HashMap<u32, Arc<OwnedFd>>,
+    watch: Arc<Watch>,
 }
 
 impl Vcpu {
     pub(crate) fn new(sim: Sim, domid: u16, vcpu: u32) -> Self {
         let timeout = sim.inner.opts.ioreq_timeout;
+        let watch = Arc::new(Watch::default());
+        sim.add_watch(&watch);
         Vcpu {
             sim,
             domid,
             vcpu,
             timeout,
             wake_fds: HashMap::new(),
+            watch,
         }
     }
 
@@ -298,16 +302,30 @@ impl Vcpu {
             Route::Posted { server, port, wake } => (server, port, wake),
         };
         if let Some(w) = wake {
-            self.wake_fds.insert(port, w);
+            self.wake_fds.insert(port, Arc::new(w));
         }
-        let wake = self.wake_fds.get(&port).ok_or(GuestError::NoSuchVcpu)?;
+        let wake = self
+            .wake_fds
+            .get(&port)
+            .ok_or(GuestError::NoSuchVcpu)?
+            .clone();
         let deadline = Instant::now() + self.timeout;
+        *self.watch.wait.lock().unwrap_or_else(|p| p.into_inner()) = Some((deadline, wake.clone()));
+        let result = self.wait_answer(&wake, server, deadline, &req);
+        *self.watch.wait.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result
+    }
+
+    /// Sleep in one blocking read until the device model notifies (or the watchdog wakes us
+    /// at the deadline), then look at the slot as Xen does.
+    fn wait_answer(
+        &mut self,
+        wake: &OwnedFd,
+        server: u16,
+        deadline: Instant,
+        req: &Ioreq,
+    ) -> Result<u64, GuestError> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ms = PollTimeout::try_from(left.as_millis().min(60_000) as u32)
-                .unwrap_or(PollTimeout::MAX);
-            let mut pfd = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut pfd, ms);
             let mut b = [0u8; 8];
             let _ = nix::unistd::read(wake.as_raw_fd(), &mut b);
             let mut g = self.sim.inner.lock();
@@ -398,7 +416,7 @@ fn route(
     vcpu: u32,
     to: Option<u16>,
     req: &mut Ioreq,
-    have: &HashMap<u32, OwnedFd>,
+    have: &HashMap<u32, Arc<OwnedFd>>,
 ) -> Result<Route, GuestError> {
     let null = |d: &mut Domain, req: &Ioreq| {
         d.report.unclaimed += 1;

@@ -36,8 +36,17 @@ impl Default for SimOptions {
     }
 }
 
+/// What the watchdog needs to wake one waiting vCPU: its deadline and the eventfd it sleeps
+/// on (shared, so it cannot be closed under the watchdog).
+#[derive(Default)]
+pub(crate) struct Watch {
+    pub wait: Mutex<Option<(Instant, Arc<OwnedFd>)>>,
+}
+
 pub(crate) struct Inner {
     pub domains: Mutex<HashMap<u16, Domain>>,
+    /// Waiting vCPUs, for the watchdog.
+    pub watches: Mutex<Vec<std::sync::Weak<Watch>>>,
     /// Notified whenever a DM op or binding changes a domain (so tests can wait for setup).
     pub changed: Condvar,
     pub opts: SimOptions,
@@ -66,6 +75,7 @@ impl Sim {
         let listener = seqpacket::listen(&opts.socket)?;
         let inner = Arc::new(Inner {
             domains: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             opts,
             stop: AtomicBool::new(false),
@@ -76,6 +86,10 @@ impl Sim {
         std::thread::Builder::new()
             .name("xen-sim-accept".into())
             .spawn(move || s2.accept_loop(listener))?;
+        let s3 = sim.clone();
+        std::thread::Builder::new()
+            .name("xen-sim-watchdog".into())
+            .spawn(move || s3.watchdog())?;
         info!(socket = %sim.inner.opts.socket.display(), "xen-sim listening");
         Ok(sim)
     }
@@ -162,6 +176,34 @@ impl Sim {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// Wake every vCPU whose wait passed its deadline (it then reports itself stuck). A
+    /// vCPU sleeps in a single blocking read, so the ioreq round trip costs no poll().
+    fn watchdog(self) {
+        while !self.inner.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = Instant::now();
+            let mut ws = self.inner.watches.lock().unwrap_or_else(|p| p.into_inner());
+            ws.retain(|w| w.strong_count() > 0);
+            for w in ws.iter().filter_map(std::sync::Weak::upgrade) {
+                let g = w.wait.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((deadline, fd)) = g.as_ref() {
+                    if now >= *deadline {
+                        let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Register a vCPU's watch.
+    pub(crate) fn add_watch(&self, w: &Arc<Watch>) {
+        self.inner
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(w));
     }
 
     /// Stop accepting new device models.
