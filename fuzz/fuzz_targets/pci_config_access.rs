@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
-use pci_host_bridge::testing::{bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops};
+use pci_host_bridge::testing::{
+    bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops,
+};
 use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
 
 const PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
@@ -26,11 +28,14 @@ fn dev(slot: u8, function: u8) -> PciDeviceConfig {
         function,
         backend: BackendKind::Snapshot,
         snapshot: Some("embedded".into()),
+        intx: None,
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let config = PciConfig {
         mmio64_base: if sel & 4 != 0 { 0x80_0000_0000 } else { 0 },
         mmio64_size: if sel & 4 != 0 { 0x10_0000_0000 } else { 0 },

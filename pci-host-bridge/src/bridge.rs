@@ -25,8 +25,16 @@
 //!
 //! The ECAM window and the BAR windows must not overlap (checked by
 //! [`PciConfig::validate`]).
+//!
+//! # Life cycle and interrupts
+//! [`Device::start`] assigns every function (permissions, `assign_device`) before the guest
+//! runs; [`Device::stop`] unmaps, unbinds, deassigns and revokes. MSI / MSI-X binding actions
+//! come out of config and MSI-X table writes; INTx comes in through [`Device::event_fds`]
+//! (each function's host notification fd and its IOAPIC line's resample fd) once
+//! [`PciHostBridge::connect_intx`] attached the lines.
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use ioreq_server::device::{Actions, Device, Range, Space};
@@ -104,7 +112,7 @@ impl PciHostBridge {
                     .devices
                     .iter()
                     .any(|o| o.slot == d.slot && o.function != 0);
-            let f = PassthroughFunction::new(guest, dev, windows.clone(), multifunction)?;
+            let f = PassthroughFunction::new(guest, d.host, dev, windows.clone(), multifunction)?;
             functions.insert(guest.devfn(), f);
         }
         Ok(PciHostBridge {
@@ -190,7 +198,7 @@ impl PciHostBridge {
             return;
         }
         let remap = match self.functions.get_mut(&addr.devfn()) {
-            Some(f) => f.config_write(reg, len, data),
+            Some(f) => f.config_write(reg, len, data, actions),
             None => false,
         };
         if remap {
@@ -292,9 +300,9 @@ impl PciHostBridge {
         u64::MAX
     }
 
-    fn mmio_write(&mut self, addr: u64, len: usize, data: u64) {
+    fn mmio_write(&mut self, addr: u64, len: usize, data: u64, actions: &mut Actions) {
         for f in self.functions.values_mut() {
-            if f.mmio_write(addr, len, data) {
+            if f.mmio_write(addr, len, data, actions) {
                 return;
             }
         }
@@ -308,6 +316,27 @@ impl PciHostBridge {
         for f in self.functions.values_mut() {
             f.unmap_all(actions);
         }
+    }
+
+    /// Whether any function forwards INTx (and so needs the IOAPIC's irq_line socket).
+    pub fn needs_ioapic(&self) -> bool {
+        self.functions.values().any(|f| f.intx().is_some())
+    }
+
+    /// Register every INTx-forwarding function on the IOAPIC's irq_line socket, on the pin
+    /// the guest's `_PRT` routes it to ([`crate::intx::guest_gsi`]).
+    pub fn connect_intx(&mut self, socket: &Path) -> Result<(), Error> {
+        for f in self.functions.values_mut() {
+            let guest = f.guest_address();
+            f.connect_intx(socket).map_err(|e| Error::Unsupported {
+                device: guest.to_string(),
+                message: format!(
+                    "INTx: cannot register on the IOAPIC at {}: {e}",
+                    socket.display()
+                ),
+            })?;
+        }
+        Ok(())
     }
 
     /// The MMIO pages currently trapped for MSI-X (informational: they lie inside the claimed
@@ -399,8 +428,35 @@ impl Device for PciHostBridge {
                 }
             }
             Space::Memory if self.ecam.contains(addr) => self.ecam_write(addr, len, data, actions),
-            Space::Memory => self.mmio_write(addr, len, data),
+            Space::Memory => self.mmio_write(addr, len, data, actions),
             Space::Port => {}
+        }
+    }
+
+    fn event_fds(&self) -> Vec<RawFd> {
+        self.functions
+            .values()
+            .flat_map(|f| f.event_fds())
+            .collect()
+    }
+
+    fn on_event(&mut self, fd: RawFd, _actions: &mut Actions) {
+        for f in self.functions.values_mut() {
+            if f.on_event(fd) {
+                return;
+            }
+        }
+    }
+
+    fn start(&mut self, actions: &mut Actions) {
+        for f in self.functions.values_mut() {
+            f.start(actions);
+        }
+    }
+
+    fn stop(&mut self, actions: &mut Actions) {
+        for f in self.functions.values_mut() {
+            f.stop(actions);
         }
     }
 

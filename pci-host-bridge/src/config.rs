@@ -13,6 +13,8 @@
 //! io_size = 0x4000
 //! host_bridge_vendor = 0x1b36   # identity of the emulated host bridge at 00:00.0
 //! host_bridge_device = 0x0008
+//! # ioapic_socket = "/run/pvh-dm/7/ioapic.sock"  # the ioapic's irq_line socket for INTx
+//!                               # (default: the [ioapic] section's socket)
 //!
 //! [[pci.device]]
 //! host = "0000:03:10.1"         # host function (sysfs name)
@@ -20,7 +22,19 @@
 //! function = 0                  # guest function number (default 0)
 //! backend = "sysfs"             # or "snapshot"
 //! # snapshot = "nic.json"      # file for the snapshot backend
+//! # intx = "uio"               # forward INTx (see below)
 //! ```
+//!
+//! `intx` names where the host's INTx notification comes from; without it INTx is not
+//! forwarded (the guest still sees the device's Interrupt Pin; drivers use MSI / MSI-X):
+//! - sysfs: `"uio"` (the function is bound to `uio_pci_generic`; `/dev/uioN` is found through
+//!   sysfs) or the path of its `/dev/uioN` (see [`crate::backend::uio`]);
+//! - snapshot: the path of a Unix socket on which the backend hands out its INTx eventfd, for
+//!   a test to signal ([`crate::backend::intx_eventfd`]).
+//!
+//! A function with `intx` needs the IOAPIC's irq_line socket; the binary takes it from
+//! `ioapic_socket`, else from `[ioapic] socket`. It registers on IOAPIC pin
+//! [`crate::intx::guest_gsi`]`(slot, pin)`.
 //!
 //! Defaults and why:
 //! - ECAM at 0xF000_0000: the start of Xen's below-4G MMIO hole for HVM/PVH guests
@@ -106,6 +120,10 @@ pub struct PciConfig {
     /// Device ID of the emulated host bridge.
     #[serde(default = "default_hb_device")]
     pub host_bridge_device: u16,
+    /// The IOAPIC's irq_line socket, for functions that forward INTx (default: `[ioapic]
+    /// socket`, which the binary reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ioapic_socket: Option<PathBuf>,
     /// Passed-through functions (`[[pci.device]]`).
     #[serde(default, rename = "device")]
     pub devices: Vec<PciDeviceConfig>,
@@ -128,6 +146,10 @@ pub struct PciDeviceConfig {
     /// Snapshot file (required for, and only allowed with, `backend = "snapshot"`).
     #[serde(default)]
     pub snapshot: Option<PathBuf>,
+    /// Where the host's INTx notification comes from (see the module docs); `None`: INTx is
+    /// not forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intx: Option<String>,
 }
 
 fn default_ecam_base() -> u64 {
@@ -166,6 +188,7 @@ impl Default for PciConfig {
             io_size: DEFAULT_IO_SIZE,
             host_bridge_vendor: DEFAULT_HOST_BRIDGE_VENDOR,
             host_bridge_device: DEFAULT_HOST_BRIDGE_DEVICE,
+            ioapic_socket: None,
             devices: Vec::new(),
         }
     }
@@ -313,6 +336,16 @@ impl PciConfig {
                 }
                 _ => {}
             }
+            match (d.backend, d.intx.as_deref()) {
+                (_, None) => {}
+                (_, Some("")) => return err(format!("{name}: intx is empty")),
+                (BackendKind::Sysfs, Some(i)) if i != "uio" && !i.starts_with('/') => {
+                    return err(format!(
+                        "{name}: intx = {i:?}: expected \"uio\" or the path of /dev/uioN"
+                    ))
+                }
+                _ => {}
+            }
         }
         for &(slot, func) in seen.keys() {
             if func != 0 && !seen.contains_key(&(slot, 0)) {
@@ -345,6 +378,7 @@ mod tests {
             function,
             backend: BackendKind::Sysfs,
             snapshot: None,
+            intx: None,
         };
         let bad = [
             PciConfig {
@@ -381,6 +415,13 @@ mod tests {
             PciConfig {
                 devices: vec![PciDeviceConfig {
                     backend: BackendKind::Snapshot,
+                    ..dev(2, 0)
+                }],
+                ..Default::default()
+            },
+            PciConfig {
+                devices: vec![PciDeviceConfig {
+                    intx: Some("eventfd".into()),
                     ..dev(2, 0)
                 }],
                 ..Default::default()

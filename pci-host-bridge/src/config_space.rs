@@ -54,9 +54,11 @@ pub enum RegKind {
     /// Device-owned bytes of unknown meaning inside an exposed capability (vendor-specific
     /// bodies): read from the device, writes dropped and logged.
     Opaque,
-    /// MSI Message Control (stored virtually; interrupt binding is a later issue).
+    /// MSI Message Control (virtual; Multiple Message Enable kept within Multiple Message
+    /// Capable; enabling binds the vector in Xen, [`crate::msi`]).
     MsiControl,
-    /// MSI-X Message Control (stored virtually; interrupt binding is a later issue).
+    /// MSI-X Message Control (virtual; enable and function mask drive the binding of the
+    /// table's entries, [`crate::msix`]).
     MsixControl,
 }
 

@@ -14,19 +14,35 @@
 //! return `true`; the owner (the bridge, which knows every function's BARs and resolves guest
 //! address overlaps between them) then calls [`PassthroughFunction::update_mappings`], which
 //! returns the differences as unmap-then-map actions.
+//!
+//! Interrupts: after every config write and every MSI-X table write the function compares
+//! what the guest programmed with what is bound in Xen ([`crate::binding`], rules in
+//! [`crate::msi`] and [`crate::msix`]) and pushes the bind / unbind actions; a table write
+//! touches one entry and syncs only it. INTx ([`crate::intx`]) is reconciled after every
+//! config write (MSI / MSI-X enable and the guest's Interrupt Disable force it off) and on
+//! the backend's and the IOAPIC line's fds ([`PassthroughFunction::on_event`]).
+//!
+//! Life cycle: [`PassthroughFunction::start`] (permissions, assignment, [`crate::assign`];
+//! dom0's driver is unbound first) and [`PassthroughFunction::stop`] (unmap, unbind, deassign,
+//! revoke).
+
+use std::os::fd::RawFd;
 
 use ioreq_server::device::{Action, Actions};
+use ioreq_server::irq_line::IrqLine;
 use serde_json::json;
 
 use crate::backend::HostDevice;
 use crate::bars::{Bars, Mapping};
+use crate::binding::{Bindings, IrqSlot, Vector};
 use crate::caps::{self, Caps};
 use crate::config::Windows;
 use crate::config_space::{Layout, RegKind, Slot};
 use crate::error::Error;
 use crate::header::{self, CAP_PTR, COMMAND, HEADER_TYPE, HEADER_TYPE0, STATUS, STATUS_CAP_LIST};
+use crate::intx::Intx;
 use crate::msi::MsiState;
-use crate::msix::{MsixControl, MsixTable};
+use crate::msix::{self, MsixControl, MsixTable};
 use crate::topology::PciAddress;
 use crate::warn::WarnOnce;
 
@@ -53,6 +69,7 @@ fn aligned_pieces(start: usize, end: usize) -> impl Iterator<Item = (usize, usiz
 /// A passed-through function.
 pub struct PassthroughFunction {
     guest: PciAddress,
+    host: PciAddress,
     dev: Box<dyn HostDevice>,
     dev_name: String,
     layout: Layout,
@@ -62,6 +79,9 @@ pub struct PassthroughFunction {
     windows: Windows,
     mapped: Vec<Mapping>,
     cmd_idx: usize,
+    bindings: Bindings,
+    intx: Option<Intx>,
+    started: bool,
     warn: WarnOnce,
 }
 
@@ -69,6 +89,7 @@ impl std::fmt::Debug for PassthroughFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PassthroughFunction")
             .field("guest", &self.guest)
+            .field("host", &self.host)
             .field("device", &self.dev_name)
             .field("mapped", &self.mapped)
             .finish_non_exhaustive()
@@ -76,11 +97,12 @@ impl std::fmt::Debug for PassthroughFunction {
 }
 
 impl PassthroughFunction {
-    /// Build the guest view of `dev` at guest address `guest`. `windows` are where BARs may
-    /// be mapped; `multifunction` sets the header type's multi-function bit (other functions
-    /// share the slot).
+    /// Build the guest view of `dev` (host function `host`) at guest address `guest`.
+    /// `windows` are where BARs may be mapped; `multifunction` sets the header type's
+    /// multi-function bit (other functions share the slot).
     pub fn new(
         guest: PciAddress,
+        host: PciAddress,
         dev: Box<dyn HostDevice>,
         windows: Windows,
         multifunction: bool,
@@ -125,6 +147,21 @@ impl PassthroughFunction {
         );
         layout.set_virt(HEADER_TYPE, if multifunction { 0x80 } else { 0 });
         layout.set_virt(CAP_PTR, u32::from(caps.first));
+        if dev.is_virtual_function() {
+            // VFs have no INTx (PCIe Base 5.0, 9.3.4.1.14); the raw register already reads 0.
+            layout.set_virt(header::INTERRUPT_PIN, 0);
+        }
+        let pin = layout
+            .find(header::INTERRUPT_PIN)
+            .map_or(0, |i| layout.reg(i).virt as u8);
+        let intx = match (dev.intx_fd(), pin) {
+            (None, _) => None,
+            (Some(_), 1..=4) => Intx::new(guest.device, pin),
+            (Some(_), _) => {
+                tracing::warn!(guest = %guest, device = %dev_name, pin, "INTx source configured but the function has no interrupt pin: not forwarded");
+                None
+            }
+        };
         let cmd_idx = layout.find(COMMAND).ok_or_else(|| Error::Unsupported {
             device: dev_name.clone(),
             message: "no command register in layout".into(),
@@ -140,6 +177,7 @@ impl PassthroughFunction {
         );
         Ok(PassthroughFunction {
             guest,
+            host,
             dev,
             dev_name,
             layout,
@@ -149,6 +187,9 @@ impl PassthroughFunction {
             windows,
             mapped: Vec::new(),
             cmd_idx,
+            bindings: Bindings::new(host.sbdf()),
+            intx,
+            started: false,
             warn: WarnOnce::default(),
         })
     }
@@ -156,6 +197,21 @@ impl PassthroughFunction {
     /// The guest address.
     pub fn guest_address(&self) -> PciAddress {
         self.guest
+    }
+
+    /// The host function.
+    pub fn host_address(&self) -> PciAddress {
+        self.host
+    }
+
+    /// The vectors bound in Xen.
+    pub fn bindings(&self) -> &Bindings {
+        &self.bindings
+    }
+
+    /// The INTx state, for functions that forward INTx.
+    pub fn intx(&self) -> Option<&Intx> {
+        self.intx.as_ref()
     }
 
     /// The backend's name.
@@ -261,10 +317,10 @@ impl PassthroughFunction {
         v
     }
 
-    /// Write `len` (1..=8) bytes of `data` at `reg`. Returns whether the guest mappings may
-    /// have changed (command, BAR or ROM written): then call
-    /// [`PassthroughFunction::update_mappings`].
-    pub fn config_write(&mut self, reg: u16, len: usize, data: u64) -> bool {
+    /// Write `len` (1..=8) bytes of `data` at `reg`, pushing the interrupt (re)binding actions
+    /// the write implies. Returns whether the guest mappings may have changed (command, BAR or
+    /// ROM written): then call [`PassthroughFunction::update_mappings`].
+    pub fn config_write(&mut self, reg: u16, len: usize, data: u64, actions: &mut Actions) -> bool {
         let len = len.clamp(1, 8);
         let start = usize::from(reg);
         // (offset, guest byte, pass mask, w1c mask) of bytes with pass-through bits.
@@ -350,7 +406,156 @@ impl PassthroughFunction {
             }
         }
         self.write_through(&pass);
+        self.sync_interrupts(actions);
         remap
+    }
+
+    /// Whether INTx is forced off: MSI or MSI-X enabled, or the guest's Interrupt Disable set.
+    fn intx_blocked(&self) -> bool {
+        self.msi_state().is_some_and(|m| m.enabled)
+            || self.msix_control().is_some_and(|c| c.enabled)
+            || self.command() & header::CMD_INTX_DISABLE != 0
+    }
+
+    /// The vector the MSI capability asks for now.
+    pub fn msi_vector(&self) -> Option<Vector> {
+        let msix_on = self.msix_control().is_some_and(|c| c.enabled);
+        self.msi_state()?.vector(msix_on)
+    }
+
+    /// The vector MSI-X entry `i` asks for now: unmasked, MSI-X enabled, function not masked
+    /// (and MSI not enabled).
+    pub fn msix_vector(&self, i: usize) -> Option<Vector> {
+        let t = self.msix.as_ref()?;
+        let c = self.msix_control()?;
+        if !c.enabled || c.masked || self.msi_state().is_some_and(|m| m.enabled) {
+            return None;
+        }
+        let e = t.entry(i)?;
+        if e.masked {
+            return None;
+        }
+        let info = t.info();
+        let bar = self.bars.bar(usize::from(info.table_bar))?;
+        let table_base = bar.host.host_addr.wrapping_add(info.table_offset);
+        let gtable = bar.guest.wrapping_add(info.table_offset);
+        Some(e.vector(table_base, gtable))
+    }
+
+    /// Bring every MSI / MSI-X binding and INTx to what the guest programmed.
+    fn sync_interrupts(&mut self, actions: &mut Actions) {
+        let mut wants = Vec::new();
+        if self.caps.msi.is_some() {
+            wants.push((IrqSlot::Msi, self.msi_vector()));
+        }
+        let n = self.msix.as_ref().map_or(0, MsixTable::len);
+        for i in 0..n {
+            let want = self.msix_vector(i);
+            let slot = IrqSlot::Msix(i as u32);
+            if want.is_some() || self.bindings.get(slot).is_some() {
+                wants.push((slot, want));
+            }
+        }
+        self.bindings.sync_all(wants, actions);
+        self.reconcile_intx();
+    }
+
+    fn reconcile_intx(&mut self) {
+        let blocked = self.intx_blocked();
+        if let Some(i) = &mut self.intx {
+            i.reconcile(self.dev.as_mut(), blocked);
+        }
+    }
+
+    /// Attach the IOAPIC line for this function's INTx (registered on
+    /// [`Intx::gsi`]); INTx becomes live (unmasked at the device unless forced off).
+    pub fn attach_intx_line(&mut self, line: IrqLine) {
+        if let Some(i) = &mut self.intx {
+            i.attach(line);
+        }
+        self.reconcile_intx();
+    }
+
+    /// Connect this function's INTx to the IOAPIC's irq_line socket (no-op without INTx).
+    pub fn connect_intx(
+        &mut self,
+        socket: &std::path::Path,
+    ) -> Result<(), ioreq_server::irq_line::IrqLineError> {
+        if let Some(i) = &mut self.intx {
+            if !i.has_line() {
+                i.connect(socket)?;
+                tracing::info!(guest = %self.guest, gsi = i.gsi(), "INTx routed to the IOAPIC");
+            }
+        }
+        self.reconcile_intx();
+        Ok(())
+    }
+
+    /// The fds this function wants watched: the backend's INTx notification and the IOAPIC
+    /// line's resample fd.
+    pub fn event_fds(&self) -> Vec<RawFd> {
+        let Some(i) = &self.intx else {
+            return Vec::new();
+        };
+        self.dev
+            .intx_fd()
+            .into_iter()
+            .chain(i.resample_fd())
+            .collect()
+    }
+
+    /// One of [`PassthroughFunction::event_fds`] is readable. Returns whether it was ours.
+    pub fn on_event(&mut self, fd: RawFd) -> bool {
+        let blocked = self.intx_blocked();
+        let Some(i) = &mut self.intx else {
+            return false;
+        };
+        if self.dev.intx_fd() == Some(fd) {
+            i.on_host_interrupt(self.dev.as_mut(), blocked);
+            true
+        } else if i.resample_fd() == Some(fd) {
+            i.on_resample(self.dev.as_mut(), blocked);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Setup before the guest runs: keep dom0's driver off the device, then the permission
+    /// and assignment actions ([`crate::assign::start_ops`]); INTx starts in its wanted state.
+    pub fn start(&mut self, actions: &mut Actions) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        match self.dev.detach_host_driver() {
+            Ok(Some(d)) => tracing::info!(host = %self.host, driver = %d, "dom0 driver unbound"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(host = %self.host, "unbinding dom0's driver failed: {e}"),
+        }
+        let bars = std::array::from_fn(|i| self.dev.bar(i));
+        for op in crate::assign::start_ops(self.host.sbdf(), &bars, self.dev.rom()) {
+            actions.push(Action::Passthrough { op });
+        }
+        self.reconcile_intx();
+    }
+
+    /// Teardown: unmap every BAR, unbind every vector, deassign and revoke the permissions
+    /// ([`crate::assign::stop_ops`]).
+    pub fn stop(&mut self, actions: &mut Actions) {
+        self.unmap_all(actions);
+        self.bindings.unbind_all(actions);
+        if let Some(i) = &mut self.intx {
+            // Setting Interrupt Disable deasserts the line; the device goes back masked.
+            i.reconcile(self.dev.as_mut(), true);
+        }
+        if !std::mem::take(&mut self.started) {
+            return;
+        }
+        let bars = std::array::from_fn(|i| self.dev.bar(i));
+        for op in crate::assign::stop_ops(self.host.sbdf(), &bars, self.dev.rom()) {
+            actions.push(Action::Passthrough { op });
+        }
     }
 
     fn drop_write(&mut self, off: usize, d: u8, what: &str) {
@@ -495,20 +700,28 @@ impl PassthroughFunction {
         if let Some(t) = &self.msix {
             let info = *t.info();
             if bar == info.table_bar && overlaps(off, l, info.table_offset, info.table_len()) {
-                if off >= info.table_offset && off + l <= info.table_offset + info.table_len() {
-                    return Some(t.read(off - info.table_offset, len));
+                let rel = off.wrapping_sub(info.table_offset);
+                if off >= info.table_offset
+                    && off + l <= info.table_offset + info.table_len()
+                    && msix::access_ok(rel, len)
+                {
+                    return Some(t.read(rel, len));
                 }
                 self.warn.warn((4, off), || {
-                    format!("{}: MSI-X table access straddling its edge", self.guest)
+                    format!("{}: MSI-X table access of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: reads all-ones", self.guest)
                 });
                 return Some(u64::MAX);
             }
             if bar == info.pba_bar && overlaps(off, l, info.pba_offset, info.pba_len()) {
-                if off >= info.pba_offset && off + l <= info.pba_offset + info.pba_len() {
+                let rel = off.wrapping_sub(info.pba_offset);
+                if off >= info.pba_offset
+                    && off + l <= info.pba_offset + info.pba_len()
+                    && msix::access_ok(rel, len)
+                {
                     return Some(self.bar_read(bar, off, len).unwrap_or(0));
                 }
                 self.warn.warn((4, off), || {
-                    format!("{}: MSI-X PBA access straddling its edge", self.guest)
+                    format!("{}: MSI-X PBA access of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the PBA: reads all-ones", self.guest)
                 });
                 return Some(u64::MAX);
             }
@@ -516,9 +729,10 @@ impl PassthroughFunction {
         Some(self.bar_read(bar, off, len).unwrap_or(u64::MAX))
     }
 
-    /// An MMIO write that arrived, see [`PassthroughFunction::mmio_read`]. Returns whether a
-    /// decoded BAR of this function covers the access.
-    pub fn mmio_write(&mut self, addr: u64, len: usize, data: u64) -> bool {
+    /// An MMIO write that arrived, see [`PassthroughFunction::mmio_read`]; an MSI-X table
+    /// write pushes the (re)binding of its entry. Returns whether a decoded BAR of this
+    /// function covers the access.
+    pub fn mmio_write(&mut self, addr: u64, len: usize, data: u64, actions: &mut Actions) -> bool {
         if self.command() & header::CMD_MEMORY == 0 {
             return false;
         }
@@ -528,14 +742,23 @@ impl PassthroughFunction {
         let len = len.clamp(1, 8);
         let l = len as u64;
         let guest = self.guest;
-        if let Some(t) = &mut self.msix {
-            let info = *t.info();
+        if let Some(info) = self.msix.as_ref().map(|t| *t.info()) {
             if bar == info.table_bar && overlaps(off, l, info.table_offset, info.table_len()) {
-                if off >= info.table_offset && off + l <= info.table_offset + info.table_len() {
-                    t.write(off - info.table_offset, len, data);
+                let rel = off.wrapping_sub(info.table_offset);
+                if off >= info.table_offset
+                    && off + l <= info.table_offset + info.table_len()
+                    && msix::access_ok(rel, len)
+                {
+                    if let Some(t) = &mut self.msix {
+                        t.write(rel, len, data);
+                    }
+                    // An aligned DWORD or QWORD lies inside one 16-byte entry.
+                    let i = (rel / msix::ENTRY_SIZE) as usize;
+                    let want = self.msix_vector(i);
+                    self.bindings.sync(IrqSlot::Msix(i as u32), want, actions);
                 } else {
                     self.warn.warn((4, off), || {
-                        format!("{guest}: MSI-X table access straddling its edge dropped")
+                        format!("{guest}: MSI-X table write of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: dropped")
                     });
                 }
                 return true;
@@ -604,8 +827,13 @@ impl PassthroughFunction {
             })),
             "mappings": self.mapped,
             "capabilities": self.caps,
+            "host": self.host.to_string(),
             "msi": self.msi_state(),
             "msix": self.msix_control(),
+            "bound_vectors": self.bindings.bound().map(|(s, v)| json!({"slot": s, "vector": v})).collect::<Vec<_>>(),
+            "binds_unbinds": self.bindings.counts(),
+            "intx": self.intx.as_ref().map(Intx::status),
+            "backend": self.dev.status(),
             "suppressed_warnings": self.warn.suppressed(),
         })
     }

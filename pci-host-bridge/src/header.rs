@@ -8,8 +8,11 @@
 //!   SERR#, fast back-to-back, INTx disable) are a guest shadow; memory and I/O decode drive BAR
 //!   mapping. Reserved bits `0xF880` read 0. Bus master, special cycles, memory write and
 //!   invalidate and VGA palette snoop (`0x003C`) pass through: bus master must reach the device
-//!   for DMA. INTx disable stays virtual until INTx is routed (a later issue): the host keeps
-//!   its own value, so a guest can never unmask a line dom0 has no handler for.
+//!   for DMA. INTx disable is virtual: the device's own bit belongs to the bridge, which sets
+//!   it while INTx is forced off (MSI / MSI-X enabled, the guest's bit set, no IOAPIC line) or
+//!   waiting for the guest's EOI, and clears it otherwise — only for functions that forward
+//!   INTx ([`crate::intx`]); for the others the host keeps its own value, so a guest can never
+//!   unmask a line dom0 has no handler for.
 //! - Status: the capability-list bit (`0x0010`) is virtual (set if any capability is exposed
 //!   after relinking). The error bits `0xF900` (master data parity error, signaled/received
 //!   target abort, received master abort, signaled system error, detected parity error) are
@@ -21,7 +24,7 @@
 //! - Header type: virtual; type 0, multi-function bit set when other functions share the slot.
 //! - BARs and the expansion ROM: fully virtual ([`crate::bars`]).
 //! - Capabilities pointer: virtual, the first exposed capability ([`crate::caps`]).
-//! - Interrupt pin: emulated read-only, from the device.
+//! - Interrupt pin: emulated read-only, from the device (0 for SR-IOV VFs, which have no INTx).
 
 use crate::config_space::{Init, RegDesc, RegKind};
 
@@ -31,7 +34,7 @@ pub const CMD_IO: u16 = 0x0001;
 pub const CMD_MEMORY: u16 = 0x0002;
 /// `PCI_COMMAND_MASTER`.
 pub const CMD_MASTER: u16 = 0x0004;
-/// `PCI_COMMAND_INTX_DISABLE`.
+/// `PCI_COMMAND_INTX_DISABLE` (Interrupt Disable, PCI Local Bus 3.0 6.2.2).
 pub const CMD_INTX_DISABLE: u16 = 0x0400;
 /// `PCI_STATUS_CAP_LIST`.
 pub const STATUS_CAP_LIST: u16 = 0x0010;
@@ -44,6 +47,8 @@ pub const STATUS: u16 = 0x06;
 pub const HEADER_TYPE: u16 = 0x0E;
 /// Offset of the capabilities pointer.
 pub const CAP_PTR: u16 = 0x34;
+/// Offset of the Interrupt Pin register (PCI Local Bus 3.0, 6.2.4: 1 = INTA# .. 4 = INTD#).
+pub const INTERRUPT_PIN: u16 = 0x3D;
 
 /// Command bits emulated (QEMU xen_pt: `0x0743`) plus the reserved bits `0xF880`.
 pub const CMD_EMU: u32 = 0x0743 | 0xF880;
@@ -218,7 +223,7 @@ pub const HEADER_TYPE0: &[RegDesc] = &[
         ..RegDesc::VIRT_RW
     },
     RegDesc {
-        offset: 0x3D,
+        offset: INTERRUPT_PIN,
         size: 1,
         name: "interrupt_pin",
         init: Init::Device(0xFF),

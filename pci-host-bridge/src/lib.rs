@@ -15,7 +15,11 @@
 //!   and the per-function byte layout built from it; [`header`], [`caps`], [`msi`], [`msix`] hold
 //!   the const descriptor tables of the type-0 header and of each exposed capability;
 //! - [`bars`]: fully virtual BARs (sizing, guest placement, the map/unmap actions);
-//! - [`function`]: one passed-through function (layout + BARs + MSI-X + backend);
+//! - [`binding`]: which MSI / MSI-X vectors are bound in Xen, and the bind/unbind actions;
+//! - [`intx`]: INTx forwarding to the IOAPIC process, and the `_PRT` swizzle;
+//! - [`sriov`]: a VF's IDs and BARs derived from its PF's SR-IOV capability;
+//! - [`assign`]: the permission and assignment hypercalls around a function's life;
+//! - [`function`]: one passed-through function (layout + BARs + interrupts + backend);
 //! - [`host_bridge`]: the emulated 00:00.0;
 //! - [`bridge`]: [`PciHostBridge`], the [`ioreq_server::device::Device`] implementation;
 //! - [`backend`]: the [`HostDevice`] trait with the `sysfs` and `snapshot` backends;
@@ -25,12 +29,17 @@
 //!
 //! Nothing here talks to Xen: BAR mapping is returned as
 //! [`Action::MapMemory`](ioreq_server::device::Action::MapMemory) /
-//! [`Action::MapIoPorts`](ioreq_server::device::Action::MapIoPorts).
+//! [`Action::MapIoPorts`](ioreq_server::device::Action::MapIoPorts), interrupt binding as
+//! [`Action::BindMsi`](ioreq_server::device::Action::BindMsi) /
+//! [`Action::UnbindMsi`](ioreq_server::device::Action::UnbindMsi), assignment as
+//! [`Action::Passthrough`](ioreq_server::device::Action::Passthrough).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod assign;
 pub mod backend;
 pub mod bars;
+pub mod binding;
 pub mod bridge;
 pub mod caps;
 pub mod config;
@@ -39,10 +48,12 @@ pub mod error;
 pub mod function;
 pub mod header;
 pub mod host_bridge;
+pub mod intx;
 pub mod list;
 pub mod msi;
 pub mod msix;
 pub mod pci_ids;
+pub mod sriov;
 pub mod testing;
 pub mod topology;
 mod warn;

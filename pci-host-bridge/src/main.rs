@@ -1,7 +1,8 @@
 //! pci-host-bridge: a minimal PCI host bridge with passed-through functions for one PVH
 //! guest, as an ioreq server; and `list`, the host's PCI functions as a PF/VF tree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use ioreq_server::cli::{init_logging, serve, CommonArgs};
@@ -10,6 +11,7 @@ use ioreq_server::server::ServerOptions;
 use pci_host_bridge::list::{list_host_functions, render_tree};
 use pci_host_bridge::pci_ids::PciIds;
 use pci_host_bridge::{PciConfig, PciHostBridge};
+use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(
@@ -87,12 +89,55 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The one key of the `[ioapic]` section this process reads (the section belongs to the
+/// ioapic process; other keys are ignored here).
+#[derive(Default, Deserialize)]
+struct IoapicSocket {
+    socket: Option<PathBuf>,
+}
+
+/// How long to wait for the IOAPIC's socket to appear (the toolstack may start the device
+/// models together).
+const IOAPIC_WAIT: Duration = Duration::from_secs(10);
+
+/// Register the INTx-forwarding functions on the IOAPIC, retrying while its socket is not
+/// there yet.
+fn connect_intx(dev: &mut PciHostBridge, socket: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + IOAPIC_WAIT;
+    loop {
+        match dev.connect_intx(socket) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline && !socket.exists() => {
+                tracing::debug!("waiting for the IOAPIC socket: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn run(r: RunArgs) -> anyhow::Result<()> {
     init_logging(&r.common.log);
     let cfg = r.common.load()?;
     let pci: PciConfig = cfg.section("pci")?;
     let passthrough = !pci.devices.is_empty();
-    let dev = PciHostBridge::from_config(&pci)?;
+    let mut dev = PciHostBridge::from_config(&pci)?;
+    if dev.needs_ioapic() {
+        // [pci] ioapic_socket, else [ioapic] socket: the crates stay independent, this
+        // binary reads both sections of the one guest config.
+        let socket = match &pci.ioapic_socket {
+            Some(p) => p.clone(),
+            None => cfg
+                .section::<IoapicSocket>("ioapic")?
+                .socket
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "a [[pci.device]] forwards INTx (intx = ...) but neither [pci] ioapic_socket nor [ioapic] socket is set"
+                    )
+                })?,
+        };
+        connect_intx(&mut dev, &socket)?;
+    }
     // Passthrough needs domctls (BAR mapping) through IOCTL_PRIVCMD_HYPERCALL, which a
     // restricted privcmd refuses; a bridge without devices needs only DM ops.
     serve(

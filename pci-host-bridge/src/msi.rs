@@ -1,20 +1,29 @@
-//! The MSI capability (ID 0x05), virtualized.
+//! The MSI capability (ID 0x05), virtualized, and the vector it asks Xen to bind.
 //!
-//! For now every MSI register is emulated and nothing reaches the device: the guest's
-//! enable, Multiple Message Enable, address, data and per-vector mask writes are stored
-//! virtually ([`MsiState`] reads them back). Binding the vector in Xen
-//! (`PHYSDEVOP_map_pirq` + `XEN_DOMCTL_bind_pt_irq`, xen-abi.md 8.1/8.2) is a later issue and
-//! grows here.
+//! Registers (PCI Local Bus Specification 3.0, 6.8.1; Linux include/uapi/linux/pci_regs.h),
+//! all emulated, none written to the device (Xen programs the host's MSI registers itself when
+//! it maps the pirq, xen-abi.md 8.2):
+//! - `+0x02` Message Control (6.8.1.3): enable (bit 0, guest), Multiple Message Capable (3:1,
+//!   from the device, read-only), Multiple Message Enable (6:4, guest, kept within MMC),
+//!   64-bit address capable (7, from the device), per-vector masking capable (8, from the
+//!   device); the rest reads 0.
+//! - `+0x04` Message Address (6.8.1.4; bits 1:0 read 0), `+0x08` Message Upper Address for
+//!   64-bit functions (6.8.1.5), then Message Data (16 bits, 6.8.1.6) and Extended Message
+//!   Data (16 bits, reads 0: the extended-data capable bit is not offered).
+//! - With per-vector masking: Mask Bits (6.8.1.7; guest, only the `2^MMC` implemented bits
+//!   writable) and Pending Bits (6.8.1.8), read from the device (read-only).
 //!
-//! Layout (PCI Local Bus spec 6.8.1; Linux include/uapi/linux/pci_regs.h):
-//! `+0x02` Message Control: enable (bit 0), MMC (3:1, RO), MME (6:4), 64-bit (7, RO),
-//! per-vector masking (8, RO). Then address low `+0x04` (bits 1:0 RO 0), for 64-bit
-//! functions address high `+0x08`, then data (16 bits) and extended data (16 bits, read 0),
-//! then, with per-vector masking, mask bits and pending bits (read 0: no vector is live on
-//! the device while MSI is virtual).
+//! Binding ([`MsiState::vector`]): while MSI is enabled (and MSI-X is not: enabling both is
+//! undefined, PCI Local Bus 3.0 6.8.2, so neither is bound then) the capability asks for one
+//! [`Vector`]: `nvec = 2^MME`, `gvec = data[7:0]`, `gflags = msi_gflags(address, data,
+//! unmasked)` where `unmasked` is mask bit 0 clear (or no per-vector masking), `table_base` and
+//! `gtable` 0. Any change of those while enabled rebinds; disabling unbinds.
 
 use serde::Serialize;
 
+use ioreq_server::passthrough::msi_gflags;
+
+use crate::binding::Vector;
 use crate::config_space::{Init, Layout, RegDesc, RegKind};
 
 /// Capability ID.
@@ -135,7 +144,7 @@ pub fn table(flags: u16) -> Vec<RegDesc> {
             offset: base + 4,
             size: 4,
             name: "msi_pending",
-            ..RegDesc::VIRT_RO
+            ..RegDesc::DEVICE_RO
         });
     }
     regs
@@ -178,6 +187,23 @@ pub struct MsiState {
     pub data: u16,
     /// Per-vector mask bits (0 without per-vector masking).
     pub mask: u32,
+}
+
+impl MsiState {
+    /// The vector Xen should bind for this programming; `msix_enabled` is the function's MSI-X
+    /// enable bit (with both enabled nothing is bound).
+    pub fn vector(&self, msix_enabled: bool) -> Option<Vector> {
+        if !self.enabled || msix_enabled {
+            return None;
+        }
+        Some(Vector {
+            table_base: 0,
+            nvec: u32::from(self.vectors),
+            gvec: self.data as u8,
+            gflags: msi_gflags(self.address, u32::from(self.data), self.mask & 1 == 0),
+            gtable: 0,
+        })
+    }
 }
 
 impl MsiState {
@@ -238,6 +264,10 @@ mod tests {
                 assert!(d.is_consistent(), "{}", d.name);
                 assert_eq!(d.pass, 0, "MSI registers never pass through: {}", d.name);
             }
+            // Pending bits come from the device, nothing else does.
+            for d in t.iter().filter(|d| d.emu == 0) {
+                assert!(matches!(d.name, "msi_pending" | "msi_cap_id"), "{}", d.name);
+            }
         }
         // MMC = 5 (32 vectors): every mask bit writable.
         let t = table(FLAGS_MASKBIT | 0x000A);
@@ -245,5 +275,44 @@ mod tests {
         // MMC = 0: one mask bit.
         let t = table(FLAGS_MASKBIT);
         assert_eq!(t.iter().find(|d| d.name == "msi_mask").unwrap().ro, !1);
+    }
+
+    #[test]
+    fn control_clamps_mme_to_mmc() {
+        // MMC 2 (4 vectors): MME 5 is clamped to 2, MME 1 kept.
+        assert_eq!(clamp_control(0x0004 | 5 << 4 | 1), 0x0004 | 2 << 4 | 1);
+        assert_eq!(clamp_control(0x0004 | 1 << 4), 0x0004 | 1 << 4);
+    }
+
+    #[test]
+    fn vector_from_state() {
+        let s = MsiState {
+            offset: 0x50,
+            enabled: true,
+            vectors: 4,
+            address: 0xFEE0_3000,
+            data: 0x4060,
+            mask: 0,
+        };
+        let v = s.vector(false).unwrap();
+        assert_eq!((v.nvec, v.gvec, v.table_base, v.gtable), (4, 0x60, 0, 0));
+        assert_eq!(v.gflags, msi_gflags(0xFEE0_3000, 0x4060, true));
+        assert_eq!(
+            MsiState { mask: 1, ..s }.vector(false).unwrap().gflags,
+            msi_gflags(0xFEE0_3000, 0x4060, false)
+        );
+        assert_eq!(
+            s.vector(true),
+            None,
+            "MSI and MSI-X both enabled: nothing bound"
+        );
+        assert_eq!(
+            MsiState {
+                enabled: false,
+                ..s
+            }
+            .vector(false),
+            None
+        );
     }
 }

@@ -1,33 +1,51 @@
-//! The MSI-X capability (ID 0x11) and the MSI-X table, virtualized.
+//! The MSI-X capability (ID 0x11) and the MSI-X table, virtualized, and the vectors they ask
+//! Xen to bind.
 //!
-//! Capability: Message Control's enable (bit 15) and function mask (bit 14) are stored
-//! virtually, the table size (bits 10:0) and the table / PBA offset+BIR registers are emulated
-//! read-only from the device. Nothing reaches the device.
+//! Capability (PCI Local Bus Specification 3.0, 6.8.2; PCIe Base 5.0, 7.7.2): Message
+//! Control's MSI-X Enable (bit 15) and Function Mask (bit 14) are stored virtually, the table
+//! size (bits 10:0) and the Table / PBA Offset+BIR registers are emulated read-only from the
+//! device. Nothing reaches the device (Xen programs the host's MSI-X control and entries itself
+//! when it maps a pirq, xen-abi.md 8.2).
 //!
-//! Table: the guest's table is emulated here, 16 bytes per entry (address low with bits 1:0
-//! reading 0, address high, data, vector control with only the mask bit writable), every entry
-//! starting masked as after reset. Accesses of any size are accepted (the spec asks for aligned
-//! 4- and 8-byte ones). The PBA is read from the device (Xen's vPCI does the same); PBA writes
-//! are dropped.
+//! Table (6.8.2.6-6.8.2.9): emulated here, 16 bytes per entry (Message Address with bits 1:0
+//! reading 0, Message Upper Address, Message Data, Vector Control with only the Mask bit
+//! writable), every entry starting masked as after reset. Software must use aligned DWORD or
+//! QWORD accesses (6.8.2, "For all accesses to MSI-X Table and MSI-X PBA fields, software must
+//! use aligned full DWORD or aligned full QWORD transactions; otherwise, the result is
+//! undefined"): [`access_ok`] is the rule the function applies (other accesses read all-ones
+//! and are dropped, as Xen's vPCI does). The PBA (6.8.2.10) is read from the device; PBA
+//! writes are dropped.
 //!
-//! Binding entries in Xen (a pirq per entry, `XEN_DOMCTL_bind_pt_irq` with `gtable` = the
-//! guest table address) is a later issue and grows here: [`MsixTable::entry`] and
-//! [`MsixControl`] are what it needs.
+//! Binding ([`MsixEntry::vector`]): entry `n` is bound — lazily, one entry at a time — when it
+//! is unmasked while MSI-X is enabled and the function is not masked (and MSI is not enabled
+//! too: undefined, neither is bound), with `entry = n`, `table_base` the host physical address
+//! of the table, `nvec = 1`, `gvec = data[7:0]`, `gflags = msi_gflags(address, data, true)` and
+//! `gtable` the guest-physical address of the table. A change of address or data while bound
+//! rebinds it; masking it, masking the function or disabling MSI-X unbinds it.
 //!
 //! The pages holding any part of the table or the PBA are never mapped into the guest
 //! ([`MsixInfo::trapped_pages`]); see [`crate::bridge`] for how their accesses reach us.
 
 use serde::Serialize;
 
+use ioreq_server::passthrough::msi_gflags;
+
+use crate::binding::Vector;
 use crate::config_space::{Init, Layout, RegDesc, RegKind};
+
+/// Whether an access of `len` bytes at `offset` (from the start of the table or PBA) is one
+/// the spec defines: an aligned DWORD or QWORD (6.8.2).
+pub fn access_ok(offset: u64, len: usize) -> bool {
+    matches!(len, 4 | 8) && offset.is_multiple_of(len as u64)
+}
 
 /// Capability ID.
 pub const CAP_ID: u8 = 0x11;
-/// `PCI_MSIX_FLAGS_QSIZE`.
+/// `PCI_MSIX_FLAGS_QSIZE`: Table Size - 1 (Message Control bits 10:0, 6.8.2.3).
 pub const FLAGS_QSIZE: u16 = 0x07FF;
-/// `PCI_MSIX_FLAGS_MASKALL`.
+/// `PCI_MSIX_FLAGS_MASKALL`: Function Mask (Message Control bit 14, 6.8.2.3).
 pub const FLAGS_MASKALL: u16 = 0x4000;
-/// `PCI_MSIX_FLAGS_ENABLE`.
+/// `PCI_MSIX_FLAGS_ENABLE`: MSI-X Enable (Message Control bit 15, 6.8.2.3).
 pub const FLAGS_ENABLE: u16 = 0x8000;
 /// Bytes per table entry.
 pub const ENTRY_SIZE: u64 = 16;
@@ -178,6 +196,20 @@ pub struct MsixEntry {
     pub masked: bool,
 }
 
+impl MsixEntry {
+    /// The vector Xen binds for this entry of a table at host address `table_base` and guest
+    /// address `gtable` (whether it should be bound at all is the caller's rule).
+    pub fn vector(&self, table_base: u64, gtable: u64) -> Vector {
+        Vector {
+            table_base,
+            nvec: 1,
+            gvec: self.data as u8,
+            gflags: msi_gflags(self.address, self.data, true),
+            gtable,
+        }
+    }
+}
+
 /// The emulated MSI-X table.
 #[derive(Clone, Debug)]
 pub struct MsixTable {
@@ -205,6 +237,16 @@ impl MsixTable {
     /// Where it lives.
     pub fn info(&self) -> &MsixInfo {
         &self.info
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table has no entries (never: a table has 1..=2048).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Entry `i`.
@@ -277,6 +319,25 @@ mod tests {
         let i = info(8, 0x2000, 0x2800);
         assert_eq!(i.trapped_pages(0), vec![(2, 2)]);
         assert_eq!(info(2048, 0, 0x8000).pba_len(), 256);
+    }
+
+    #[test]
+    fn only_aligned_dword_and_qword_accesses() {
+        assert!(access_ok(0, 4) && access_ok(12, 4) && access_ok(8, 8) && access_ok(16, 8));
+        assert!(!access_ok(2, 4) && !access_ok(4, 8) && !access_ok(0, 2) && !access_ok(0, 1));
+    }
+
+    #[test]
+    fn entry_vector() {
+        let e = MsixEntry {
+            address: 0xFEE0_1000,
+            data: 0x4071,
+            masked: false,
+        };
+        let v = e.vector(0x38_0010_8000, 0xF101_0000);
+        assert_eq!((v.nvec, v.gvec), (1, 0x71));
+        assert_eq!((v.table_base, v.gtable), (0x38_0010_8000, 0xF101_0000));
+        assert_eq!(v.gflags, msi_gflags(0xFEE0_1000, 0x4071, true));
     }
 
     #[test]

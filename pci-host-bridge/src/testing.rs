@@ -14,18 +14,34 @@
 //!    checker's model equals the bridge's own list.
 //! 4. MMIO accesses never reach config space, and forwarded BAR writes never touch the MSI-X
 //!    table or PBA.
+//! 5. Interrupts: every `BindMsi` matches the state the guest has programmed at that moment
+//!    (computed here from the registers and the table, independently of the bridge's own
+//!    binding code): MSI enabled (and MSI-X not) for entry 0 with `nvec = 2^MME`, or an MSI-X
+//!    entry that is unmasked while MSI-X is enabled and the function is not masked, with the
+//!    entry's vector and flags, the host table address as `table_base` and the guest table
+//!    address as `gtable`; a rebind keeps `nvec` and `table_base` (the pirq is reused); every
+//!    `UnbindMsi` undoes an earlier bind. After every access the bound set equals exactly what
+//!    the programming asks for (so never more bound MSI-X entries than unmasked ones, nothing
+//!    for masked entries) and equals the bridge's own list.
+//! 6. The device's Interrupt Disable bit (command bit 10) is written only for functions that
+//!    forward INTx, only by a one-byte write of the command register's high byte that changes
+//!    nothing else, and only to the state the function wants (set while MSI / MSI-X is
+//!    enabled or the guest's Interrupt Disable is set).
 
 use std::collections::{BTreeMap, HashMap};
 
 use ioreq_server::device::{Action, Actions, Device, Space};
+use ioreq_server::passthrough::msi_gflags;
 
 use crate::backend::snapshot::{SnapshotDevice, SnapshotHandle};
 use crate::backend::{BarKind, HostDevice};
 use crate::bars::{BarSlot, Mapping, PAGE_SIZE};
+use crate::binding::Vector;
 use crate::bridge::PciHostBridge;
 use crate::config::PciConfig;
 use crate::config_space::{RegKind, Slot};
 use crate::error::Error;
+use crate::function::PassthroughFunction;
 use crate::topology::PciAddress;
 
 /// A small deterministic PRNG (SplitMix64), so failures reproduce from a seed.
@@ -151,6 +167,14 @@ pub struct Checker {
     pub device_writes: u64,
     /// Map actions seen.
     pub maps: u64,
+    /// Bound vectors by (host sbdf, entry), as the actions left them.
+    bound: BTreeMap<(u32, u32), Vector>,
+    /// `BindMsi` actions seen.
+    pub binds: u64,
+    /// `UnbindMsi` actions seen.
+    pub unbinds: u64,
+    /// Bridge-owned Interrupt Disable writes seen.
+    pub intx_writes: u64,
 }
 
 impl Checker {
@@ -167,6 +191,10 @@ impl Checker {
             ops: 0,
             device_writes: 0,
             maps: 0,
+            bound: BTreeMap::new(),
+            binds: 0,
+            unbinds: 0,
+            intx_writes: 0,
         }
     }
 
@@ -243,7 +271,78 @@ impl Checker {
             }
         }
         self.check_actions(bridge, actions.as_slice())
+            .map_err(|e| format!("{op:?}: {e}"))?;
+        // Only a write can change a function's interrupt programming, and only the programming
+        // of the function it reaches (all of them for an ECAM write crossing functions).
+        let touched = match op {
+            Op::CfgRead { .. } | Op::MmioRead { .. } => return Ok(()),
+            Op::CfgWrite { reg, size, .. } if usize::from(reg) + usize::from(size) > 4096 => None,
+            Op::CfgWrite { addr, .. } => Some(addr),
+            Op::MmioWrite { addr, size, .. } => {
+                match bridge
+                    .functions()
+                    .find(|f| f.claims_mmio(addr, usize::from(size)))
+                {
+                    Some(f) => Some(f.guest_address()),
+                    None => return Ok(()),
+                }
+            }
+        };
+        self.check_interrupts_of(bridge, touched)
             .map_err(|e| format!("{op:?}: {e}"))
+    }
+
+    /// Check the interrupt invariants (5) against the bridge's current state without an
+    /// access (after an event, say).
+    pub fn check_interrupts(&self, bridge: &PciHostBridge) -> Result<(), String> {
+        self.check_interrupts_of(bridge, None)
+    }
+
+    /// [`Checker::check_interrupts`] for one function (`None`: all of them).
+    fn check_interrupts_of(
+        &self,
+        bridge: &PciHostBridge,
+        only: Option<PciAddress>,
+    ) -> Result<(), String> {
+        for f in bridge
+            .functions()
+            .filter(|f| only.is_none_or(|a| a == f.guest_address()))
+        {
+            let sbdf = f.host_address().sbdf();
+            let want = expected_vectors(f);
+            let have: BTreeMap<u32, Vector> = self
+                .bound
+                .range((sbdf, 0)..=(sbdf, u32::MAX))
+                .map(|(&(_, e), v)| (e, *v))
+                .collect();
+            if want != have {
+                return Err(format!(
+                    "{}: bound vectors {have:?} but the programming asks for {want:?}",
+                    f.guest_address()
+                ));
+            }
+            let own: BTreeMap<u32, Vector> =
+                f.bindings().bound().map(|(s, v)| (s.entry(), *v)).collect();
+            if own != have {
+                return Err(format!(
+                    "{}: the bridge lists {own:?} bound, the actions left {have:?}",
+                    f.guest_address()
+                ));
+            }
+            let unmasked = f.msix_table().map_or(0, |t| {
+                (0..t.len())
+                    .filter(|&i| t.entry(i).is_some_and(|e| !e.masked))
+                    .count()
+            });
+            if f.bindings().msix_bound() > unmasked {
+                return Err(format!(
+                    "{}: {} MSI-X entries bound but only {unmasked} unmasked",
+                    f.guest_address(),
+                    f.bindings().msix_bound()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_read(
@@ -408,6 +507,10 @@ impl Checker {
             let f = bridge.function(*addr).ok_or("function vanished")?;
             for w in &writes {
                 self.device_writes += 1;
+                if is_intx_write(f, w) {
+                    self.intx_writes += 1;
+                    continue;
+                }
                 let Some((a, reg, size)) = access else {
                     return Err(format!(
                         "an MMIO access wrote config space of {addr}: {w:?}"
@@ -547,10 +650,58 @@ impl Checker {
                         }
                     }
                 }
+                Action::BindMsi {
+                    sbdf,
+                    entry,
+                    table_base,
+                    nvec,
+                    gvec,
+                    gflags,
+                    gtable,
+                } => {
+                    self.binds += 1;
+                    let v = Vector {
+                        table_base,
+                        nvec,
+                        gvec,
+                        gflags,
+                        gtable,
+                    };
+                    let f = bridge
+                        .functions()
+                        .find(|f| f.host_address().sbdf() == sbdf)
+                        .ok_or_else(|| format!("BindMsi for unknown host function {sbdf:#x}"))?;
+                    match expected_vectors(f).get(&entry) {
+                        Some(w) if *w == v => {}
+                        w => {
+                            return Err(format!(
+                                "BindMsi entry {entry} {v:?} does not match the programming {w:?}"
+                            ))
+                        }
+                    }
+                    if let Some(old) = self.bound.insert((sbdf, entry), v) {
+                        if old.nvec != v.nvec || old.table_base != v.table_base {
+                            return Err(format!(
+                                "rebind of entry {entry} changes the pirq ({old:?} -> {v:?}) without an unbind"
+                            ));
+                        }
+                    }
+                }
+                Action::UnbindMsi { sbdf, entry } => {
+                    self.unbinds += 1;
+                    if self.bound.remove(&(sbdf, entry)).is_none() {
+                        return Err(format!(
+                            "UnbindMsi of {sbdf:#x} entry {entry} that is not bound"
+                        ));
+                    }
+                }
                 _ => return Err(format!("unexpected action {a:?}")),
             }
         }
-        if actions.is_empty() {
+        if !actions
+            .iter()
+            .any(|a| matches!(a, Action::MapMemory { .. } | Action::MapIoPorts { .. }))
+        {
             return Ok(());
         }
         // The model equals the bridge's own list.
@@ -592,9 +743,69 @@ impl Checker {
     }
 }
 
+/// Whether a device write is the bridge's own Interrupt Disable management: one byte at the
+/// command register's high byte of a function that forwards INTx, changing only bit 10, to
+/// the state the function wants.
+fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRecord) -> bool {
+    let Some(i) = f.intx() else { return false };
+    if w.offset != crate::backend::COMMAND_HIGH || w.data.len() != 1 {
+        return false;
+    }
+    let bit = crate::backend::INTX_DISABLE_BIT;
+    let (d, b) = (w.data[0], w.before[0]);
+    (d ^ b) & !bit == 0 && i.device_masked() == Some(d & bit != 0)
+}
+
+/// The vectors the guest's programming asks Xen to bind, by entry, computed from the
+/// registers and the table (MSI and MSI-X rules of `crate::msi` and `crate::msix`).
+pub fn expected_vectors(f: &PassthroughFunction) -> BTreeMap<u32, Vector> {
+    let mut out = BTreeMap::new();
+    let msi = f.msi_state().filter(|m| m.enabled);
+    let msix = f.msix_control().filter(|c| c.enabled);
+    match (msi, msix) {
+        (Some(m), None) => {
+            out.insert(
+                0,
+                Vector {
+                    table_base: 0,
+                    nvec: u32::from(m.vectors),
+                    gvec: (m.data & 0xFF) as u8,
+                    gflags: msi_gflags(m.address, u32::from(m.data), m.mask & 1 == 0),
+                    gtable: 0,
+                },
+            );
+        }
+        (None, Some(c)) if !c.masked => {
+            let (Some(t), Some(info)) = (f.msix_table(), f.caps().msix) else {
+                return out;
+            };
+            let Some(bar) = f.bars().bar(usize::from(info.table_bar)) else {
+                return out;
+            };
+            for i in 0..t.len() {
+                let Some(e) = t.entry(i).filter(|e| !e.masked) else {
+                    continue;
+                };
+                out.insert(
+                    i as u32,
+                    Vector {
+                        table_base: bar.host.host_addr.wrapping_add(info.table_offset),
+                        nvec: 1,
+                        gvec: (e.data & 0xFF) as u8,
+                        gflags: msi_gflags(e.address, e.data, true),
+                        gtable: bar.guest.wrapping_add(info.table_offset),
+                    },
+                );
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// Whether host frames `[mfn, mfn + nr)` lie inside one memory BAR (or the ROM) of `f` and
 /// avoid its MSI-X pages.
-fn host_frames_ok(f: &crate::function::PassthroughFunction, mfn: u64, nr: u64) -> bool {
+fn host_frames_ok(f: &PassthroughFunction, mfn: u64, nr: u64) -> bool {
     let start = mfn * PAGE_SIZE;
     let end = (mfn + nr) * PAGE_SIZE;
     let bars = (0..6)
@@ -937,4 +1148,328 @@ pub fn run_random(
             .map_err(|e| format!("seed {seed} op {i}: {e}"))?;
     }
     Ok(())
+}
+
+/// The MSI / MSI-X surfaces of a function, for the interrupt-focused generators.
+struct IrqSurface {
+    addr: PciAddress,
+    msi: Option<(u16, u16)>,
+    msix_cap: Option<u16>,
+    /// Guest address of the table and the PBA, and the number of entries (BARs placed).
+    table: Option<(u64, u64, u16)>,
+    table_bar_reg: Option<u16>,
+    windows: crate::config::Windows,
+}
+
+fn irq_surfaces(bridge: &PciHostBridge) -> Vec<IrqSurface> {
+    bridge
+        .functions()
+        .map(|f| {
+            let msi = f.caps().msi.map(|o| {
+                (
+                    o,
+                    f.layout()
+                        .find(o + 2)
+                        .map_or(0, |i| f.layout().reg(i).virt as u16),
+                )
+            });
+            let table = f.caps().msix.and_then(|m| {
+                let tb = f.bars().bar(usize::from(m.table_bar))?;
+                let pb = f.bars().bar(usize::from(m.pba_bar))?;
+                Some((
+                    tb.guest.wrapping_add(m.table_offset),
+                    pb.guest.wrapping_add(m.pba_offset),
+                    m.entries,
+                ))
+            });
+            IrqSurface {
+                addr: f.guest_address(),
+                msi,
+                msix_cap: f.caps().msix.map(|m| m.cap),
+                table,
+                table_bar_reg: f.caps().msix.map(|m| 0x10 + 4 * u16::from(m.table_bar)),
+                windows: bridge.config().windows(),
+            }
+        })
+        .collect()
+}
+
+/// An MSI address a guest might program: mostly Linux's (0xFEE, destination, physical or
+/// logical mode), sometimes anything.
+fn msi_address(rng: &mut Rng) -> u64 {
+    if rng.percent(85) {
+        0xFEE0_0000 | rng.below(256) << 12 | rng.below(2) << 2 | rng.below(2) << 3
+    } else {
+        rng.next_u64()
+    }
+}
+
+fn cfg_w(addr: PciAddress, reg: u16, size: u8, data: u64, ecam: bool) -> Op {
+    Op::CfgWrite {
+        ecam,
+        addr,
+        reg,
+        size,
+        data,
+    }
+}
+
+/// A pseudo-random access aimed at the MSI and MSI-X surfaces (capability registers, table
+/// entries with aligned and odd accesses, the PBA, the table BAR, decode and Interrupt
+/// Disable), mixed with some [`random_op`]s.
+pub fn random_irq_op(rng: &mut Rng, bridge: &PciHostBridge) -> Op {
+    let surfaces = irq_surfaces(bridge);
+    if surfaces.is_empty() || rng.percent(10) {
+        return random_op(rng, bridge);
+    }
+    let s = &surfaces[rng.below(surfaces.len() as u64) as usize];
+    let ecam = rng.percent(50);
+    match rng.below(100) {
+        // MSI-X table entries.
+        0..=34 => {
+            let Some((table, _, n)) = s.table else {
+                return random_op(rng, bridge);
+            };
+            let e = rng.below(u64::from(n) + 1);
+            let field = rng.below(4) * 4;
+            let (size, off) = match rng.below(10) {
+                0 => (1u8, rng.below(16)),
+                1 => (2, rng.below(8) * 2),
+                2..=3 => (8, (field & 8)),
+                _ => (4, field),
+            };
+            let addr = table + e * 16 + off;
+            if rng.percent(20) {
+                return Op::MmioRead { addr, size };
+            }
+            let data = match off {
+                0 if size == 8 => msi_address(rng),
+                0 => msi_address(rng) & 0xFFFF_FFFF,
+                4 => rng.below(2) * rng.next_u64(),
+                8 if size == 8 => rng.below(256) | rng.below(2) << 32,
+                8 => (0x20 + rng.below(0xE0)) | (rng.below(2) << 15) | (rng.below(8) << 8),
+                12 => rng.below(2) | (rng.below(2) * rng.next_u64()),
+                _ => rng.next_u64(),
+            };
+            Op::MmioWrite { addr, size, data }
+        }
+        // MSI-X Message Control: enable / function mask.
+        35..=49 => {
+            let Some(cap) = s.msix_cap else {
+                return random_op(rng, bridge);
+            };
+            if rng.percent(20) {
+                return cfg_w(s.addr, cap + 3, 1, rng.below(4) << 6, ecam);
+            }
+            cfg_w(s.addr, cap + 2, 2, rng.below(4) << 14, ecam)
+        }
+        // MSI capability.
+        50..=69 => {
+            let Some((cap, flags)) = s.msi else {
+                return random_op(rng, bridge);
+            };
+            let is64 = flags & crate::msi::FLAGS_64BIT != 0;
+            let data_off = if is64 { 0x0C } else { 0x08 };
+            let mask_off = if is64 { 0x10 } else { 0x0C };
+            match rng.below(6) {
+                0 => cfg_w(s.addr, cap + 2, 2, rng.below(2) | rng.below(8) << 4, ecam),
+                1 => cfg_w(s.addr, cap + 4, 4, msi_address(rng) & 0xFFFF_FFFF, ecam),
+                2 if is64 => cfg_w(s.addr, cap + 8, 4, rng.below(2) * rng.next_u64(), ecam),
+                3 => cfg_w(
+                    s.addr,
+                    cap + data_off,
+                    2,
+                    (0x20 + rng.below(0xE0)) | (rng.below(2) << 15),
+                    ecam,
+                ),
+                4 => cfg_w(s.addr, cap + mask_off, 4, rng.next_u64() & 0xFF, ecam),
+                _ => Op::CfgRead {
+                    ecam,
+                    addr: s.addr,
+                    reg: cap + rng.below(0x18) as u16,
+                    size: 4,
+                },
+            }
+        }
+        // The PBA.
+        70..=74 => match s.table {
+            Some((_, pba, _)) => Op::MmioRead {
+                addr: pba + rng.below(3) * 4,
+                size: [4u8, 8][rng.below(2) as usize],
+            },
+            None => random_op(rng, bridge),
+        },
+        // Decode on/off and the guest's Interrupt Disable.
+        75..=84 => cfg_w(
+            s.addr,
+            4,
+            2,
+            0x0006 | rng.below(2) << 10 | if rng.percent(15) { 0 } else { 0x2 },
+            ecam,
+        ),
+        // Move the table's BAR (gtable changes).
+        _ => match s.table_bar_reg {
+            Some(reg) => {
+                let (a, z) = s.windows.mmio[0];
+                cfg_w(s.addr, reg, 4, a + (rng.below((z - a) >> 16) << 16), ecam)
+            }
+            None => random_op(rng, bridge),
+        },
+    }
+}
+
+/// Linux's MSI-X bring-up for every function with MSI-X: entries written while masked, MSI-X
+/// enabled with the function masked, the function mask cleared, then each entry unmasked in
+/// turn (vectors from `first_vector`). Needs the BARs placed and decode on.
+pub fn linux_msix_ops(bridge: &PciHostBridge, first_vector: u8) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for s in irq_surfaces(bridge) {
+        let (Some(cap), Some((table, _, n))) = (s.msix_cap, s.table) else {
+            continue;
+        };
+        let w = |ops: &mut Vec<Op>, a: u64, size: u8, data: u64| {
+            ops.push(Op::MmioWrite {
+                addr: a,
+                size,
+                data,
+            })
+        };
+        ops.push(cfg_w(s.addr, cap + 2, 2, 0xC000, false));
+        for e in 0..u64::from(n) {
+            w(&mut ops, table + e * 16 + 12, 4, 1);
+        }
+        for e in 0..u64::from(n) {
+            w(&mut ops, table + e * 16, 4, 0xFEE0_0000);
+            w(&mut ops, table + e * 16 + 4, 4, 0);
+            w(
+                &mut ops,
+                table + e * 16 + 8,
+                4,
+                u64::from(first_vector.wrapping_add(e as u8)),
+            );
+        }
+        ops.push(cfg_w(s.addr, cap + 2, 2, 0x8000, false));
+        for e in 0..u64::from(n) {
+            w(&mut ops, table + e * 16 + 12, 4, 0);
+        }
+    }
+    ops
+}
+
+/// Decode a fuzzer's bytes into accesses aimed at the MSI capability (4 bytes each): which
+/// function, which register, and the value.
+pub fn msi_ops_from_bytes(bridge: &PciHostBridge, bytes: &[u8]) -> Vec<Op> {
+    let surfaces = irq_surfaces(bridge);
+    let with_msi: Vec<&IrqSurface> = surfaces.iter().filter(|s| s.msi.is_some()).collect();
+    if with_msi.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .chunks_exact(4)
+        .map(|c| {
+            let s = with_msi[usize::from(c[0] >> 4) % with_msi.len()];
+            let (cap, _) = s.msi.unwrap_or((0x50, 0));
+            let ecam = c[0] & 8 != 0;
+            let v = u64::from(u16::from_le_bytes([c[2], c[3]]));
+            match c[0] & 7 {
+                0 => cfg_w(s.addr, cap + 2, 2, v & 0x71 | u64::from(c[1] & 1), ecam),
+                1 => cfg_w(s.addr, cap + 4, 4, 0xFEE0_0000 | v << 4, ecam),
+                2 => cfg_w(s.addr, cap + 8, 4, if c[1] & 1 != 0 { v } else { 0 }, ecam),
+                3 => cfg_w(s.addr, cap + u16::from(c[1] & 0x1F), 2, v, ecam),
+                4 => cfg_w(s.addr, cap + 0x0C, 4, v, ecam),
+                5 => cfg_w(s.addr, cap + 0x10, 4, v, ecam),
+                6 => cfg_w(s.addr, 4, 2, v & 0x0407 | 2, ecam),
+                _ => Op::CfgRead {
+                    ecam,
+                    addr: s.addr,
+                    reg: cap + u16::from(c[1] & 0x1F),
+                    size: [1u8, 2, 4, 4][usize::from(c[2] & 3)],
+                },
+            }
+        })
+        .collect()
+}
+
+/// Decode a fuzzer's bytes into accesses aimed at MSI-X (6 bytes each): table entries with
+/// any size and offset, Message Control, the PBA, the table BAR and decode.
+pub fn msix_ops_from_bytes(bridge: &PciHostBridge, bytes: &[u8]) -> Vec<Op> {
+    let surfaces = irq_surfaces(bridge);
+    let with_msix: Vec<&IrqSurface> = surfaces.iter().filter(|s| s.msix_cap.is_some()).collect();
+    if with_msix.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .chunks_exact(6)
+        .map(|c| {
+            let s = with_msix[usize::from(c[0] >> 5) % with_msix.len()];
+            let cap = s.msix_cap.unwrap_or(0x70);
+            let (table, pba, n) = s.table.unwrap_or((0, 0, 1));
+            let size = [1u8, 2, 4, 4, 8, 8, 4, 4][usize::from(c[1] & 7)];
+            let entry = u64::from(c[1] >> 3) % (u64::from(n) + 1);
+            let off = u64::from(c[2] & 0xF);
+            let data32 = u64::from(u32::from_le_bytes([c[2], c[3], c[4], c[5]]));
+            match c[0] & 0x1F {
+                0..=15 => {
+                    let addr = table + entry * 16 + if c[0] & 1 != 0 { off } else { off & 0xC };
+                    let data = match (off & 0xC, c[3] & 3) {
+                        (0, 0..=2) => 0xFEE0_0000 | data32 & 0xFF00C,
+                        (8, _) => data32 & 0xC7FF,
+                        (12, _) => data32 & 1,
+                        _ => data32 | data32 << 32,
+                    };
+                    if c[0] & 0x10 != 0 {
+                        Op::MmioRead { addr, size }
+                    } else {
+                        Op::MmioWrite { addr, size, data }
+                    }
+                }
+                16..=21 => cfg_w(
+                    s.addr,
+                    cap + 2,
+                    2,
+                    u64::from(c[2] & 0xC0) << 8,
+                    c[3] & 1 != 0,
+                ),
+                22 => cfg_w(s.addr, cap + 3, 1, u64::from(c[2]), false),
+                23 | 24 => Op::MmioRead {
+                    addr: pba + off,
+                    size,
+                },
+                25 => Op::MmioWrite {
+                    addr: pba + (off & 8),
+                    size,
+                    data: data32,
+                },
+                26 => cfg_w(
+                    s.addr,
+                    4,
+                    2,
+                    u64::from(c[2] & 0x07) | 0x2 | u64::from(c[3] & 4) << 8,
+                    false,
+                ),
+                27 => match s.table_bar_reg {
+                    Some(reg) => {
+                        let (a, z) = s.windows.mmio[0];
+                        cfg_w(
+                            s.addr,
+                            reg,
+                            4,
+                            a + ((data32 % ((z - a) >> 16).max(1)) << 16),
+                            false,
+                        )
+                    }
+                    None => Op::MmioRead {
+                        addr: table,
+                        size: 4,
+                    },
+                },
+                _ => Op::CfgRead {
+                    ecam: false,
+                    addr: s.addr,
+                    reg: cap + u16::from(c[2] % 12),
+                    size: 4,
+                },
+            }
+        })
+        .collect()
 }

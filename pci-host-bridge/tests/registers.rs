@@ -294,7 +294,7 @@ fn power_management_virtual() {
 }
 
 #[test]
-fn msi_and_msix_are_virtual_only() {
+fn msi_and_msix_registers_are_virtual_and_never_reach_the_device() {
     let mut t = one(PF);
     // MSI: 64-bit with per-vector masking. Enable + MME + address + data + mask stored.
     assert_eq!(t.rd(0x52, 2), 0x0180);

@@ -3,13 +3,19 @@
 //! - [`sysfs`]: `/sys/bus/pci/devices/SBDF/config` for config space, `resource` for the BARs'
 //!   host addresses and sizes (the default in a Xen dom0, where the IOMMU belongs to Xen);
 //! - [`snapshot`]: a file (or in-memory) copy of a real or hand-made device that records every
-//!   write reaching it, for tests and dry runs.
+//!   write reaching it, for tests and dry runs;
+//! - [`uio`] (the sysfs backend's INTx through `uio_pci_generic`) and [`intx_eventfd`] (the
+//!   snapshot backend's INTx: an eventfd a test signals). Both hand the bridge one fd through
+//!   [`HostDevice::intx_fd`]; the bridge has a single INTx path for all backends.
 //!
 //! VFIO is not implemented yet (see DESIGN.md "Passthrough").
 
+pub mod intx_eventfd;
 pub mod snapshot;
 pub mod sysfs;
+pub mod uio;
 
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -98,6 +104,49 @@ pub trait HostDevice {
         })
     }
 
+    /// Whether the function is an SR-IOV Virtual Function (no INTx; IDs and BARs come from
+    /// the PF, see [`crate::sriov`]).
+    fn is_virtual_function(&self) -> bool {
+        false
+    }
+
+    /// The host's INTx notification for this function: an fd that becomes readable when the
+    /// device asserted INTx and the host masked it at the device (Interrupt Disable set). `None`
+    /// when INTx is not forwarded.
+    fn intx_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Consume the notification without blocking: the number of host interrupts since the
+    /// last call (0: nothing new).
+    fn intx_ack(&mut self) -> Result<u64, Error> {
+        Ok(0)
+    }
+
+    /// Set the device's Interrupt Disable bit (command register bit 10, PCI Local Bus 3.0
+    /// 6.2.2): the device stops asserting INTx.
+    fn intx_mask(&mut self) -> Result<(), Error> {
+        set_interrupt_disable(self, true)
+    }
+
+    /// Clear the device's Interrupt Disable bit: the device may assert INTx again (with
+    /// uio_pci_generic this is how user space re-enables the interrupt).
+    fn intx_unmask(&mut self) -> Result<(), Error> {
+        set_interrupt_disable(self, false)
+    }
+
+    /// Keep dom0's driver off the device before it is assigned (sysfs: unbind it). Returns the
+    /// driver that was unbound, if any.
+    fn detach_host_driver(&mut self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
+    /// Backend-specific state for the status socket (the snapshot backend lists the writes
+    /// that reached it, so that a test in another process can see them).
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Read one config byte.
     fn read_config_byte(&self, offset: u16) -> Result<u8, Error> {
         let mut b = [0u8; 1];
@@ -120,13 +169,40 @@ pub trait HostDevice {
     }
 }
 
+/// Byte of the command register holding Interrupt Disable (bit 10 = bit 2 of byte 5).
+pub const COMMAND_HIGH: u16 = 0x05;
+/// Interrupt Disable within [`COMMAND_HIGH`].
+pub const INTX_DISABLE_BIT: u8 = 0x04;
+
+/// Set or clear Interrupt Disable with a one-byte read-modify-write of the command register's
+/// high byte, so nothing else in the register is written (no write when already so).
+pub fn set_interrupt_disable<D: HostDevice + ?Sized>(
+    dev: &mut D,
+    disable: bool,
+) -> Result<(), Error> {
+    let b = dev.read_config_byte(COMMAND_HIGH)?;
+    let n = if disable {
+        b | INTX_DISABLE_BIT
+    } else {
+        b & !INTX_DISABLE_BIT
+    };
+    if n != b {
+        dev.write_config(COMMAND_HIGH, &[n])?;
+    }
+    Ok(())
+}
+
 /// Open the backend a `[[pci.device]]` entry names. `sysfs_root` is normally `/sys`.
 /// The sysfs backend is opened writable: this is the production path.
 pub fn open(dev: &PciDeviceConfig, sysfs_root: &Path) -> Result<Box<dyn HostDevice>, Error> {
     match dev.backend {
-        BackendKind::Sysfs => Ok(Box::new(sysfs::SysfsDevice::open(
-            sysfs_root, dev.host, true,
-        )?)),
+        BackendKind::Sysfs => {
+            let mut d = sysfs::SysfsDevice::open(sysfs_root, dev.host, true)?;
+            if let Some(intx) = &dev.intx {
+                d.enable_intx(intx)?;
+            }
+            Ok(Box::new(d))
+        }
         BackendKind::Snapshot => {
             let path = dev.snapshot.as_ref().ok_or_else(|| {
                 Error::Config(format!(
@@ -134,7 +210,12 @@ pub fn open(dev: &PciDeviceConfig, sysfs_root: &Path) -> Result<Box<dyn HostDevi
                     dev.host
                 ))
             })?;
-            Ok(Box::new(snapshot::SnapshotDevice::open(path)?))
+            let mut d = snapshot::SnapshotDevice::open_at(path, Some(dev.host))?;
+            if let Some(intx) = &dev.intx {
+                d.enable_intx()?;
+                d.publish_intx(Path::new(intx))?;
+            }
+            Ok(Box::new(d))
         }
     }
 }

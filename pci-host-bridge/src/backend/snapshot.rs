@@ -34,6 +34,33 @@
 //! - Numbers may be JSON integers or strings (`"0x..."` hex or decimal).
 //! - `bar_data` gives sparse BAR contents (e.g. a PBA) for [`HostDevice::read_bar`]; the rest
 //!   reads zero.
+//!
+//! # SR-IOV
+//!
+//! A VF snapshot holds the VF's raw config space (IDs 0xFFFF, BARs 0) and names its PF's
+//! snapshot with `"physfn": "pf.json"` (relative to the VF's file); it then has no `ids` and no
+//! `bars`: both are derived from the PF as the kernel derives them ([`crate::sriov`]): vendor ID
+//! from the PF, device ID from the PF's SR-IOV VF Device ID, the VF index from the two routing
+//! IDs (the PF snapshot's `source` and the VF's address: the configured `host`, else the VF
+//! snapshot's `source`) and First VF Offset / VF Stride, and BARi = VF BARi base + index * size,
+//! with the per-VF sizes (what sizing the VF BAR registers returns) stored in the PF snapshot:
+//!
+//! ```json
+//! "vf_bars": [ { "index": 0, "size": "0x10000" }, { "index": 3, "size": "0x4000" } ]
+//! ```
+//!
+//! A snapshot whose raw Vendor ID reads 0xFFFF but that has an `ids` override (a VF recorded
+//! with what sysfs reports) is a VF too.
+//!
+//! # INTx
+//!
+//! [`SnapshotDevice::enable_intx`] gives the device a real eventfd as its host INTx
+//! ([`super::intx_eventfd`]); a test signals it (in process with
+//! [`SnapshotDevice::intx_handle`], from another process through
+//! [`SnapshotDevice::publish_intx`]). On each notification the snapshot does what
+//! `uio_pci_generic`'s handler does to a real device: it sets Interrupt Disable (not recorded
+//! as a write: that is the host, not the bridge). The bridge's unmask clears it again through
+//! [`HostDevice::write_config`], which is recorded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,10 +68,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use super::intx_eventfd::IntxEventFd;
 use super::sysfs::SysfsDevice;
-use super::{BarInfo, BarKind, HostDevice};
+use super::{BarInfo, BarKind, HostDevice, COMMAND_HIGH, INTX_DISABLE_BIT};
 use crate::error::Error;
+use crate::sriov::VfIdentity;
 use crate::topology::PciAddress;
+
+/// How many recent config writes [`HostDevice::status`] lists.
+pub const STATUS_WRITES: usize = 32;
 
 /// The `format` string of version 1 of the file format.
 pub const FORMAT: &str = "pci-host-bridge-snapshot/1";
@@ -147,6 +179,17 @@ pub struct SnapshotBarData {
     pub bytes: String,
 }
 
+/// The per-VF size of one VF BAR, in a PF snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotVfBar {
+    /// VF BAR slot 0..=5.
+    pub index: u8,
+    /// Bytes per VF (what sizing the VF BAR register returns).
+    #[serde(with = "hexnum")]
+    pub size: u64,
+}
+
 /// Config space in one of the three accepted forms.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -188,6 +231,12 @@ pub struct Snapshot {
     /// Sparse BAR contents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bar_data: Vec<SnapshotBarData>,
+    /// For a VF: the PF's snapshot file (relative to this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physfn: Option<String>,
+    /// For a PF: the per-VF sizes of its VF BARs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vf_bars: Vec<SnapshotVfBar>,
 }
 
 /// Decode hex digits, ignoring whitespace.
@@ -266,6 +315,8 @@ impl Snapshot {
                 .collect(),
             rom: rom.map(|r| to_bar(0, r)),
             bar_data: Vec::new(),
+            physfn: None,
+            vf_bars: Vec::new(),
         }
     }
 
@@ -439,6 +490,9 @@ pub struct SnapshotDevice {
     ids: (u16, u16),
     bars: [Option<BarInfo>; 6],
     rom: Option<BarInfo>,
+    is_vf: bool,
+    vf: Option<VfIdentity>,
+    intx: Option<IntxEventFd>,
 }
 
 impl SnapshotDevice {
@@ -463,11 +517,25 @@ impl SnapshotDevice {
             ids,
             bars: sanitize_bars(bars),
             rom: rom.filter(|r| r.is_mem() && r.size > 0),
+            is_vf: false,
+            vf: None,
+            intx: None,
         }
     }
 
-    /// From a parsed snapshot; `origin` names it in errors.
+    /// From a parsed snapshot; `origin` names it in errors (and anchors a relative
+    /// `physfn`); the device's address is the snapshot's `source`.
     pub fn from_snapshot(snap: &Snapshot, origin: &Path) -> Result<Self, Error> {
+        Self::from_snapshot_at(snap, origin, None)
+    }
+
+    /// Like [`SnapshotDevice::from_snapshot`] for a device at host `address` (which wins over
+    /// the snapshot's `source`; it matters for a VF's index).
+    pub fn from_snapshot_at(
+        snap: &Snapshot,
+        origin: &Path,
+        address: Option<PciAddress>,
+    ) -> Result<Self, Error> {
         let config = snap.config_bytes(origin)?;
         let mut bars = [None; 6];
         for b in &snap.bars {
@@ -484,6 +552,35 @@ impl SnapshotDevice {
                 size: b.size,
             });
         }
+        let source = snap.source.as_ref().map(|s| {
+            s.parse::<PciAddress>()
+                .map_err(|e| Error::parse(origin, format!("source {s:?}: {e}")))
+        });
+        let vf = match &snap.physfn {
+            None => None,
+            Some(pf_file) => {
+                if snap.ids.is_some() || !snap.bars.is_empty() {
+                    return Err(Error::parse(
+                        origin,
+                        "a VF snapshot with physfn takes its ids and bars from the PF: remove \"ids\" and \"bars\"",
+                    ));
+                }
+                let vf_addr = match (address, source) {
+                    (Some(a), _) => a,
+                    (None, Some(s)) => s?,
+                    (None, None) => {
+                        return Err(Error::parse(
+                            origin,
+                            "a VF snapshot needs its address (source) to find its VF index",
+                        ))
+                    }
+                };
+                Some(derive_vf(origin, pf_file, vf_addr)?)
+            }
+        };
+        if let Some(v) = &vf {
+            bars = v.bars;
+        }
         let rom = snap.rom.map(|r| BarInfo {
             kind: BarKind::Mem32,
             prefetchable: false,
@@ -493,6 +590,11 @@ impl SnapshotDevice {
         let mut dev = Self::from_raw(&config, bars, rom);
         if let Some(ids) = snap.ids {
             dev.ids = (ids.vendor, ids.device);
+        }
+        dev.is_vf = vf.is_some() || (config[0..2] == [0xFF, 0xFF] && snap.ids.is_some());
+        if let Some(v) = vf {
+            dev.ids = (v.vendor, v.device);
+            dev.vf = Some(v);
         }
         {
             let mut st = dev.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -520,6 +622,43 @@ impl SnapshotDevice {
         Self::from_snapshot(&Snapshot::load(path)?, path)
     }
 
+    /// Load a snapshot file for the device at host `address` (see
+    /// [`SnapshotDevice::from_snapshot_at`]).
+    pub fn open_at(path: &Path, address: Option<PciAddress>) -> Result<Self, Error> {
+        Self::from_snapshot_at(&Snapshot::load(path)?, path, address)
+    }
+
+    /// The VF identity derived from the PF snapshot, for a VF snapshot with `physfn`.
+    pub fn vf_identity(&self) -> Option<&VfIdentity> {
+        self.vf.as_ref()
+    }
+
+    /// Give the device an INTx eventfd ([`super::intx_eventfd`]); a no-op if it has one.
+    pub fn enable_intx(&mut self) -> Result<(), Error> {
+        if self.intx.is_none() {
+            self.intx = Some(IntxEventFd::new()?);
+        }
+        Ok(())
+    }
+
+    /// Hand the INTx eventfd to other processes on a socket at `path`
+    /// ([`IntxEventFd::publish`]). Needs [`SnapshotDevice::enable_intx`] first.
+    pub fn publish_intx(&self, path: &Path) -> Result<(), Error> {
+        match &self.intx {
+            Some(i) => i.publish(path),
+            None => Err(Error::Backend {
+                device: self.name.clone(),
+                message: "no INTx eventfd to publish".into(),
+            }),
+        }
+    }
+
+    /// A duplicate of the INTx eventfd for an in-process test to signal (write a non-zero
+    /// `u64`).
+    pub fn intx_handle(&self) -> Option<std::os::fd::OwnedFd> {
+        self.intx.as_ref().and_then(|i| i.duplicate().ok())
+    }
+
     /// Parse snapshot JSON text (`origin` names it in errors).
     pub fn from_json(text: &str, origin: impl Into<PathBuf>) -> Result<Self, Error> {
         let origin = origin.into();
@@ -542,6 +681,9 @@ impl SnapshotDevice {
             ids: self.ids,
             bars: self.bars,
             rom: self.rom,
+            is_vf: self.is_vf,
+            vf: self.vf,
+            intx: self.intx.as_ref().and_then(|_| IntxEventFd::new().ok()),
         }
     }
 
@@ -565,6 +707,34 @@ impl SnapshotDevice {
                 .map(|b| b.size)
         }
     }
+}
+
+/// Load the PF snapshot `pf_file` (relative to the VF snapshot `origin`) and derive the VF at
+/// `vf_addr` from it.
+fn derive_vf(origin: &Path, pf_file: &str, vf_addr: PciAddress) -> Result<VfIdentity, Error> {
+    let pf_path = origin
+        .parent()
+        .map_or_else(|| PathBuf::from(pf_file), |d| d.join(pf_file));
+    let pf = Snapshot::load(&pf_path)?;
+    let pf_addr: PciAddress = pf
+        .source
+        .as_deref()
+        .ok_or_else(|| Error::parse(&pf_path, "a PF snapshot needs its address (source)"))?
+        .parse()
+        .map_err(|e| Error::parse(&pf_path, format!("source: {e}")))?;
+    let pf_config = pf.config_bytes(&pf_path)?;
+    let mut sizes = [0u64; 6];
+    for b in &pf.vf_bars {
+        let s = sizes.get_mut(usize::from(b.index)).ok_or_else(|| {
+            Error::parse(
+                &pf_path,
+                format!("vf_bars index {} (must be 0..=5)", b.index),
+            )
+        })?;
+        *s = b.size;
+    }
+    VfIdentity::derive(pf_addr, &pf_config, vf_addr, &sizes)
+        .map_err(|e| Error::parse(origin, format!("physfn {}: {e}", pf_path.display())))
 }
 
 /// Drop BARs that cannot exist: the slot after a 64-bit BAR, a 64-bit BAR in slot 5, size 0.
@@ -642,6 +812,39 @@ impl HostDevice for SnapshotDevice {
 
     fn rom(&self) -> Option<BarInfo> {
         self.rom
+    }
+
+    fn is_virtual_function(&self) -> bool {
+        self.is_vf
+    }
+
+    fn intx_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.intx.as_ref().map(IntxEventFd::fd)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let st = self.lock();
+        let n = st.writes.len();
+        serde_json::json!({
+            "kind": "snapshot",
+            "config_writes": n,
+            // The most recent ones, bounded.
+            "last_config_writes": st.writes[n.saturating_sub(STATUS_WRITES)..],
+            "bar_writes": st.bar_writes.len(),
+        })
+    }
+
+    fn intx_ack(&mut self) -> Result<u64, Error> {
+        let Some(i) = &self.intx else { return Ok(0) };
+        let n = i.take()?;
+        if n > 0 {
+            // What uio_pci_generic's handler does to the real device: mask INTx at the device.
+            let mut st = self.lock();
+            if let Some(b) = st.config.get_mut(usize::from(COMMAND_HIGH)) {
+                *b |= INTX_DISABLE_BIT;
+            }
+        }
+        Ok(n)
     }
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {

@@ -10,15 +10,32 @@
 //!   `/dev/mem` at the host address (only when the sysfs root is the real `/sys`; may be refused
 //!   by `CONFIG_STRICT_DEVMEM`, in which case those reads return all-ones and writes drop).
 //!
+//! - SR-IOV VFs (a `physfn` link): the kernel already reports the VF's IDs (`vendor`,
+//!   `device`) and BARs (`resource`) as [`crate::sriov`] derives them from the PF; on open the
+//!   derivation from the PF's config space (`physfn/config`) and VF BAR sizes (the PF's
+//!   `resource` lines 7-12, each `size * TotalVFs`) is cross-checked and a disagreement logged.
+//! - INTx through `uio_pci_generic` ([`super::uio`]): `[[pci.device]] intx = "uio"` or
+//!   `"/dev/uioN"`.
+//! - Assignment ([`HostDevice::detach_host_driver`]): dom0's driver is unbound through
+//!   `driver/unbind` before the device is assigned (except `uio_pci_generic`, which delivers
+//!   INTx, and pciback, which is there to keep drivers off). When the backend is dropped —
+//!   after the ioreq server's teardown deassigned the device — the function is handed back by
+//!   writing its address to `bus/pci/drivers_probe`, which lets the kernel re-probe its driver.
+//!
 //! Tests in this crate never open a real device writable.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::uio::{self, UioIntx};
 use super::{BarInfo, BarKind, HostDevice};
 use crate::error::Error;
+use crate::sriov::VfIdentity;
 use crate::topology::PciAddress;
+
+/// Drivers [`HostDevice::detach_host_driver`] leaves bound.
+pub const KEEP_DRIVERS: &[&str] = &[uio::DRIVER, "pciback", "xen-pciback"];
 
 /// `IORESOURCE_IO`.
 pub const IORESOURCE_IO: u64 = 0x0000_0100;
@@ -153,6 +170,10 @@ pub struct SysfsDevice {
     rom: Option<BarInfo>,
     dev_mem: Option<PathBuf>,
     is_vf: bool,
+    sysfs_root: PathBuf,
+    intx: Option<UioIntx>,
+    /// The dom0 driver we unbound (re-probed on drop).
+    detached: Option<String>,
 }
 
 impl SysfsDevice {
@@ -186,7 +207,7 @@ impl SysfsDevice {
         let (bars, rom) = bars_from_resource(&parse_resource(&text, &res_path)?);
         let dev_mem = (sysfs_root == Path::new("/sys")).then(|| PathBuf::from("/dev/mem"));
         let is_vf = dir.join("physfn").exists();
-        Ok(SysfsDevice {
+        let d = SysfsDevice {
             addr,
             dir,
             config,
@@ -197,7 +218,91 @@ impl SysfsDevice {
             rom,
             dev_mem,
             is_vf,
-        })
+            sysfs_root: sysfs_root.to_path_buf(),
+            intx: None,
+            detached: None,
+        };
+        if is_vf {
+            match d.derive_vf() {
+                Ok(v) => {
+                    if (v.vendor, v.device) != d.ids || v.bars != d.bars {
+                        tracing::warn!(
+                            vf = %addr,
+                            pf = %v.pf,
+                            kernel_ids = ?d.ids,
+                            derived_ids = ?(v.vendor, v.device),
+                            "the VF's IDs or BARs differ from what its PF's SR-IOV capability says; using the kernel's"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(vf = %addr, "cannot cross-check the VF against its PF: {e}")
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// Derive the VF's identity from its PF (`physfn`), read-only.
+    pub fn derive_vf(&self) -> Result<VfIdentity, Error> {
+        let pf_dir = self.dir.join("physfn");
+        let pf_name = std::fs::read_link(&pf_dir).map_err(|e| Error::io(&pf_dir, e))?;
+        let pf: PciAddress = pf_name
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .parse()?;
+        let cfg_path = pf_dir.join("config");
+        let pf_config = std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let res_path = pf_dir.join("resource");
+        let text = std::fs::read_to_string(&res_path).map_err(|e| Error::io(&res_path, e))?;
+        let lines = parse_resource(&text, &res_path)?;
+        let total_path = pf_dir.join("sriov_totalvfs");
+        let total = std::fs::read_to_string(&total_path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|&t| t > 0)
+            .ok_or_else(|| Error::parse(&total_path, "no TotalVFs"))?;
+        let mut sizes = [0u64; 6];
+        for (i, s) in sizes.iter_mut().enumerate() {
+            if let Some(l) = lines.get(7 + i) {
+                if l.end > l.start && l.flags & IORESOURCE_MEM != 0 {
+                    *s = (l.end - l.start + 1) / total;
+                }
+            }
+        }
+        VfIdentity::derive(pf, &pf_config, self.addr, &sizes)
+    }
+
+    /// Forward INTx from `uio_pci_generic`: `spec` is `"uio"` (find `/dev/uioN` through the
+    /// function's `uio` directory) or the path of the node.
+    pub fn enable_intx(&mut self, spec: &str) -> Result<(), Error> {
+        let node = if spec == "uio" {
+            let driver = std::fs::read_link(self.dir.join("driver"))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+            if driver.as_deref() != Some(uio::DRIVER) {
+                return Err(Error::Unsupported {
+                    device: self.addr.to_string(),
+                    message: format!(
+                        "intx = \"uio\" needs the function bound to {} (it is bound to {}); see the uio module docs",
+                        uio::DRIVER,
+                        driver.as_deref().unwrap_or("nothing")
+                    ),
+                });
+            }
+            let dev_root = if self.sysfs_root == Path::new("/sys") {
+                PathBuf::from("/dev")
+            } else {
+                self.sysfs_root.join("dev")
+            };
+            uio::find_node(&self.dir, &dev_root)?
+        } else {
+            PathBuf::from(spec)
+        };
+        self.intx = Some(UioIntx::open(&node)?);
+        tracing::info!(device = %self.addr, node = %node.display(), "INTx through uio_pci_generic");
+        Ok(())
     }
 
     /// The host address.
@@ -302,6 +407,43 @@ impl HostDevice for SysfsDevice {
         f.read_exact_at(buf, pos).map_err(|e| Error::io(&path, e))
     }
 
+    fn is_virtual_function(&self) -> bool {
+        self.is_vf
+    }
+
+    fn intx_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.intx.as_ref().map(UioIntx::fd)
+    }
+
+    fn intx_ack(&mut self) -> Result<u64, Error> {
+        match &mut self.intx {
+            Some(u) => u.take(),
+            None => Ok(0),
+        }
+    }
+
+    fn detach_host_driver(&mut self) -> Result<Option<String>, Error> {
+        if !self.writable {
+            return Ok(None);
+        }
+        let link = self.dir.join("driver");
+        let Ok(target) = std::fs::read_link(&link) else {
+            return Ok(None);
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if KEEP_DRIVERS.contains(&name.as_str()) {
+            return Ok(None);
+        }
+        let unbind = link.join("unbind");
+        std::fs::write(&unbind, self.addr.to_string()).map_err(|e| Error::io(&unbind, e))?;
+        tracing::info!(device = %self.addr, driver = %name, "dom0 driver unbound");
+        self.detached = Some(name.clone());
+        Ok(Some(name))
+    }
+
     fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) -> Result<(), Error> {
         if !self.writable {
             return Err(Error::Backend {
@@ -315,6 +457,28 @@ impl HostDevice for SysfsDevice {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         f.write_all_at(data, pos).map_err(|e| Error::io(&path, e))
+    }
+}
+
+impl Drop for SysfsDevice {
+    /// Hand a function whose dom0 driver we unbound back to dom0: `drivers_probe` makes the
+    /// kernel probe it again, which binds the driver that matches it.
+    fn drop(&mut self) {
+        let Some(driver) = self.detached.take() else {
+            return;
+        };
+        let probe = self.sysfs_root.join("bus/pci/drivers_probe");
+        match std::fs::write(&probe, self.addr.to_string()) {
+            Ok(()) => {
+                tracing::info!(device = %self.addr, %driver, "handed back to dom0 (re-probed)")
+            }
+            Err(e) => tracing::warn!(
+                device = %self.addr,
+                %driver,
+                "could not hand the device back ({}: {e}); bind {driver} again by hand",
+                probe.display()
+            ),
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub fn dev_cfg(slot: u8, function: u8) -> PciDeviceConfig {
         function,
         backend: BackendKind::Snapshot,
         snapshot: Some(PathBuf::from("unused.json")),
+        intx: None,
     }
 }
 
@@ -118,5 +119,39 @@ pub fn mask(size: u8) -> u64 {
         u64::MAX
     } else {
         (1u64 << (8 * u32::from(size))) - 1
+    }
+}
+
+/// A bridge with one snapshot device at guest 00:SLOT.0, host function `host`.
+pub fn one_at(dev: SnapshotDevice, host: PciAddress, slot: u8) -> One {
+    let handle = dev.handle();
+    let config = PciConfig {
+        devices: vec![PciDeviceConfig {
+            host,
+            ..dev_cfg(slot, 0)
+        }],
+        ..Default::default()
+    };
+    let bridge =
+        PciHostBridge::with_backends(&config, vec![Box::new(dev) as Box<dyn HostDevice>]).unwrap();
+    One {
+        bridge,
+        handle,
+        addr: PciAddress::new(0, 0, slot, 0),
+    }
+}
+
+impl One {
+    /// MMIO write, returning the actions.
+    pub fn mmio_wr_act(&mut self, addr: u64, size: u8, data: u64) -> Vec<Action> {
+        let mut act = Actions::new();
+        self.bridge
+            .write(Space::Memory, addr, size, data & mask(size), &mut act);
+        act.drain().collect()
+    }
+
+    /// The function under test.
+    pub fn func(&self) -> &pci_host_bridge::function::PassthroughFunction {
+        self.bridge.function(self.addr).unwrap()
     }
 }

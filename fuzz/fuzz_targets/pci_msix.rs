@@ -1,0 +1,81 @@
+//! Arbitrary MSI-X programming: table entries written and read with any size at any offset
+//! (aligned DWORD/QWORD ones take effect, the others are dropped), Message Control enable and
+//! function mask, PBA reads and writes, moving the table's BAR, decode on and off, starting
+//! from a fresh bridge or after Linux's bring-up sequence. After every access
+//! `pci_host_bridge::testing::Checker` checks: no panic; every `BindMsi` matches an entry
+//! that is unmasked while MSI-X is enabled and the function unmasked, with its vector, flags,
+//! host table address and guest table address; never more bound entries than unmasked ones and
+//! none for masked entries (the bound set equals exactly what the programming asks for);
+//! every `UnbindMsi` undoes a bind; nothing written to the device's config space, and no
+//! forwarded BAR write touches the table or PBA.
+//!
+//! Run: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pci_msix -O -- -max_total_time=20`
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use pci_host_bridge::backend::snapshot::SnapshotDevice;
+use pci_host_bridge::testing::{
+    bridge_with_snapshots, linux_msix_ops, msix_ops_from_bytes, placement_ops,
+};
+use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
+
+const SRIOV_PF: &str = include_str!("../../pci-host-bridge/testdata/sriov-nic-pf.json");
+const INTEL_PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
+const INTEL_VF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-vf.json");
+const VIRTIO: &str = include_str!("../../pci-host-bridge/testdata/real/virtio-net-1af4-1041.json");
+
+fn dev(slot: u8) -> PciDeviceConfig {
+    PciDeviceConfig {
+        host: PciAddress::new(0, 0x40, slot, 0),
+        slot,
+        function: 0,
+        backend: BackendKind::Snapshot,
+        snapshot: Some("embedded".into()),
+        intx: None,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let config = PciConfig {
+        mmio64_base: if sel & 4 != 0 { 0x80_0000_0000 } else { 0 },
+        mmio64_size: if sel & 4 != 0 { 0x10_0000_0000 } else { 0 },
+        devices: vec![dev(2), dev(3), dev(4), dev(5)],
+        ..Default::default()
+    };
+    static PROTOTYPES: OnceLock<Vec<SnapshotDevice>> = OnceLock::new();
+    let protos = PROTOTYPES.get_or_init(|| {
+        [SRIOV_PF, INTEL_PF, INTEL_VF, VIRTIO]
+            .iter()
+            .map(|j| SnapshotDevice::from_json(j, "embedded").expect("embedded snapshot"))
+            .collect()
+    });
+    let devices = protos.iter().map(SnapshotDevice::duplicate).collect();
+    let (mut bridge, mut checker) = bridge_with_snapshots(&config, devices).expect("bridge");
+    // Fresh (0), BARs placed with decode on (1), or placed plus Linux's bring-up (2, 3).
+    let mut prologue = Vec::new();
+    if sel & 3 != 0 {
+        prologue = placement_ops(&bridge);
+    }
+    for op in prologue {
+        if let Err(e) = checker.apply(&mut bridge, op) {
+            panic!("prologue: {e}");
+        }
+    }
+    if sel & 2 != 0 {
+        for op in linux_msix_ops(&bridge, 0x30) {
+            if let Err(e) = checker.apply(&mut bridge, op) {
+                panic!("linux bring-up: {e}");
+            }
+        }
+    }
+    for op in msix_ops_from_bytes(&bridge, rest) {
+        if let Err(e) = checker.apply(&mut bridge, op) {
+            panic!("{e}");
+        }
+    }
+});
