@@ -398,25 +398,43 @@ fn msi_multiple_messages() {
     let m = dm_ops(&h).len();
     cfg_wr(&mut v, PF_SLOT, cap + 2, 2, flags | 2 << 4 | 1);
     let ops = pt_ops_since(&h, m);
-    assert_eq!(names(&ops), ["map_pirq_msi", "bind_pt_irq_msi"], "{ops:?}");
+    // One block of 4 pirqs; vector i of the block is bound as pirq + i -> 0x60 + i (as Xen's
+    // vPCI binds multi-message MSI).
+    let binds = ["bind_pt_irq_msi"; 4];
+    assert_eq!(
+        names(&ops),
+        [&["map_pirq_msi"][..], &binds[..]].concat(),
+        "{ops:?}"
+    );
     assert_eq!(ops[0]["sbdf"], PF_SBDF);
     assert_eq!(ops[0]["nvec"], 4, "MME = 2 -> 4 vectors");
     assert_eq!(ops[0]["table_base"], 0);
-    assert_eq!(ops[1]["gvec"], 0x60);
-    assert_eq!(
-        ops[1]["gflags"],
-        u64::from(msi_gflags(0xFEE0_2000, 0x60, true))
-    );
-    assert_eq!(ops[1]["gtable"], 0);
+    let base = ops[0]["pirq"].as_u64().unwrap();
+    for i in 0..4u64 {
+        let b = &ops[1 + i as usize];
+        assert_eq!(b["pirq"], base + i);
+        assert_eq!(b["gvec"], 0x60 + i);
+        assert_eq!(b["gflags"], u64::from(msi_gflags(0xFEE0_2000, 0x60, true)));
+        assert_eq!(b["gtable"], 0);
+    }
     assert!(ops.iter().all(|o| o["rc"] == 0), "{ops:?}");
     assert_eq!(cfg_rd(&mut v, PF_SLOT, cap + 2, 2), flags | 2 << 4 | 1);
-    // Disable: unbound and unmapped.
+    // Disable: every vector unbound, the block unmapped through its first pirq.
     let m = dm_ops(&h).len();
     cfg_wr(&mut v, PF_SLOT, cap + 2, 2, flags);
+    let ops = pt_ops_since(&h, m);
     assert_eq!(
-        names(&pt_ops_since(&h, m)),
-        ["unbind_pt_irq_msi", "unmap_pirq"]
+        names(&ops),
+        [
+            "unbind_pt_irq_msi",
+            "unbind_pt_irq_msi",
+            "unbind_pt_irq_msi",
+            "unbind_pt_irq_msi",
+            "unmap_pirq"
+        ]
     );
+    assert_eq!(ops[4]["pirq"], base);
+    assert!(ops.iter().all(|o| o["rc"] == 0), "{ops:?}");
     assert_eq!(h.stop_all(), vec![Some(0)]);
 }
 

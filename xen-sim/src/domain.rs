@@ -145,6 +145,8 @@ pub(crate) struct Domain {
     pub assigned: std::collections::BTreeSet<u32>,
     /// Mapped pirqs and their MSI binding (gvec, gflags, gtable), if bound.
     pub pirqs: BTreeMap<u32, Option<(u8, u32, u64)>>,
+    /// Multi-message blocks: first pirq -> vectors.
+    pub pirq_blocks: BTreeMap<u32, u32>,
     next_pirq: u32,
 }
 
@@ -175,6 +177,7 @@ impl Domain {
             fail_next: Vec::new(),
             assigned: Default::default(),
             pirqs: BTreeMap::new(),
+            pirq_blocks: BTreeMap::new(),
             next_pirq: 64,
         })
     }
@@ -499,13 +502,22 @@ impl Domain {
                 }
                 let pirq = self.next_pirq;
                 self.next_pirq += nvec;
-                self.pirqs.insert(pirq, None);
+                for i in 0..nvec {
+                    self.pirqs.insert(pirq + i, None);
+                }
+                self.pirq_blocks.insert(pirq, nvec);
                 Ok(Some(pirq))
             }
-            PtOp::UnmapPirq { pirq } => match self.pirqs.remove(&pirq) {
-                Some(_) => Ok(None),
-                None => Err(neg(libc::EINVAL)),
-            },
+            // Unmapping the first pirq of a multi-message block releases the whole block.
+            PtOp::UnmapPirq { pirq } => {
+                if self.pirqs.remove(&pirq).is_none() {
+                    return Err(neg(libc::EINVAL));
+                }
+                for i in 1..self.pirq_blocks.remove(&pirq).unwrap_or(1) {
+                    self.pirqs.remove(&(pirq + i));
+                }
+                Ok(None)
+            }
             PtOp::BindPtIrqMsi {
                 pirq,
                 gvec,

@@ -100,7 +100,10 @@ pub enum ServerError {
 /// A mapped (and possibly bound) MSI / MSI-X vector: what rebinding and unbinding need.
 #[derive(Clone, Copy, Debug)]
 struct MsiBinding {
+    /// First pirq of the block.
     pirq: u32,
+    /// Vectors in the block (multi-message MSI), 1 otherwise.
+    nvec: u32,
     gvec: u8,
     gflags: u32,
     gtable: u64,
@@ -744,41 +747,56 @@ fn execute_action<T: Transport>(
             gflags,
             gtable,
         } => {
+            let nvec = nvec.max(1);
+            // A block of another size (the guest changed Multiple Message Enable) is released
+            // first: pirqs come in blocks of exactly the mapped size.
+            if pirqs.get(&(sbdf, entry)).is_some_and(|b| b.nvec != nvec) {
+                unbind_msi(transport, pirqs, sbdf, entry)?;
+            }
             let pirq = match pirqs.get(&(sbdf, entry)) {
                 Some(b) => b.pirq,
-                None => transport
-                    .passthrough(&PtOp::MapPirqMsi {
+                None => {
+                    let op = PtOp::MapPirqMsi {
                         sbdf,
                         entry,
                         table_base,
                         nvec,
-                    })?
-                    .ok_or_else(|| TransportError::Protocol("map_pirq returned no pirq".into()))?,
+                    };
+                    let pirq = transport.passthrough(&op)?.ok_or_else(|| {
+                        TransportError::Protocol("map_pirq returned no pirq".into())
+                    })?;
+                    // Remembered before binding, so that a failed bind is retried (or
+                    // unmapped at teardown) without mapping a second block.
+                    pirqs.insert(
+                        (sbdf, entry),
+                        MsiBinding {
+                            pirq,
+                            nvec,
+                            gvec,
+                            gflags,
+                            gtable,
+                            bound: false,
+                        },
+                    );
+                    pirq
+                }
             };
-            // Remember the pirq before binding, so that a failed bind is retried (or
-            // unmapped at teardown) without mapping a second pirq.
-            let bound = pirqs.get(&(sbdf, entry)).is_some_and(|b| b.bound);
-            let prev = pirqs.get(&(sbdf, entry)).copied();
-            pirqs.insert(
-                (sbdf, entry),
-                prev.unwrap_or(MsiBinding {
-                    pirq,
-                    gvec,
+            // Multi-message MSI: vector i of the block is pirq + i, delivered as gvec + i
+            // (Xen's vPCI binds them the same way; the guest's base vector is aligned to nvec).
+            for i in 0..nvec {
+                let op = PtOp::BindPtIrqMsi {
+                    pirq: pirq + i,
+                    gvec: gvec.wrapping_add(i as u8),
                     gflags,
                     gtable,
-                    bound,
-                }),
-            );
-            transport.passthrough(&PtOp::BindPtIrqMsi {
-                pirq,
-                gvec,
-                gflags,
-                gtable,
-            })?;
+                };
+                transport.passthrough(&op)?;
+            }
             pirqs.insert(
                 (sbdf, entry),
                 MsiBinding {
                     pirq,
+                    nvec,
                     gvec,
                     gflags,
                     gtable,
@@ -787,23 +805,34 @@ fn execute_action<T: Transport>(
             );
             Ok(())
         }
-        Action::UnbindMsi { sbdf, entry } => {
-            let Some(b) = pirqs.get(&(sbdf, entry)).copied() else {
-                return Ok(());
-            };
-            if b.bound {
-                let op = PtOp::UnbindPtIrqMsi {
-                    pirq: b.pirq,
-                    gvec: b.gvec,
-                    gflags: b.gflags,
-                    gtable: b.gtable,
-                };
-                transport.passthrough(&op)?;
-                pirqs.insert((sbdf, entry), MsiBinding { bound: false, ..b });
-            }
-            transport.passthrough(&PtOp::UnmapPirq { pirq: b.pirq })?;
-            pirqs.remove(&(sbdf, entry));
-            Ok(())
-        }
+        Action::UnbindMsi { sbdf, entry } => unbind_msi(transport, pirqs, sbdf, entry),
     }
+}
+
+/// Unbind every vector of a binding and unmap its pirq block (unmap_pirq of the first pirq
+/// releases the whole block in Xen).
+fn unbind_msi<T: Transport>(
+    transport: &mut T,
+    pirqs: &mut HashMap<(u32, u32), MsiBinding>,
+    sbdf: u32,
+    entry: u32,
+) -> Result<(), TransportError> {
+    let Some(b) = pirqs.get(&(sbdf, entry)).copied() else {
+        return Ok(());
+    };
+    if b.bound {
+        for i in 0..b.nvec {
+            let op = PtOp::UnbindPtIrqMsi {
+                pirq: b.pirq + i,
+                gvec: b.gvec.wrapping_add(i as u8),
+                gflags: b.gflags,
+                gtable: b.gtable,
+            };
+            transport.passthrough(&op)?;
+        }
+        pirqs.insert((sbdf, entry), MsiBinding { bound: false, ..b });
+    }
+    transport.passthrough(&PtOp::UnmapPirq { pirq: b.pirq })?;
+    pirqs.remove(&(sbdf, entry));
+    Ok(())
 }
