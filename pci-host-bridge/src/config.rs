@@ -81,6 +81,9 @@ pub enum BackendKind {
     Sysfs,
     /// A file-backed snapshot (tests, dry runs); writes are recorded, never sent anywhere.
     Snapshot,
+    /// VFIO (`vfio-pci`; hosts whose IOMMU groups Linux sees): config region, BAR regions,
+    /// reset, INTx eventfd. `intx = "vfio"` forwards INTx.
+    Vfio,
 }
 
 /// `[pci]`.
@@ -329,7 +332,7 @@ impl PciConfig {
                         "{name}: backend \"snapshot\" needs snapshot = \"path\""
                     ))
                 }
-                (BackendKind::Sysfs, Some(_)) => {
+                (BackendKind::Sysfs | BackendKind::Vfio, Some(_)) => {
                     return err(format!(
                         "{name}: snapshot is only allowed with backend \"snapshot\""
                     ))
@@ -342,6 +345,11 @@ impl PciConfig {
                 (BackendKind::Sysfs, Some(i)) if i != "uio" && !i.starts_with('/') => {
                     return err(format!(
                         "{name}: intx = {i:?}: expected \"uio\" or the path of /dev/uioN"
+                    ))
+                }
+                (BackendKind::Vfio, Some(i)) if i != "vfio" => {
+                    return err(format!(
+                        "{name}: intx = {i:?}: with backend \"vfio\" use intx = \"vfio\""
                     ))
                 }
                 _ => {}

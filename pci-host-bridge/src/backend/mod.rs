@@ -14,6 +14,7 @@ pub mod intx_eventfd;
 pub mod snapshot;
 pub mod sysfs;
 pub mod uio;
+pub mod vfio;
 
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -200,6 +201,13 @@ pub fn open(dev: &PciDeviceConfig, sysfs_root: &Path) -> Result<Box<dyn HostDevi
             let mut d = sysfs::SysfsDevice::open(sysfs_root, dev.host, true)?;
             if let Some(intx) = &dev.intx {
                 d.enable_intx(intx)?;
+            }
+            Ok(Box::new(d))
+        }
+        BackendKind::Vfio => {
+            let mut d = vfio::VfioHostDevice::open(sysfs_root, dev.host)?;
+            if dev.intx.is_some() {
+                d.enable_intx()?;
             }
             Ok(Box::new(d))
         }
