@@ -65,6 +65,26 @@ pub enum PtOp {
     },
 }
 
+/// The `"op"` names [`PtOp`] serializes to (how xen-sim's record names passthrough ops).
+pub const PT_OP_NAMES: [&str; 11] = [
+    "memory_mapping",
+    "ioport_mapping",
+    "iomem_permission",
+    "ioport_permission",
+    "irq_permission",
+    "assign_device",
+    "deassign_device",
+    "map_pirq_msi",
+    "unmap_pirq",
+    "bind_pt_irq_msi",
+    "unbind_pt_irq_msi",
+];
+
+/// Whether a recorded operation name is a passthrough hypercall (not a DM op).
+pub fn is_passthrough_op(name: &str) -> bool {
+    PT_OP_NAMES.contains(&name)
+}
+
 /// A hypercall ready for `IOCTL_PRIVCMD_HYPERCALL`: which one, its command, its argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hypercall {
@@ -288,6 +308,69 @@ mod tests {
         assert_eq!(&arg[16..20], &0x0001_0003u32.to_le_bytes());
         assert_eq!(&arg[20..24], &0x10u32.to_le_bytes());
         assert_eq!(&arg[24..28], &5u32.to_le_bytes());
+    }
+
+    #[test]
+    fn op_names_are_the_serialized_ones() {
+        let all = [
+            PtOp::MemoryMapping {
+                gfn: 0,
+                mfn: 0,
+                nr: 1,
+                add: true,
+            },
+            PtOp::IoportMapping {
+                gport: 0,
+                mport: 0,
+                nr: 1,
+                add: true,
+            },
+            PtOp::IomemPermission {
+                mfn: 0,
+                nr: 1,
+                allow: true,
+            },
+            PtOp::IoportPermission {
+                port: 0,
+                nr: 1,
+                allow: true,
+            },
+            PtOp::IrqPermission {
+                pirq: 0,
+                allow: true,
+            },
+            PtOp::AssignDevice { sbdf: 0 },
+            PtOp::DeassignDevice { sbdf: 0 },
+            PtOp::MapPirqMsi {
+                sbdf: 0,
+                entry: 0,
+                table_base: 0,
+                nvec: 1,
+            },
+            PtOp::UnmapPirq { pirq: 0 },
+            PtOp::BindPtIrqMsi {
+                pirq: 0,
+                gvec: 0,
+                gflags: 0,
+                gtable: 0,
+            },
+            PtOp::UnbindPtIrqMsi {
+                pirq: 0,
+                gvec: 0,
+                gflags: 0,
+                gtable: 0,
+            },
+        ];
+        let names: Vec<String> = all
+            .iter()
+            .map(|o| {
+                serde_json::to_value(o).unwrap()["op"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, PT_OP_NAMES);
     }
 
     #[test]

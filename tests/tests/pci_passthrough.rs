@@ -76,27 +76,12 @@ fn ops_named(ops: &[Value], name: &str) -> Vec<Value> {
     ops.iter().filter(|o| o["op"] == name).cloned().collect()
 }
 
-/// The passthrough hypercalls as xen-sim names them (`PtOp`).
-const PT_OPS: &[&str] = &[
-    "memory_mapping",
-    "ioport_mapping",
-    "iomem_permission",
-    "ioport_permission",
-    "irq_permission",
-    "assign_device",
-    "deassign_device",
-    "map_pirq_msi",
-    "unmap_pirq",
-    "bind_pt_irq_msi",
-    "unbind_pt_irq_msi",
-];
-
 /// The passthrough ops (not ioreq-server setup DM ops) from index `from` on.
 fn pt_ops_since(h: &Harness, from: usize) -> Vec<Value> {
     dm_ops(h)
         .into_iter()
         .skip(from)
-        .filter(|o| PT_OPS.contains(&o["op"].as_str().unwrap_or("")))
+        .filter(|o| ioreq_server::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
         .collect()
 }
 

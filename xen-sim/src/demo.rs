@@ -215,25 +215,12 @@ fn find_cap(v: &mut Vcpu, slot: u8, id: u64) -> anyhow::Result<Option<u16>> {
 
 /// The passthrough hypercalls the sim recorded from index `from` on, as `name(args)` lines.
 fn pt_ops_since(h: &Harness, from: usize) -> Vec<Value> {
-    const PT: [&str; 11] = [
-        "memory_mapping",
-        "ioport_mapping",
-        "iomem_permission",
-        "ioport_permission",
-        "irq_permission",
-        "assign_device",
-        "deassign_device",
-        "map_pirq_msi",
-        "unmap_pirq",
-        "bind_pt_irq_msi",
-        "unbind_pt_irq_msi",
-    ];
     h.sim
         .report(DOMID)
         .dm_ops
         .into_iter()
         .skip(from)
-        .filter(|o| PT.contains(&o["op"].as_str().unwrap_or("")))
+        .filter(|o| ioreq_server::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
         .collect()
 }
 
