@@ -21,6 +21,8 @@ pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
     clients: HashMap<usize, (UnixStream, Vec<u8>)>,
+    /// Clients to drop once answered.
+    closing: Vec<usize>,
     next: usize,
 }
 
@@ -35,6 +37,7 @@ impl ControlServer {
             listener: UnixListener::bind(path)?,
             path: path.into(),
             clients: HashMap::new(),
+            closing: Vec::new(),
             next: 0,
         })
     }
@@ -61,8 +64,10 @@ impl ControlServer {
     }
 
     /// Read what client `token` sent; return the complete JSON commands. Bad JSON gets an
-    /// error reply at once; EOF or an overlong line drops the client.
-    pub fn read_commands(&mut self, token: usize, r: &Registry) -> Vec<serde_json::Value> {
+    /// error reply at once. On EOF (or an overlong line) the client is marked to be dropped by
+    /// [`ControlServer::finish`], after the caller replied to what it sent: a client that
+    /// writes a command and closes its end at once still gets its answer.
+    pub fn read_commands(&mut self, token: usize, _r: &Registry) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         let mut close = false;
         if let Some((s, buf)) = self.clients.get_mut(&token) {
@@ -100,11 +105,18 @@ impl ControlServer {
             }
         }
         if close {
+            self.closing.push(token);
+        }
+        out
+    }
+
+    /// Drop the clients that reached EOF (after their replies were sent).
+    pub fn finish(&mut self, r: &Registry) {
+        for token in std::mem::take(&mut self.closing) {
             if let Some((mut s, _)) = self.clients.remove(&token) {
                 let _ = r.deregister(&mut s);
             }
         }
-        out
     }
 
     /// Send one reply line to client `token` (blocking briefly if its buffer is full).

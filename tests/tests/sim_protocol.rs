@@ -423,3 +423,21 @@ fn xen_transport_without_xen_names_the_file_and_the_alternative() {
         "{err}"
     );
 }
+
+#[test]
+fn a_command_followed_at_once_by_eof_still_gets_its_answer() {
+    use std::io::{Read, Write};
+    let (h, _) = start(1, &[]);
+    for _ in 0..20 {
+        let mut s =
+            std::os::unix::net::UnixStream::connect(h.control_socket("scratch-dm")).unwrap();
+        s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(reply.trim()).unwrap_or_else(|e| panic!("{e}: {reply:?}"));
+        assert_eq!(v["ok"], true);
+    }
+}

@@ -648,6 +648,7 @@ impl<T: Transport> Server<T> {
             };
             c.reply(token, &reply);
         }
+        c.finish(poll.registry());
         self.control = Some(c);
     }
 
