@@ -114,21 +114,16 @@ impl IntxPin {
     }
 }
 
-/// First GSI of the PCI INTx lines on the IOAPIC: GSIs 0-15 are the ISA IRQs (identity-mapped,
-/// no interrupt source overrides), so PCI interrupts start at 16 as on a PC chipset.
-pub const PCI_GSI_OFFSET: u32 = 16;
+/// First GSI of the PCI INTx lines on the IOAPIC (GSIs 0-15 are the ISA IRQs, identity-mapped,
+/// no interrupt source overrides).
+pub use ioreq_server::irq_line::PCI_INTX_GSI_OFFSET as PCI_GSI_OFFSET;
 
-/// THE INTx routing of the guest's root bus, shared by the `_PRT` this crate generates and by
-/// `pci-host-bridge` when it raises INTx (use this function, never a copy of the formula):
-///
-/// `GSI = gsi_base + 16 + ((slot + pin) % 4)`, pin 0 = INTA.
-///
-/// This is the standard PCI-to-PCI bridge swizzle (PCI-to-PCI Bridge Architecture 1.2, 9.1)
-/// applied to the root bus, so the four pins of consecutive slots are spread over four IOAPIC
-/// pins (16-19) exactly as QEMU's i440FX/Q35 boards and most PC firmware do for their root
-/// slots. `gsi_base` is the IOAPIC's GSI base (0 for the only IOAPIC of a guest).
+/// The GSI the `_PRT` routes pin `pin` of guest slot `slot` to:
+/// [`ioreq_server::irq_line::pci_intx_gsi`], the one formula pci-host-bridge raises INTx with
+/// too (`GSI = gsi_base + 16 + ((slot + pin) % 4)` with this crate's 0-based pins).
 pub fn intx_gsi(gsi_base: u32, slot: u8, pin: IntxPin) -> u32 {
-    gsi_base + PCI_GSI_OFFSET + ((u32::from(slot) + pin as u32) % 4)
+    ioreq_server::irq_line::pci_intx_gsi(gsi_base, slot, pin as u8 + 1)
+        .expect("IntxPin is one of the four pins")
 }
 
 /// OEMID of every table Xen's libacpi builds (tools/libacpi/acpi2_0.h `ACPI_OEM_ID`).

@@ -30,26 +30,12 @@ use serde_json::json;
 
 use crate::backend::HostDevice;
 
-/// First GSI of the PCI INTx lines: GSIs 0-15 are the ISA IRQs (identity-mapped), so PCI
-/// interrupts start at 16, as on a PC chipset.
-pub const PCI_GSI_BASE: u8 = 16;
-
-/// THE INTx routing of the guest's root bus: the GSI (= IOAPIC pin, the only IOAPIC has GSI
-/// base 0) of interrupt pin `pin` (the Interrupt Pin register: 1 = INTA# .. 4 = INTD#) of the
-/// function in guest slot `slot`:
-///
-/// `GSI = 16 + ((slot + pin - 1) % 4)`
-///
-/// the PCI-to-PCI bridge swizzle (PCI-to-PCI Bridge Architecture 1.2, 9.1) applied to the root
-/// bus. **The guest's ACPI `_PRT` must route with exactly this formula** (guest-acpi's
-/// `intx_gsi(0, slot, pin - 1)` does: `16 + ((slot + pin0) % 4)` with 0-based pins); if the two
-/// disagree the guest programs one IOAPIC pin and the device raises another. `None` for a pin
-/// outside 1..=4 (0 = no INTx).
+/// The GSI (= IOAPIC pin: the guest's only IOAPIC has GSI base 0) that interrupt pin `pin`
+/// (1 = INTA# .. 4 = INTD#) of the function in guest slot `slot` is routed to:
+/// [`ioreq_server::irq_line::pci_intx_gsi`], the one formula the guest's `_PRT` (guest-acpi)
+/// uses too. `None` for a pin outside 1..=4.
 pub fn guest_gsi(slot: u8, pin: u8) -> Option<u8> {
-    if !(1..=4).contains(&pin) {
-        return None;
-    }
-    Some(PCI_GSI_BASE + (slot % 4 + pin - 1) % 4)
+    ioreq_server::irq_line::pci_intx_gsi(0, slot, pin).and_then(|g| u8::try_from(g).ok())
 }
 
 /// The INTx state of one function.
