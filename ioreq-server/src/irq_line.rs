@@ -1173,10 +1173,10 @@ mod tests {
     fn pump_once(server: &mut IrqLineServer, changes: &mut Vec<PinChange>, timeout_ms: u16) {
         let raw = server.fds();
         let ready: Vec<RawFd> = {
-            // SAFETY: the fds belong to `server`, which outlives this block and is not touched
-            // while the borrowed fds are alive.
             let borrowed: Vec<BorrowedFd<'_>> = raw
                 .iter()
+                // SAFETY: the fds belong to `server`, which outlives this block and is not
+                // touched while the borrowed fds are alive.
                 .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
                 .collect();
             let mut pfds: Vec<PollFd<'_>> = borrowed
