@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
 use pci_host_bridge::testing::{
-    bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops,
+    bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops, snapshot_device_config,
 };
-use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
+use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
 const VF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-vf.json");
@@ -22,14 +22,7 @@ const LEGACY: &str = include_str!("../../pci-host-bridge/testdata/legacy-io-msi.
 const VIRTIO: &str = include_str!("../../pci-host-bridge/testdata/real/virtio-net-1af4-1041.json");
 
 fn dev(slot: u8, function: u8) -> PciDeviceConfig {
-    PciDeviceConfig {
-        host: PciAddress::new(0, 0x40, slot, function),
-        slot,
-        function,
-        backend: BackendKind::Snapshot,
-        snapshot: Some("embedded".into()),
-        intx: None,
-    }
+    snapshot_device_config(slot, function)
 }
 
 fuzz_target!(|data: &[u8]| {

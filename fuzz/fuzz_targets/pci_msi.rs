@@ -15,22 +15,17 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
-use pci_host_bridge::testing::{bridge_with_snapshots, msi_ops_from_bytes, placement_ops};
-use pci_host_bridge::{BackendKind, PciAddress, PciConfig, PciDeviceConfig};
+use pci_host_bridge::testing::{
+    bridge_with_snapshots, msi_ops_from_bytes, placement_ops, snapshot_device_config,
+};
+use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const SRIOV_PF: &str = include_str!("../../pci-host-bridge/testdata/sriov-nic-pf.json");
 const INTEL_PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
 const LEGACY: &str = include_str!("../../pci-host-bridge/testdata/legacy-io-msi.json");
 
 fn dev(slot: u8) -> PciDeviceConfig {
-    PciDeviceConfig {
-        host: PciAddress::new(0, 0x40, slot, 0),
-        slot,
-        function: 0,
-        backend: BackendKind::Snapshot,
-        snapshot: Some("embedded".into()),
-        intx: None,
-    }
+    snapshot_device_config(slot, 0)
 }
 
 fuzz_target!(|data: &[u8]| {

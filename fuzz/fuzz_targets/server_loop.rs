@@ -28,15 +28,27 @@ fn world() -> &'static Mutex<World> {
         let dir = std::env::temp_dir().join(format!("pvh-dm-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("sim.sock");
-        let sim = Sim::start(SimOptions { socket: sock.clone(), ioreq_timeout: Duration::from_secs(5) }).unwrap();
+        let sim = Sim::start(SimOptions {
+            socket: sock.clone(),
+            ioreq_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
         sim.create_domain(1, 2, 4).unwrap();
         std::thread::spawn(move || {
             let t = SimTransport::connect(&sock, 1, "fuzz").unwrap();
-            let opts = ServerOptions { bufioreq: HVM_IOREQSRV_BUFIOREQ_ATOMIC, restrict: false, handle_signals: false, ..Default::default() };
+            let opts = ServerOptions {
+                bufioreq: HVM_IOREQSRV_BUFIOREQ_ATOMIC,
+                restrict: false,
+                handle_signals: false,
+                ..Default::default()
+            };
             let s = Server::setup(t, vec![Box::new(Scratch::new())], opts).unwrap();
             s.run().unwrap();
         });
-        assert!(sim.wait_for(1, Duration::from_secs(10), |d| d.serving() == 1 && d.all_bound()));
+        assert!(
+            sim.wait_for(1, Duration::from_secs(10), |d| d.serving() == 1
+                && d.all_bound())
+        );
         // Ranges are registered in one go after binding; give the last one a moment.
         std::thread::sleep(Duration::from_millis(50));
         let vcpus = vec![sim.vcpu(1, 0), sim.vcpu(1, 1)];
@@ -84,10 +96,22 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 let Some(b) = take::<12>(&mut d) else { break };
-                let addr = u64::from(u16::from_le_bytes([b[0], b[1]]) & 0x1F) + if b[2] & 1 == 0 { 0x500 } else { 0xA_0000 };
-                let ty = if b[2] & 1 == 0 { IOREQ_TYPE_PIO } else { IOREQ_TYPE_COPY };
+                let addr = u64::from(u16::from_le_bytes([b[0], b[1]]) & 0x1F)
+                    + if b[2] & 1 == 0 { 0x500 } else { 0xA_0000 };
+                let ty = if b[2] & 1 == 0 {
+                    IOREQ_TYPE_PIO
+                } else {
+                    IOREQ_TYPE_COPY
+                };
                 let size = [1, 2, 4, 8][usize::from(b[3] & 3)];
-                w.vcpus[v].buffered_write(ty, addr, size, u64::from_le_bytes(b[4..12].try_into().unwrap())).map(|_| ())
+                w.vcpus[v]
+                    .buffered_write(
+                        ty,
+                        addr,
+                        size,
+                        u64::from_le_bytes(b[4..12].try_into().unwrap()),
+                    )
+                    .map(|_| ())
             }
             2 => w.vcpus[v].invalidate(),
             _ => {

@@ -38,7 +38,7 @@ use crate::backend::{BarKind, HostDevice};
 use crate::bars::{BarSlot, Mapping, PAGE_SIZE};
 use crate::binding::Vector;
 use crate::bridge::PciHostBridge;
-use crate::config::PciConfig;
+use crate::config::{PciConfig, PciDeviceConfig};
 use crate::config_space::{RegKind, Slot};
 use crate::error::Error;
 use crate::function::PassthroughFunction;
@@ -124,6 +124,19 @@ fn mask(size: u8) -> u64 {
         u64::MAX
     } else {
         (1u64 << (8 * u32::from(size))) - 1
+    }
+}
+
+/// A `[[pci.device]]` entry for a snapshot device passed in memory to
+/// [`bridge_with_snapshots`] (host function 0000:40:SLOT.FUNCTION at guest SLOT.FUNCTION).
+pub fn snapshot_device_config(slot: u8, function: u8) -> PciDeviceConfig {
+    PciDeviceConfig {
+        host: PciAddress::new(0, 0x40, slot, function),
+        slot,
+        function,
+        backend: crate::BackendKind::Snapshot,
+        snapshot: Some("embedded".into()),
+        intx: None,
     }
 }
 

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 use ioreq_server::device::{Action, Actions, Device, Space};
 use pci_host_bridge::backend::snapshot::{SnapshotDevice, SnapshotHandle};
-use pci_host_bridge::{
-    BackendKind, HostDevice, PciAddress, PciConfig, PciDeviceConfig, PciHostBridge,
-};
+use pci_host_bridge::{HostDevice, PciAddress, PciConfig, PciDeviceConfig, PciHostBridge};
 
 pub fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,14 +18,7 @@ pub fn snapshot(name: &str) -> SnapshotDevice {
 }
 
 pub fn dev_cfg(slot: u8, function: u8) -> PciDeviceConfig {
-    PciDeviceConfig {
-        host: PciAddress::new(0, 0x40, slot, function),
-        slot,
-        function,
-        backend: BackendKind::Snapshot,
-        snapshot: Some(PathBuf::from("unused.json")),
-        intx: None,
-    }
+    pci_host_bridge::testing::snapshot_device_config(slot, function)
 }
 
 /// A bridge with one snapshot device at 00:02.0.
