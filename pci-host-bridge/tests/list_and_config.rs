@@ -2,6 +2,7 @@
 //! snapshots of this machine's devices.
 
 mod common;
+use common::TempDir;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -11,23 +12,6 @@ use pci_host_bridge::backend::sysfs::SysfsDevice;
 use pci_host_bridge::list::{list_host_functions, render_tree};
 use pci_host_bridge::pci_ids::PciIds;
 use pci_host_bridge::{BackendKind, HostDevice, PciAddress, PciConfig};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("pci-host-bridge-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn fake_fn(
     root: &Path,

@@ -9,22 +9,8 @@ use std::path::{Path, PathBuf};
 use pci_host_bridge::backend::sysfs::SysfsDevice;
 use pci_host_bridge::{HostDevice, PciAddress};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("pci-assign-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// A function directory with 4 KiB of config space (`config` bytes given sparse), IDs,
 /// `resource` lines and a driver.
