@@ -104,6 +104,7 @@ int main(void)
     CONST(__HYPERVISOR_domctl);
     CONST(__HYPERVISOR_dm_op);
     CONST(DOMID_SELF);
+    CONST(DOMID_IO);
     CONST(DOMID_INVALID);
     CONST(XC_PAGE_SIZE);
 
@@ -283,9 +284,27 @@ int main(void)
     STRUCT(physdev_unmap_pirq);
     FIELD(physdev_unmap_pirq, domid);
     FIELD(physdev_unmap_pirq, pirq);
+    /* Built / read as bytes by ioreq-server/src/passthrough.rs (no struct in
+     * abi.rs, so no alignof): the argument of PHYSDEVOP_prepare_msix and
+     * release_msix, and the getdomaininfo fields the Rust side reads. */
+    printf("sizeof physdev_pci_device %zu\n", sizeof(struct physdev_pci_device));
+    printf("offset physdev_pci_device seg %zu\nfieldsize physdev_pci_device seg %zu\n",
+           offsetof(struct physdev_pci_device, seg),
+           sizeof(((struct physdev_pci_device *)0)->seg));
+    printf("offset physdev_pci_device bus %zu\nfieldsize physdev_pci_device bus %zu\n",
+           offsetof(struct physdev_pci_device, bus),
+           sizeof(((struct physdev_pci_device *)0)->bus));
+    printf("offset physdev_pci_device devfn %zu\nfieldsize physdev_pci_device devfn %zu\n",
+           offsetof(struct physdev_pci_device, devfn),
+           sizeof(((struct physdev_pci_device *)0)->devfn));
+    FIELD(xen_domctl_getdomaininfo, domain);
+    FIELD(xen_domctl_getdomaininfo, flags);
+    FIELD(xen_domctl_getdomaininfo, tot_pages);
+    FIELD(xen_domctl_getdomaininfo, max_pages);
     CONST(__HYPERVISOR_xen_version);
     CONST(XENVER_version);
     CONST(XEN_DOMCTL_INTERFACE_VERSION);
+    CONST(XEN_DOMCTL_getdomaininfo);
     CONST(XEN_DOMCTL_irq_permission);
     CONST(XEN_DOMCTL_iomem_permission);
     CONST(XEN_DOMCTL_ioport_permission);
@@ -295,6 +314,7 @@ int main(void)
     CONST(XEN_DOMCTL_ioport_mapping);
     CONST(XEN_DOMCTL_deassign_device);
     CONST(XEN_DOMCTL_unbind_pt_irq);
+    CONST(XEN_DOMCTL_test_assign_device);
     CONST(XEN_DOMCTL_DEV_PCI);
     CONST(PT_IRQ_TYPE_PCI);
     CONST(PT_IRQ_TYPE_MSI);
@@ -306,6 +326,8 @@ int main(void)
     CONST(XEN_DOMCTL_VMSI_X86_UNMASKED);
     CONST(PHYSDEVOP_map_pirq);
     CONST(PHYSDEVOP_unmap_pirq);
+    CONST(PHYSDEVOP_prepare_msix);
+    CONST(PHYSDEVOP_release_msix);
     CONST(MAP_PIRQ_TYPE_MSI);
     CONST(MAP_PIRQ_TYPE_GSI);
     CONST(MAP_PIRQ_TYPE_MSI_SEG);

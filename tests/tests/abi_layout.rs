@@ -26,6 +26,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ioreq_server::abi::*;
+use ioreq_server::passthrough::{Hypercall, PtOp};
 
 /// The Rust source under test, to find items this test does not know about.
 const ABI_RS: &str = include_str!("../../ioreq-server/src/abi.rs");
@@ -195,6 +196,7 @@ fn constants() -> Vec<(&'static str, u64, &'static str)> {
         __HYPERVISOR_DOMCTL => "const __HYPERVISOR_domctl",
         __HYPERVISOR_DM_OP => "const __HYPERVISOR_dm_op",
         DOMID_SELF => "const DOMID_SELF",
+        DOMID_IO => "const DOMID_IO",
         DOMID_INVALID => "const DOMID_INVALID",
         // No public Xen header defines the x86 page size; libxen-dev's xenctrl.h does.
         XEN_PAGE_SIZE => "const XC_PAGE_SIZE",
@@ -221,6 +223,7 @@ fn constants() -> Vec<(&'static str, u64, &'static str)> {
         XEN_DOMCTL_INTERFACE_VERSION_4_17 => "const XEN_DOMCTL_INTERFACE_VERSION",
         XEN_DOMCTL_PAYLOAD_OFFSET => "offset xen_domctl u",
         XEN_DOMCTL_ASSIGN_DEVICE_SBDF_OFFSET => "offset xen_domctl_assign_device u.pci.machine_sbdf",
+        XEN_DOMCTL_GETDOMAININFO => "const XEN_DOMCTL_getdomaininfo",
         XEN_DOMCTL_IRQ_PERMISSION => "const XEN_DOMCTL_irq_permission",
         XEN_DOMCTL_IOMEM_PERMISSION => "const XEN_DOMCTL_iomem_permission",
         XEN_DOMCTL_IOPORT_PERMISSION => "const XEN_DOMCTL_ioport_permission",
@@ -230,6 +233,7 @@ fn constants() -> Vec<(&'static str, u64, &'static str)> {
         XEN_DOMCTL_IOPORT_MAPPING => "const XEN_DOMCTL_ioport_mapping",
         XEN_DOMCTL_DEASSIGN_DEVICE => "const XEN_DOMCTL_deassign_device",
         XEN_DOMCTL_UNBIND_PT_IRQ => "const XEN_DOMCTL_unbind_pt_irq",
+        XEN_DOMCTL_TEST_ASSIGN_DEVICE => "const XEN_DOMCTL_test_assign_device",
         XEN_DOMCTL_DEV_PCI => "const XEN_DOMCTL_DEV_PCI",
         PT_IRQ_TYPE_PCI => "const PT_IRQ_TYPE_PCI",
         PT_IRQ_TYPE_MSI => "const PT_IRQ_TYPE_MSI",
@@ -241,6 +245,8 @@ fn constants() -> Vec<(&'static str, u64, &'static str)> {
         XEN_DOMCTL_VMSI_X86_UNMASKED => "const XEN_DOMCTL_VMSI_X86_UNMASKED",
         PHYSDEVOP_MAP_PIRQ => "const PHYSDEVOP_map_pirq",
         PHYSDEVOP_UNMAP_PIRQ => "const PHYSDEVOP_unmap_pirq",
+        PHYSDEVOP_PREPARE_MSIX => "const PHYSDEVOP_prepare_msix",
+        PHYSDEVOP_RELEASE_MSIX => "const PHYSDEVOP_release_msix",
         MAP_PIRQ_TYPE_MSI => "const MAP_PIRQ_TYPE_MSI",
         MAP_PIRQ_TYPE_GSI => "const MAP_PIRQ_TYPE_GSI",
         MAP_PIRQ_TYPE_MSI_SEG => "const MAP_PIRQ_TYPE_MSI_SEG",
@@ -371,6 +377,119 @@ fn const_fn_samples() -> Vec<(&'static str, u64, &'static str)> {
             "sample _IOC(_IOC_READ | _IOC_WRITE, 0xff, 0xff, 0x3fff)",
         ),
     ]
+}
+
+/// Layouts `ioreq_server::passthrough` builds or reads as bytes, without a struct in abi.rs:
+/// (what, Rust value, C key). The Rust values are found by running the encoder/decoder, so
+/// they are what the code does, not a copy of the header.
+fn encoder_layouts() -> Vec<(String, u64, &'static str)> {
+    let mut v: Vec<(String, u64, &'static str)> = Vec::new();
+    // struct physdev_pci_device, as PtOp::PrepareMsix / ReleaseMsix encode it: an sbdf whose
+    // seg, bus and devfn bytes are all distinct shows where each lands.
+    let sbdf: u32 = 0xA1B2_C3D4;
+    for (name, op) in [
+        ("PrepareMsix", PtOp::PrepareMsix { sbdf }),
+        ("ReleaseMsix", PtOp::ReleaseMsix { sbdf }),
+    ] {
+        let Hypercall::Physdev { arg, .. } = op.encode_4_17(0) else {
+            panic!("{name} is not a physdev op");
+        };
+        let at = |bytes: &[u8]| {
+            arg.windows(bytes.len())
+                .position(|w| w == bytes)
+                .map_or(u64::MAX, |o| o as u64)
+        };
+        let what = |f: &str| format!("PtOp::{name} encoding: {f}");
+        v.push((what("size"), arg.len() as u64, "sizeof physdev_pci_device"));
+        v.push((
+            what("offset of seg"),
+            at(&[0xB2, 0xA1]),
+            "offset physdev_pci_device seg",
+        ));
+        v.push((what("size of seg"), 2, "fieldsize physdev_pci_device seg"));
+        v.push((
+            what("offset of bus"),
+            at(&[0xC3]),
+            "offset physdev_pci_device bus",
+        ));
+        v.push((what("size of bus"), 1, "fieldsize physdev_pci_device bus"));
+        v.push((
+            what("offset of devfn"),
+            at(&[0xD4]),
+            "offset physdev_pci_device devfn",
+        ));
+        v.push((
+            what("size of devfn"),
+            1,
+            "fieldsize physdev_pci_device devfn",
+        ));
+    }
+    // struct xen_domctl_getdomaininfo, as PtOp::GetDomainInfo's decode_result reads it: the
+    // offset whose domid it accepts as the echo, and the one whose u64 it returns.
+    let dom: DomId = 0x1234;
+    let p = XEN_DOMCTL_PAYLOAD_OFFSET;
+    let len = std::mem::size_of::<XenDomctl>();
+    let decode = |buf: &[u8]| PtOp::GetDomainInfo.decode_result(dom, 0, buf).ok();
+    let domain_at = (0..len - p - 1)
+        .find(|&o| {
+            let mut b = vec![0u8; len];
+            b[p + o..p + o + 2].copy_from_slice(&dom.to_le_bytes());
+            decode(&b).is_some()
+        })
+        .map_or(u64::MAX, |o| o as u64);
+    let marker: u64 = 0x8877_6655_4433_2211;
+    let max_pages_at = (0..len - p - 7)
+        .find(|&o| {
+            let mut b = vec![0u8; len];
+            b[p + o..p + o + 8].copy_from_slice(&marker.to_le_bytes());
+            if let Ok(d) = usize::try_from(domain_at) {
+                b[p + d..p + d + 2].copy_from_slice(&dom.to_le_bytes());
+            }
+            decode(&b) == Some(marker)
+        })
+        .map_or(u64::MAX, |o| o as u64);
+    let what = |f: &str| format!("PtOp::GetDomainInfo.decode_result: {f}");
+    v.push((
+        what("offset of the echoed domain"),
+        domain_at,
+        "offset xen_domctl_getdomaininfo domain",
+    ));
+    v.push((
+        what("size of domain (read as u16)"),
+        2,
+        "fieldsize xen_domctl_getdomaininfo domain",
+    ));
+    v.push((
+        what("offset of max_pages"),
+        max_pages_at,
+        "offset xen_domctl_getdomaininfo max_pages",
+    ));
+    v.push((
+        what("size of max_pages (read as u64)"),
+        8,
+        "fieldsize xen_domctl_getdomaininfo max_pages",
+    ));
+    // Not read by the Rust side yet; the Xen 4.17 layout, so that a reader starts from a
+    // checked number.
+    for (f, off, size) in [("flags", 4, 4), ("tot_pages", 8, 8)] {
+        v.push((
+            format!("xen_domctl_getdomaininfo.{f} offset (Xen 4.17, no Rust reader)"),
+            off,
+            match f {
+                "flags" => "offset xen_domctl_getdomaininfo flags",
+                _ => "offset xen_domctl_getdomaininfo tot_pages",
+            },
+        ));
+        v.push((
+            format!("xen_domctl_getdomaininfo.{f} size (Xen 4.17, no Rust reader)"),
+            size,
+            match f {
+                "flags" => "fieldsize xen_domctl_getdomaininfo flags",
+                _ => "fieldsize xen_domctl_getdomaininfo tot_pages",
+            },
+        ));
+    }
+    v
 }
 
 // -------------------------------------------------------------------------------------------
@@ -538,6 +657,10 @@ fn compare(p: &Probe, t: &mut Tally) {
     for (name, value, key) in const_fn_samples() {
         t.samples += 1;
         t.eq(format!("{name} ({key})"), value, p.num(key), key);
+    }
+    for (what, value, key) in encoder_layouts() {
+        t.fields += 1;
+        t.eq(what, value, p.num(key), key);
     }
     compare_ioreq_bits(p, t);
     compare_buf_ioreq_bits(p, t);
