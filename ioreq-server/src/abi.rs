@@ -26,6 +26,8 @@ pub const __HYPERVISOR_PHYSDEV_OP: u64 = 33;
 pub const __HYPERVISOR_DOMCTL: u64 = 36;
 pub const __HYPERVISOR_DM_OP: u64 = 41;
 pub const DOMID_SELF: DomId = 0x7FF0;
+/// Xen's I/O domain, which also holds quarantined PCI devices (xen/include/public/xen.h).
+pub const DOMID_IO: DomId = 0x7FF1;
 pub const DOMID_INVALID: DomId = 0x7FF4;
 
 /// Page size of the shared ioreq frames.
@@ -453,6 +455,7 @@ pub const XENVER_VERSION: u64 = 0;
 /// The domctl interface version of Xen 4.17.
 pub const XEN_DOMCTL_INTERFACE_VERSION_4_17: u32 = 0x15;
 
+pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
 pub const XEN_DOMCTL_IRQ_PERMISSION: u32 = 19;
 pub const XEN_DOMCTL_IOMEM_PERMISSION: u32 = 20;
 pub const XEN_DOMCTL_IOPORT_PERMISSION: u32 = 21;
@@ -460,6 +463,7 @@ pub const XEN_DOMCTL_ASSIGN_DEVICE: u32 = 37;
 pub const XEN_DOMCTL_BIND_PT_IRQ: u32 = 38;
 pub const XEN_DOMCTL_MEMORY_MAPPING: u32 = 39;
 pub const XEN_DOMCTL_IOPORT_MAPPING: u32 = 40;
+pub const XEN_DOMCTL_TEST_ASSIGN_DEVICE: u32 = 45;
 pub const XEN_DOMCTL_DEASSIGN_DEVICE: u32 = 47;
 pub const XEN_DOMCTL_UNBIND_PT_IRQ: u32 = 48;
 pub const XEN_DOMCTL_DEV_PCI: u32 = 0;
@@ -478,6 +482,8 @@ pub const XEN_DOMCTL_VMSI_X86_UNMASKED: u32 = 0x010000;
 
 pub const PHYSDEVOP_MAP_PIRQ: u64 = 13;
 pub const PHYSDEVOP_UNMAP_PIRQ: u64 = 14;
+pub const PHYSDEVOP_PREPARE_MSIX: u64 = 30;
+pub const PHYSDEVOP_RELEASE_MSIX: u64 = 31;
 pub const MAP_PIRQ_TYPE_MSI: i32 = 0;
 pub const MAP_PIRQ_TYPE_GSI: i32 = 1;
 pub const MAP_PIRQ_TYPE_MSI_SEG: i32 = 3;

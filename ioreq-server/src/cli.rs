@@ -81,6 +81,25 @@ pub fn init_logging(filter: &str) {
     }
 }
 
+/// The passthrough executor for the guest of `cfg`, on a hypervisor handle of its own: on Xen
+/// a second privcmd handle that stays unrestricted (the kernel refuses
+/// `IOCTL_PRIVCMD_HYPERCALL` on a restricted one), so that the serving transport itself can be
+/// restricted to the guest; on xen-sim a second connection. `name` names the process.
+pub fn passthrough_executor(
+    cfg: &GuestConfig,
+    name: &str,
+) -> anyhow::Result<crate::executor::PassthroughExecutor> {
+    let chan: Box<dyn crate::executor::PtChannel> = match cfg.transport {
+        TransportKind::Xen => Box::new(XenTransport::open(cfg.domid)?),
+        TransportKind::Sim => Box::new(SimTransport::connect(
+            &cfg.sim.socket,
+            cfg.domid,
+            &format!("{name}/passthrough"),
+        )?),
+    };
+    Ok(crate::executor::PassthroughExecutor::new(chan))
+}
+
 /// Serve `devices` for the guest of `cfg` until SIGTERM/SIGINT or a control `shutdown`.
 /// `opts.name` names the process; its control socket comes from the arguments or the config.
 /// Set `opts.restrict` only when the process needs no hypercall beyond DM ops after setup.

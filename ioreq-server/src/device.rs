@@ -119,9 +119,13 @@ impl ShutdownReason {
     }
 }
 
-/// A side effect a device asks for. The server carries it out through the transport; a failing
-/// action is retried with backoff and, if it can never be delivered, the process exits non-zero
-/// so that the launcher notices.
+/// A side effect a device asks for whose failure the device need not know: the server carries
+/// it out through the transport; a failing action is retried with backoff and, if it can never
+/// be delivered, the process exits non-zero so that the launcher notices.
+///
+/// Effects Xen can refuse or do partly (map a BAR, bind a vector, assign a device) are not
+/// actions: a device makes them as synchronous calls on a
+/// [`PassthroughExecutor`](crate::executor::PassthroughExecutor) and acts on the result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
@@ -136,63 +140,6 @@ pub enum Action {
     Shutdown {
         /// Why.
         reason: ShutdownReason,
-    },
-    /// `XEN_DOMCTL_memory_mapping`: map (or unmap) host frames of a passed-through BAR into the
-    /// guest's physical address space. Accesses to a mapped range no longer produce ioreqs.
-    MapMemory {
-        /// First guest frame number.
-        gfn: u64,
-        /// First host (machine) frame number.
-        mfn: u64,
-        /// Number of 4 KiB frames.
-        nr: u64,
-        /// `true` to add the mapping, `false` to remove it.
-        map: bool,
-    },
-    /// `XEN_DOMCTL_ioport_mapping`: map (or unmap) host I/O ports of a BAR into the guest.
-    MapIoPorts {
-        /// First guest port.
-        gport: u32,
-        /// First host port.
-        mport: u32,
-        /// Number of ports.
-        nr: u32,
-        /// `true` to add the mapping, `false` to remove it.
-        map: bool,
-    },
-    /// A passthrough hypercall that returns nothing the device needs (permissions, device
-    /// assignment), carried out as given.
-    Passthrough {
-        /// The operation.
-        op: crate::passthrough::PtOp,
-    },
-    /// Let Xen inject an MSI / MSI-X vector of a passed-through function itself:
-    /// `PHYSDEVOP_map_pirq` then `XEN_DOMCTL_bind_pt_irq` (`PT_IRQ_TYPE_MSI`). The server
-    /// remembers the pirq under (`sbdf`, `entry`); binding the same pair again rebinds it
-    /// with the new `gvec`/`gflags` (no second map).
-    BindMsi {
-        /// Host function, `seg << 16 | bus << 8 | devfn`.
-        sbdf: u32,
-        /// MSI-X table entry (0 for MSI).
-        entry: u32,
-        /// Host physical address of the MSI-X table (0 for MSI).
-        table_base: u64,
-        /// Vectors (multi-message MSI), 1 otherwise.
-        nvec: u32,
-        /// Guest vector (MSI data bits 7:0).
-        gvec: u8,
-        /// `XEN_DOMCTL_VMSI_X86_*` flags ([`crate::passthrough::msi_gflags`]).
-        gflags: u32,
-        /// Guest-physical address of the MSI-X table (0 for MSI).
-        gtable: u64,
-    },
-    /// Undo [`Action::BindMsi`]: `XEN_DOMCTL_unbind_pt_irq`, then `PHYSDEVOP_unmap_pirq`.
-    /// Nothing happens if the pair is not bound.
-    UnbindMsi {
-        /// Host function.
-        sbdf: u32,
-        /// MSI-X table entry (0 for MSI).
-        entry: u32,
     },
 }
 
@@ -254,11 +201,15 @@ pub trait Device {
     }
 
     /// Called once when the server is set up and its ranges are registered, before the guest
-    /// is let run: setup actions (device assignment, I/O permissions).
-    fn start(&mut self, _actions: &mut Actions) {}
+    /// is let run (device assignment, permissions). An error stops the setup: the server then
+    /// calls [`Device::stop`] of every device whose `start` ran (this one included, so that
+    /// `stop` must undo a partial `start`) and destroys itself.
+    fn start(&mut self, _actions: &mut Actions) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Called once at teardown, before the server is destroyed: undo what `start` and the
-    /// guest's programming did (unmap BARs, unbind interrupts, deassign).
+    /// guest's programming did (unmap BARs, unbind interrupts, deassign, hand back).
     fn stop(&mut self, _actions: &mut Actions) {}
 
     /// A device-specific control-socket command (`{"cmd": NAME, ...}`), e.g. `snapshot`.

@@ -3,6 +3,8 @@
 //! - [`abi`]: every Xen and Linux structure and number the project uses;
 //! - [`dmop`]: DM ops as data and their exact byte encoding;
 //! - [`device`]: the device API (a state machine returning actions);
+//! - [`passthrough`]: passthrough domctls/physdev ops as data, Xen 4.17 encodings;
+//!   [`executor`]: their synchronous executor, the one owner of what is set up in Xen;
 //! - [`shared`]: the shared ioreq and buffered pages (the only shared-memory code);
 //! - [`transport`]: one trait, two implementations (`xen` and `sim`);
 //! - [`server`]: the event loop that serves devices over a transport;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod device;
 pub mod dmop;
+pub mod executor;
 pub mod irq_line;
 pub mod passthrough;
 pub mod ratelimit;

@@ -37,8 +37,28 @@ pub enum PtOp {
     IrqPermission { pirq: u32, allow: bool },
     /// `XEN_DOMCTL_assign_device` (PCI; `sbdf` = seg << 16 | bus << 8 | devfn).
     AssignDevice { sbdf: u32 },
-    /// `XEN_DOMCTL_deassign_device`.
-    DeassignDevice { sbdf: u32 },
+    /// `XEN_DOMCTL_deassign_device`, from the guest or, with `from_dom_io`, from Xen's
+    /// quarantine domain `DOMID_IO` (where Xen puts a dead domain's devices,
+    /// xen/drivers/passthrough/pci.c:849-859 in 4.17; libxl_pci.c:904 de-quarantines the same way).
+    DeassignDevice {
+        sbdf: u32,
+        #[serde(default)]
+        from_dom_io: bool,
+    },
+    /// `XEN_DOMCTL_test_assign_device` against the guest: a read-only probe. Xen answers
+    /// EOPNOTSUPP before looking at the device when the domain has no IOMMU context
+    /// (`iommu_do_domctl`, xen/drivers/passthrough/iommu.c:615-622 in 4.17), EBUSY when the
+    /// device is not assignable (owned by another guest), 0 otherwise.
+    TestAssignDevice { sbdf: u32 },
+    /// `XEN_DOMCTL_getdomaininfo`; the result is the domain's `max_pages`. Xen 4.17 returns
+    /// the first domain whose id is >= the one asked for, so the echoed id is checked.
+    GetDomainInfo,
+    /// `PHYSDEVOP_prepare_msix` (`struct physdev_pci_device`): Xen reads the MSI-X table
+    /// location while dom0 still owns the function; without it the first MSI-X map_pirq of a
+    /// domU-owned function fails with ENODATA (xen/arch/x86/msi.c:821-886, physdev.c:483-494).
+    PrepareMsix { sbdf: u32 },
+    /// `PHYSDEVOP_release_msix`: the reverse of `prepare_msix`, at hand-back.
+    ReleaseMsix { sbdf: u32 },
     /// `PHYSDEVOP_map_pirq` for MSI/MSI-X (`MAP_PIRQ_TYPE_MSI_SEG`, or `MULTI_MSI` when
     /// `nvec` > 1); returns the pirq Xen allocated. `entry` is the MSI-X table entry (0 for MSI).
     MapPirqMsi {
@@ -66,7 +86,7 @@ pub enum PtOp {
 }
 
 /// The `"op"` names [`PtOp`] serializes to (how xen-sim's record names passthrough ops).
-pub const PT_OP_NAMES: [&str; 11] = [
+pub const PT_OP_NAMES: [&str; 15] = [
     "memory_mapping",
     "ioport_mapping",
     "iomem_permission",
@@ -74,6 +94,10 @@ pub const PT_OP_NAMES: [&str; 11] = [
     "irq_permission",
     "assign_device",
     "deassign_device",
+    "test_assign_device",
+    "get_domain_info",
+    "prepare_msix",
+    "release_msix",
     "map_pirq_msi",
     "unmap_pirq",
     "bind_pt_irq_msi",
@@ -174,9 +198,35 @@ impl PtOp {
             PtOp::AssignDevice { sbdf } => domctl(XEN_DOMCTL_ASSIGN_DEVICE, &|p| {
                 p.u32(0, XEN_DOMCTL_DEV_PCI).u32(8, sbdf);
             }),
-            PtOp::DeassignDevice { sbdf } => domctl(XEN_DOMCTL_DEASSIGN_DEVICE, &|p| {
+            PtOp::DeassignDevice { sbdf, from_dom_io } => {
+                let mut h = domctl(XEN_DOMCTL_DEASSIGN_DEVICE, &|p| {
+                    p.u32(0, XEN_DOMCTL_DEV_PCI).u32(8, sbdf);
+                });
+                if from_dom_io {
+                    if let Hypercall::Domctl(b) = &mut h {
+                        b[8..10].copy_from_slice(&DOMID_IO.to_le_bytes());
+                    }
+                }
+                h
+            }
+            PtOp::TestAssignDevice { sbdf } => domctl(XEN_DOMCTL_TEST_ASSIGN_DEVICE, &|p| {
                 p.u32(0, XEN_DOMCTL_DEV_PCI).u32(8, sbdf);
             }),
+            PtOp::GetDomainInfo => domctl(XEN_DOMCTL_GETDOMAININFO, &|_| {}),
+            PtOp::PrepareMsix { sbdf } | PtOp::ReleaseMsix { sbdf } => {
+                let mut w = W::new(4);
+                w.u16(0, (sbdf >> 16) as u16)
+                    .u8(2, (sbdf >> 8) as u8)
+                    .u8(3, sbdf as u8);
+                Hypercall::Physdev {
+                    cmd: if matches!(self, PtOp::PrepareMsix { .. }) {
+                        PHYSDEVOP_PREPARE_MSIX
+                    } else {
+                        PHYSDEVOP_RELEASE_MSIX
+                    },
+                    arg: w.0,
+                }
+            }
             PtOp::BindPtIrqMsi {
                 pirq,
                 gvec,
@@ -245,6 +295,37 @@ impl PtOp {
     pub fn read_pirq(arg: &[u8]) -> Option<u32> {
         arg.get(12..16)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The value of a successful call, from the hypercall's non-negative return value `rc`
+    /// and the argument buffer after the call (`out`, the bytes [`PtOp::encode_4_17`] made):
+    /// - `map_pirq_msi`: the pirq Xen allocated;
+    /// - `get_domain_info`: `max_pages`, or `Err` if Xen answered for another domain;
+    /// - `memory_mapping`: `rc`, which is the number of frames done when it is positive
+    ///   (`map_mmio_regions` stops after 64 iterations, xen/arch/x86/mm/p2m.c:1670-1738 in 4.17;
+    ///   `return i == nr ? 0 : i ?: ret`), 0 when all were done;
+    /// - everything else: `rc` (0).
+    pub fn decode_result(&self, domid: DomId, rc: u64, out: &[u8]) -> Result<u64, String> {
+        let word = |o: usize| -> Option<u64> {
+            out.get(o..o + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        };
+        match self {
+            PtOp::MapPirqMsi { .. } => Self::read_pirq(out)
+                .map(u64::from)
+                .ok_or_else(|| "map_pirq: short argument buffer".into()),
+            PtOp::GetDomainInfo => {
+                let p = XEN_DOMCTL_PAYLOAD_OFFSET;
+                let echoed = out.get(p..p + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                if echoed != Some(domid) {
+                    return Err(format!(
+                        "getdomaininfo answered for domain {echoed:?}, not {domid}: the domain is gone"
+                    ));
+                }
+                word(p + 16).ok_or_else(|| "getdomaininfo: short buffer".into())
+            }
+            _ => Ok(rc),
+        }
     }
 }
 
@@ -340,7 +421,14 @@ mod tests {
                 allow: true,
             },
             PtOp::AssignDevice { sbdf: 0 },
-            PtOp::DeassignDevice { sbdf: 0 },
+            PtOp::DeassignDevice {
+                sbdf: 0,
+                from_dom_io: false,
+            },
+            PtOp::TestAssignDevice { sbdf: 0 },
+            PtOp::GetDomainInfo,
+            PtOp::PrepareMsix { sbdf: 0 },
+            PtOp::ReleaseMsix { sbdf: 0 },
             PtOp::MapPirqMsi {
                 sbdf: 0,
                 entry: 0,

@@ -128,6 +128,49 @@ impl Mapping {
         true
     }
 
+    /// One device-register read of exactly `width` bytes (1, 2, 4 or 8) at `off`, naturally
+    /// aligned, as a single volatile load: how a BAR mapped from sysfs `resourceN` must be
+    /// read (a device register may act on the width of the access; a byte loop would not do).
+    /// `None` when the access is out of range, unaligned or of another width.
+    pub fn read_mmio(&self, off: usize, width: usize) -> Option<u64> {
+        if !matches!(width, 1 | 2 | 4 | 8) || !off.is_multiple_of(width) || !self.check(off, width)
+        {
+            return None;
+        }
+        // SAFETY: in bounds and naturally aligned for `width` (checked above; the mapping is
+        // page-aligned); a volatile load of that exact size from device memory we mapped.
+        Some(unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            match width {
+                1 => u64::from(std::ptr::read_volatile(p)),
+                2 => u64::from(std::ptr::read_volatile(p.cast::<u16>())),
+                4 => u64::from(std::ptr::read_volatile(p.cast::<u32>())),
+                _ => std::ptr::read_volatile(p.cast::<u64>()),
+            }
+        })
+    }
+
+    /// One device-register write of exactly `width` bytes, see [`Mapping::read_mmio`].
+    /// Returns `false` (and writes nothing) for an access that is not allowed.
+    pub fn write_mmio(&self, off: usize, width: usize, value: u64) -> bool {
+        if !matches!(width, 1 | 2 | 4 | 8) || !off.is_multiple_of(width) || !self.check(off, width)
+        {
+            return false;
+        }
+        // SAFETY: in bounds and naturally aligned for `width` (checked above); a volatile
+        // store of that exact size to device memory we mapped.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            match width {
+                1 => std::ptr::write_volatile(p, value as u8),
+                2 => std::ptr::write_volatile(p.cast::<u16>(), value as u16),
+                4 => std::ptr::write_volatile(p.cast::<u32>(), value as u32),
+                _ => std::ptr::write_volatile(p.cast::<u64>(), value),
+            }
+        }
+        true
+    }
+
     fn atomic_u8(&self, off: usize) -> &AtomicU8 {
         assert!(self.check(off, 1));
         // SAFETY: in bounds (asserted); AtomicU8 has alignment 1; the memory lives as long as

@@ -17,7 +17,7 @@ pub mod guest_mem;
 pub mod ranges;
 pub mod stats;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,7 +30,6 @@ use crate::abi::*;
 use crate::control::ControlServer;
 use crate::device::{Action, Actions, Device, Range};
 use crate::dmop::DmOp;
-use crate::passthrough::PtOp;
 use crate::shared::{BufferedPage, IoreqPage, SLOTS_PER_PAGE};
 use crate::transport::{Transport, TransportError};
 use dispatch::Dispatcher;
@@ -97,19 +96,6 @@ pub enum ServerError {
     Setup(String),
 }
 
-/// A mapped (and possibly bound) MSI / MSI-X vector: what rebinding and unbinding need.
-#[derive(Clone, Copy, Debug)]
-struct MsiBinding {
-    /// First pirq of the block.
-    pirq: u32,
-    /// Vectors in the block (multi-message MSI), 1 otherwise.
-    nvec: u32,
-    gvec: u8,
-    gflags: u32,
-    gtable: u64,
-    bound: bool,
-}
-
 struct Pending {
     action: Action,
     attempts: u32,
@@ -134,8 +120,6 @@ pub struct Server<T: Transport> {
     control: Option<ControlServer>,
     signals: Option<nix::sys::signalfd::SignalFd>,
     retries: VecDeque<Pending>,
-    /// MSI / MSI-X vectors mapped to pirqs, by (host sbdf, entry).
-    pirqs: HashMap<(u32, u32), MsiBinding>,
     started: Instant,
     torn_down: bool,
     stop: bool,
@@ -252,21 +236,28 @@ impl<T: Transport> Server<T> {
         // Device setup actions (assignment, permissions) run before restricting the handles,
         // synchronously: a device that cannot be set up must not be served.
         let mut devices = devices;
-        let mut pirqs = HashMap::new();
-        for d in devices.iter_mut() {
+        for i in 0..devices.len() {
             let mut actions = Actions::new();
-            d.start(&mut actions);
-            for a in actions.drain() {
-                if let Err(e) = execute_action(&mut t, &mut pirqs, &a) {
-                    return Err((
-                        t,
-                        ServerError::ActionFailed {
-                            action: a,
-                            attempts: 1,
-                            last: e.to_string(),
-                        },
-                    ));
+            let r = devices[i].start(&mut actions);
+            let r = r
+                .map_err(|e| format!("{}: {e}", devices[i].name()))
+                .and_then(|()| {
+                    actions.drain().try_for_each(|a| {
+                        execute_action(&mut t, &a).map_err(|e| format!("{a:?}: {e}"))
+                    })
+                });
+            if let Err(e) = r {
+                // Undo what started, this device included (its stop undoes a partial start).
+                for d in devices[..=i].iter_mut().rev() {
+                    let mut actions = Actions::new();
+                    d.stop(&mut actions);
+                    for a in actions.drain() {
+                        if let Err(e) = execute_action(&mut t, &a) {
+                            warn!(action = ?a, "after a failed start: {e}");
+                        }
+                    }
                 }
+                return Err((t, ServerError::Setup(format!("device setup failed: {e}"))));
             }
         }
         if opts.restrict {
@@ -309,7 +300,6 @@ impl<T: Transport> Server<T> {
             control,
             signals,
             retries: VecDeque::new(),
-            pirqs,
             started: Instant::now(),
             torn_down: false,
             stop: false,
@@ -539,7 +529,7 @@ impl<T: Transport> Server<T> {
     }
 
     fn execute(&mut self, a: &Action) -> Result<(), TransportError> {
-        execute_action(&mut self.transport, &mut self.pirqs, a)
+        execute_action(&mut self.transport, a)
     }
 
     /// Carry out actions in order; failures go to the retry queue.
@@ -699,12 +689,8 @@ impl<T: Transport> Drop for Server<T> {
     }
 }
 
-/// Carry out one action through the transport (`pirqs` remembers MSI bindings).
-fn execute_action<T: Transport>(
-    transport: &mut T,
-    pirqs: &mut HashMap<(u32, u32), MsiBinding>,
-    a: &Action,
-) -> Result<(), TransportError> {
+/// Carry out one action through the transport.
+fn execute_action<T: Transport>(transport: &mut T, a: &Action) -> Result<(), TransportError> {
     match *a {
         Action::InjectMsi { addr, data } => {
             transport.dm_op(&DmOp::InjectMsi { addr, data }).map(|_| ())
@@ -717,123 +703,5 @@ fn execute_action<T: Transport>(
                 })
                 .map(|_| ())
         }
-        Action::MapMemory { gfn, mfn, nr, map } => transport
-            .passthrough(&PtOp::MemoryMapping {
-                gfn,
-                mfn,
-                nr,
-                add: map,
-            })
-            .map(|_| ()),
-        Action::MapIoPorts {
-            gport,
-            mport,
-            nr,
-            map,
-        } => transport
-            .passthrough(&PtOp::IoportMapping {
-                gport,
-                mport,
-                nr,
-                add: map,
-            })
-            .map(|_| ()),
-        Action::Passthrough { ref op } => transport.passthrough(op).map(|_| ()),
-        Action::BindMsi {
-            sbdf,
-            entry,
-            table_base,
-            nvec,
-            gvec,
-            gflags,
-            gtable,
-        } => {
-            let nvec = nvec.max(1);
-            // A block of another size (the guest changed Multiple Message Enable) is released
-            // first: pirqs come in blocks of exactly the mapped size.
-            if pirqs.get(&(sbdf, entry)).is_some_and(|b| b.nvec != nvec) {
-                unbind_msi(transport, pirqs, sbdf, entry)?;
-            }
-            let pirq = match pirqs.get(&(sbdf, entry)) {
-                Some(b) => b.pirq,
-                None => {
-                    let op = PtOp::MapPirqMsi {
-                        sbdf,
-                        entry,
-                        table_base,
-                        nvec,
-                    };
-                    let pirq = transport.passthrough(&op)?.ok_or_else(|| {
-                        TransportError::Protocol("map_pirq returned no pirq".into())
-                    })?;
-                    // Remembered before binding, so that a failed bind is retried (or
-                    // unmapped at teardown) without mapping a second block.
-                    pirqs.insert(
-                        (sbdf, entry),
-                        MsiBinding {
-                            pirq,
-                            nvec,
-                            gvec,
-                            gflags,
-                            gtable,
-                            bound: false,
-                        },
-                    );
-                    pirq
-                }
-            };
-            // Multi-message MSI: vector i of the block is pirq + i, delivered as gvec + i
-            // (Xen's vPCI binds them the same way; the guest's base vector is aligned to nvec).
-            for i in 0..nvec {
-                let op = PtOp::BindPtIrqMsi {
-                    pirq: pirq + i,
-                    gvec: gvec.wrapping_add(i as u8),
-                    gflags,
-                    gtable,
-                };
-                transport.passthrough(&op)?;
-            }
-            pirqs.insert(
-                (sbdf, entry),
-                MsiBinding {
-                    pirq,
-                    nvec,
-                    gvec,
-                    gflags,
-                    gtable,
-                    bound: true,
-                },
-            );
-            Ok(())
-        }
-        Action::UnbindMsi { sbdf, entry } => unbind_msi(transport, pirqs, sbdf, entry),
     }
-}
-
-/// Unbind every vector of a binding and unmap its pirq block (unmap_pirq of the first pirq
-/// releases the whole block in Xen).
-fn unbind_msi<T: Transport>(
-    transport: &mut T,
-    pirqs: &mut HashMap<(u32, u32), MsiBinding>,
-    sbdf: u32,
-    entry: u32,
-) -> Result<(), TransportError> {
-    let Some(b) = pirqs.get(&(sbdf, entry)).copied() else {
-        return Ok(());
-    };
-    if b.bound {
-        for i in 0..b.nvec {
-            let op = PtOp::UnbindPtIrqMsi {
-                pirq: b.pirq + i,
-                gvec: b.gvec.wrapping_add(i as u8),
-                gflags: b.gflags,
-                gtable: b.gtable,
-            };
-            transport.passthrough(&op)?;
-        }
-        pirqs.insert((sbdf, entry), MsiBinding { bound: false, ..b });
-    }
-    transport.passthrough(&PtOp::UnmapPirq { pirq: b.pirq })?;
-    pirqs.remove(&(sbdf, entry));
-    Ok(())
 }

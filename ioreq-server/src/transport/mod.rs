@@ -109,9 +109,11 @@ pub trait Transport {
     /// Map one page of guest memory (for `data_is_ptr` requests).
     fn map_guest_page(&mut self, gfn: u64) -> Result<Mapping, TransportError>;
 
-    /// A passthrough domctl or physdev op; `Some(pirq)` for `MapPirqMsi`.
-    fn passthrough(&mut self, op: &crate::passthrough::PtOp)
-        -> Result<Option<u32>, TransportError>;
+    /// One passthrough domctl or physdev op, exactly once (no retry, no loop): its value as
+    /// [`crate::passthrough::PtOp::decode_result`] reads it (the pirq of `map_pirq_msi`, the
+    /// positive partial count of `memory_mapping`, ...). A negative return is
+    /// [`TransportError::Hypervisor`] with the errno.
+    fn passthrough(&mut self, op: &crate::passthrough::PtOp) -> Result<u64, TransportError>;
 
     /// Restrict the process's hypervisor handles to the guest (irreversible). After this,
     /// only DM ops, resource/guest mappings and event channels for this guest work.

@@ -214,13 +214,10 @@ impl Transport for SimTransport {
             .map_err(|e| TransportError::io("mmap guest page", e))
     }
 
-    fn passthrough(
-        &mut self,
-        op: &crate::passthrough::PtOp,
-    ) -> Result<Option<u32>, TransportError> {
+    fn passthrough(&mut self, op: &crate::passthrough::PtOp) -> Result<u64, TransportError> {
         let what = format!("{op:?}");
         let (reply, _) = self.call(&SimRequest::Passthrough { op: op.clone() }, &what)?;
-        Ok(reply.value.map(|v| v as u32))
+        Ok(reply.value.unwrap_or(0))
     }
 
     fn restrict(&mut self) -> Result<(), TransportError> {

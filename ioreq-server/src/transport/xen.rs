@@ -299,7 +299,7 @@ impl Transport for XenTransport {
         Ok(map)
     }
 
-    fn passthrough(&mut self, op: &PtOp) -> Result<Option<u32>, TransportError> {
+    fn passthrough(&mut self, op: &PtOp) -> Result<u64, TransportError> {
         self.check_domctl_version()?;
         let what = format!("{op:?}");
         let (hop, arg0, bytes) = match op.encode_4_17(self.domid) {
@@ -315,14 +315,16 @@ impl Transport for XenTransport {
             Some(cmd) => [cmd, ptr, 0, 0, 0],
             None => [ptr, 0, 0, 0, 0],
         };
-        self.hypercall(hop, args)
-            .map_err(|errno| TransportError::Hypervisor { what, errno })?;
+        let rc = self
+            .hypercall(hop, args)
+            .map_err(|errno| TransportError::Hypervisor {
+                what: what.clone(),
+                errno,
+            })?;
         let mut out = vec![0u8; bytes.len()];
         self.hypercall_buffer()?.read_bytes(0, &mut out);
-        Ok(match op {
-            PtOp::MapPirqMsi { .. } => PtOp::read_pirq(&out),
-            _ => None,
-        })
+        op.decode_result(self.domid, rc.max(0) as u64, &out)
+            .map_err(TransportError::Protocol)
     }
 
     fn restrict(&mut self) -> Result<(), TransportError> {
