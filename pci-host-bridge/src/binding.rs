@@ -1,29 +1,32 @@
-//! Which MSI / MSI-X vectors of a function are bound in Xen, and the actions that move the
-//! bindings to what the guest has programmed.
+//! Which MSI / MSI-X vectors of a function are bound in Xen, reconciled with what the guest
+//! programmed through synchronous calls on the [`PassthroughExecutor`].
 //!
 //! A bound vector is Xen's: `PHYSDEVOP_map_pirq` gave it a pirq and `XEN_DOMCTL_bind_pt_irq`
 //! (`PT_IRQ_TYPE_MSI`) routes it to the guest vector, so Xen injects it without us
-//! ([`Action::BindMsi`], carried out by the ioreq server; xen-abi.md 8.1, 8.2). Xen also
-//! programs the host's MSI / MSI-X registers itself when it maps the pirq; the guest's values
-//! never reach the device.
+//! (xen-abi.md 8.1, 8.2). `map_pirq` programs the host's MSI address/data (and, for MSI-X,
+//! the table entry), but with a hardware domain present Xen leaves MSI / MSI-X *Enable* to
+//! dom0 ("the split brain model where Dom0 actually enables MSI", xen/arch/x86/msi.c:663-674
+//! and 970-982 in 4.17): the function writes the guest's Enable through itself
+//! ([`crate::function`]).
 //!
-//! [`Bindings::sync`] compares the wanted state of one vector with what is bound and pushes at
-//! most two actions: nothing, a bind, an unbind, a rebind (a second `BindMsi` for the same
-//! `(sbdf, entry)`: the server keeps the pirq and only rebinds), or, when the number of
-//! vectors of a multi-message MSI changes, an unbind followed by a bind (the pirq block must
-//! be remapped with the new size). Callers sync every vector that may have changed; unbinds
-//! of one sync round must come before its binds ([`Bindings::sync_all`] orders them), since
-//! MSI and MSI-X entry 0 share the server's key `(sbdf, 0)`.
+//! [`Bindings::sync`] moves one vector to its wanted state and records only what Xen did: a
+//! bind, an unbind, a rebind (the executor keeps the pirq and updates gvec/gflags), or, when
+//! the size of a multi-message block changes, an unmap and a new map. A refusal comes back to
+//! the caller, which decides what the guest sees. Unbinds of one round come before its binds
+//! ([`Bindings::sync_all`]), since MSI and MSI-X entry 0 share Xen's entry number 0.
 
 use std::collections::BTreeMap;
 
-use ioreq_server::device::{Action, Actions};
+use ioreq_server::executor::{MsiBind, PassthroughExecutor, PtError};
 use serde::Serialize;
 
 /// One vector as Xen binds it (the arguments of [`Action::BindMsi`] besides sbdf and entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Vector {
-    /// Host physical address of the MSI-X table (0 for MSI).
+    /// For MSI-X: the host address of the BAR holding the table — not the table's address:
+    /// Xen adds the table offset itself and checks this against the BAR it reads
+    /// (`WARN_ON(msi->table_base != table_paddr)`, xen/arch/x86/msi.c:847-860 in 4.17;
+    /// QEMU and Linux pass the BAR start too). 0 for MSI.
     pub table_base: u64,
     /// Vectors (multi-message MSI: `1 << MME`), 1 otherwise.
     pub nvec: u32,
@@ -61,9 +64,9 @@ pub struct Bindings {
     /// Host function, `seg << 16 | bus << 8 | devfn`.
     sbdf: u32,
     bound: BTreeMap<IrqSlot, Vector>,
-    /// Binds pushed so far (for the status socket).
+    /// Binds done so far (for the status socket).
     binds: u64,
-    /// Unbinds pushed so far.
+    /// Unbinds done so far.
     unbinds: u64,
 }
 
@@ -99,9 +102,14 @@ impl Bindings {
             .count()
     }
 
-    fn bind(&mut self, slot: IrqSlot, v: Vector, actions: &mut Actions) {
+    fn bind(
+        &mut self,
+        slot: IrqSlot,
+        v: Vector,
+        exec: &mut PassthroughExecutor,
+    ) -> Result<(), PtError> {
         tracing::debug!(sbdf = self.sbdf, ?slot, vector = ?v, "bind");
-        actions.push(Action::BindMsi {
+        exec.bind_msi(MsiBind {
             sbdf: self.sbdf,
             entry: slot.entry(),
             table_base: v.table_base,
@@ -109,67 +117,89 @@ impl Bindings {
             gvec: v.gvec,
             gflags: v.gflags,
             gtable: v.gtable,
-        });
+        })?;
         self.bound.insert(slot, v);
         self.binds += 1;
+        Ok(())
     }
 
-    fn unbind(&mut self, slot: IrqSlot, actions: &mut Actions) {
-        if self.bound.remove(&slot).is_some() {
+    fn unbind(&mut self, slot: IrqSlot, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
+        if self.bound.contains_key(&slot) {
             tracing::debug!(sbdf = self.sbdf, ?slot, "unbind");
-            actions.push(Action::UnbindMsi {
-                sbdf: self.sbdf,
-                entry: slot.entry(),
-            });
+            exec.unbind_msi(self.sbdf, slot.entry())?;
+            self.bound.remove(&slot);
             self.unbinds += 1;
         }
+        Ok(())
     }
 
-    /// Move `slot` to `want` (`None`: not bound): at most two actions.
-    pub fn sync(&mut self, slot: IrqSlot, want: Option<Vector>, actions: &mut Actions) {
+    /// Move `slot` to `want` (`None`: not bound). On an error nothing changed in Xen for a
+    /// bind (the executor rolls a fresh pirq back); an unbind that fails stays recorded.
+    pub fn sync(
+        &mut self,
+        slot: IrqSlot,
+        want: Option<Vector>,
+        exec: &mut PassthroughExecutor,
+    ) -> Result<(), PtError> {
         match (self.bound.get(&slot).copied(), want) {
-            (None, None) => {}
-            (Some(_), None) => self.unbind(slot, actions),
-            (None, Some(v)) => self.bind(slot, v, actions),
-            (Some(old), Some(v)) if old == v => {}
-            (Some(old), Some(v)) => {
-                if old.nvec != v.nvec || old.table_base != v.table_base {
-                    // The pirq (block) itself must change: unmap, then map anew.
-                    self.unbind(slot, actions);
+            (None, None) => Ok(()),
+            (Some(_), None) => self.unbind(slot, exec),
+            (Some(old), Some(v)) if old == v => Ok(()),
+            (_, Some(v)) => {
+                let r = self.bind(slot, v, exec);
+                if r.is_err() && exec.pirq(self.sbdf, slot.entry()).is_none() {
+                    // The executor unmapped the old block (size change) or never had one.
+                    self.bound.remove(&slot);
                 }
-                self.bind(slot, v, actions);
+                r
             }
         }
     }
 
-    /// Sync several slots: all unbinds first, then the binds and rebinds.
+    /// Sync several slots: all unbinds first, then the binds and rebinds. Every slot is
+    /// tried; the errors are returned with their slots.
     pub fn sync_all(
         &mut self,
         wants: impl IntoIterator<Item = (IrqSlot, Option<Vector>)>,
-        actions: &mut Actions,
-    ) {
+        exec: &mut PassthroughExecutor,
+    ) -> Vec<(IrqSlot, PtError)> {
         let wants: Vec<_> = wants.into_iter().collect();
+        let mut errs = Vec::new();
         for (slot, want) in &wants {
             if want.is_none() {
-                self.unbind(*slot, actions);
+                if let Err(e) = self.unbind(*slot, exec) {
+                    errs.push((*slot, e));
+                }
             }
         }
         for (slot, want) in wants {
             if want.is_some() {
-                self.sync(slot, want, actions);
+                if let Err(e) = self.sync(slot, want, exec) {
+                    errs.push((slot, e));
+                }
             }
         }
+        errs
     }
 
-    /// Unbind everything (teardown).
-    pub fn unbind_all(&mut self, actions: &mut Actions) {
+    /// Unbind everything (teardown), best effort.
+    pub fn unbind_all(&mut self, exec: &mut PassthroughExecutor) -> Vec<(IrqSlot, PtError)> {
         let slots: Vec<IrqSlot> = self.bound.keys().copied().collect();
+        let mut errs = Vec::new();
         for s in slots {
-            self.unbind(s, actions);
+            if let Err(e) = self.unbind(s, exec) {
+                errs.push((s, e));
+            }
         }
+        errs
     }
 
-    /// Binds and unbinds pushed so far.
+    /// Forget every binding without asking Xen (the domain is gone: Xen freed its pirqs).
+    pub fn forget_all(&mut self) {
+        self.bound.clear();
+    }
+
+    /// Binds and unbinds done so far.
     pub fn counts(&self) -> (u64, u64) {
         (self.binds, self.unbinds)
     }
@@ -178,6 +208,8 @@ impl Bindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ioreq_server::executor::fake::FakeChannel;
+    use ioreq_server::passthrough::PtOp;
 
     fn v(gvec: u8, nvec: u32) -> Vector {
         Vector {
@@ -189,55 +221,93 @@ mod tests {
         }
     }
 
+    fn names(log: &[PtOp]) -> Vec<String> {
+        log.iter()
+            .map(|o| {
+                serde_json::to_value(o).unwrap()["op"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
     #[test]
     fn bind_rebind_remap_unbind() {
+        let (c, log) = FakeChannel::new(1);
+        let mut x = PassthroughExecutor::new(Box::new(c));
         let mut b = Bindings::new(0x0312);
-        let mut a = Actions::new();
-        b.sync(IrqSlot::Msi, Some(v(0x41, 1)), &mut a);
-        b.sync(IrqSlot::Msi, Some(v(0x41, 1)), &mut a);
-        assert_eq!(a.as_slice().len(), 1, "same state: nothing");
-        b.sync(IrqSlot::Msi, Some(v(0x42, 1)), &mut a);
-        assert!(matches!(
-            a.as_slice()[1],
-            Action::BindMsi { gvec: 0x42, .. }
-        ));
-        b.sync(IrqSlot::Msi, Some(v(0x42, 4)), &mut a);
-        assert!(matches!(
-            a.as_slice()[2],
-            Action::UnbindMsi { entry: 0, .. }
-        ));
-        assert!(matches!(a.as_slice()[3], Action::BindMsi { nvec: 4, .. }));
-        b.sync(IrqSlot::Msi, None, &mut a);
-        b.sync(IrqSlot::Msi, None, &mut a);
-        assert_eq!(a.as_slice().len(), 5);
-        assert_eq!(b.counts(), (3, 2));
+        b.sync(IrqSlot::Msi, Some(v(0x41, 1)), &mut x).unwrap();
+        b.sync(IrqSlot::Msi, Some(v(0x41, 1)), &mut x).unwrap();
+        assert_eq!(log.lock().unwrap().len(), 2, "same state: nothing more");
+        b.sync(IrqSlot::Msi, Some(v(0x42, 1)), &mut x).unwrap();
+        b.sync(IrqSlot::Msi, Some(v(0x42, 4)), &mut x).unwrap();
+        b.sync(IrqSlot::Msi, None, &mut x).unwrap();
+        b.sync(IrqSlot::Msi, None, &mut x).unwrap();
+        assert_eq!(
+            names(&log.lock().unwrap()),
+            [
+                "map_pirq_msi",
+                "bind_pt_irq_msi",
+                "bind_pt_irq_msi",
+                "unbind_pt_irq_msi",
+                "unmap_pirq",
+                "map_pirq_msi",
+                "bind_pt_irq_msi",
+                "bind_pt_irq_msi",
+                "bind_pt_irq_msi",
+                "bind_pt_irq_msi",
+                "unbind_pt_irq_msi",
+                "unbind_pt_irq_msi",
+                "unbind_pt_irq_msi",
+                "unbind_pt_irq_msi",
+                "unmap_pirq",
+            ]
+        );
+        assert_eq!(b.counts(), (3, 1));
+    }
+
+    #[test]
+    fn a_refused_bind_records_nothing() {
+        let (c, _log) = FakeChannel::with_rule(
+            1,
+            Box::new(|op| match op {
+                PtOp::MapPirqMsi { nvec, .. } if *nvec > 1 => Err(libc::EOPNOTSUPP),
+                PtOp::MapPirqMsi { .. } => Ok(7),
+                _ => Ok(0),
+            }),
+        );
+        let mut x = PassthroughExecutor::new(Box::new(c));
+        let mut b = Bindings::new(0x0312);
+        let e = b.sync(IrqSlot::Msi, Some(v(0x40, 4)), &mut x).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));
+        assert!(b.get(IrqSlot::Msi).is_none());
+        b.sync(IrqSlot::Msi, Some(v(0x40, 1)), &mut x).unwrap();
+        assert!(b.get(IrqSlot::Msi).is_some());
     }
 
     #[test]
     fn unbinds_come_first() {
+        let (c, log) = FakeChannel::new(1);
+        let mut x = PassthroughExecutor::new(Box::new(c));
         let mut b = Bindings::new(1);
-        let mut a = Actions::new();
-        b.sync(IrqSlot::Msi, Some(v(0x30, 1)), &mut a);
-        a.drain().for_each(drop);
-        b.sync_all(
+        b.sync(IrqSlot::Msi, Some(v(0x30, 1)), &mut x).unwrap();
+        log.lock().unwrap().clear();
+        let errs = b.sync_all(
             [(IrqSlot::Msix(0), Some(v(0x31, 1))), (IrqSlot::Msi, None)],
-            &mut a,
+            &mut x,
         );
-        assert!(matches!(
-            a.as_slice()[0],
-            Action::UnbindMsi { entry: 0, .. }
-        ));
-        assert!(matches!(
-            a.as_slice()[1],
-            Action::BindMsi {
-                entry: 0,
-                gvec: 0x31,
-                ..
-            }
-        ));
-        let mut a = Actions::new();
-        b.unbind_all(&mut a);
-        assert_eq!(a.as_slice().len(), 1);
+        assert!(errs.is_empty());
+        assert_eq!(
+            names(&log.lock().unwrap()),
+            [
+                "unbind_pt_irq_msi",
+                "unmap_pirq",
+                "map_pirq_msi",
+                "bind_pt_irq_msi"
+            ]
+        );
+        assert!(b.unbind_all(&mut x).is_empty());
         assert_eq!(b.bound().count(), 0);
     }
 }

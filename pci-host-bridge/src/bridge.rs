@@ -38,6 +38,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use ioreq_server::device::{Actions, Device, Range, Space};
+use ioreq_server::executor::PassthroughExecutor;
 use serde_json::json;
 
 use crate::backend::{self, HostDevice};
@@ -56,6 +57,9 @@ pub struct PciHostBridge {
     host_bridge: HostBridge,
     /// Keyed by guest devfn on `bus_start`.
     functions: BTreeMap<u8, PassthroughFunction>,
+    /// The one owner of what is set up in Xen for this guest; `None` for a bridge without
+    /// passed-through functions.
+    exec: Option<PassthroughExecutor>,
     warn: WarnOnce,
 }
 
@@ -121,8 +125,50 @@ impl PciHostBridge {
             windows,
             host_bridge: HostBridge::new(config.host_bridge_vendor, config.host_bridge_device),
             functions,
+            exec: None,
             warn: WarnOnce::default(),
         })
+    }
+
+    /// Give the bridge its passthrough executor (required as soon as a function is
+    /// configured; [`Device::start`] refuses without one).
+    pub fn set_executor(&mut self, exec: PassthroughExecutor) {
+        self.exec = Some(exec);
+    }
+
+    /// The executor (for tests and the status socket).
+    pub fn executor(&self) -> Option<&PassthroughExecutor> {
+        self.exec.as_ref()
+    }
+
+    /// The lowest guest address of a window below 4 GiB (ECAM or BARs) and the configured
+    /// windows above it, checked against the guest's RAM: a PVH domain without a device model
+    /// has only a small hole below 4 GiB (libxl_dom.c:1081-1110 in 4.17: 4G minus the special
+    /// pages, LAPIC and ACPI info), so RAM of a large guest lies where the default windows are,
+    /// and `memory_mapping` over RAM frames would replace the guest's memory.
+    pub fn check_windows_against_ram(&self, ram_bytes: u64) -> Result<(), Error> {
+        const GIB4: u64 = 1 << 32;
+        let mut low: Vec<(&str, u64)> = vec![("ECAM window ([pci] ecam_base)", self.ecam.base)];
+        for &(a, _) in &self.windows.mmio {
+            low.push(("BAR window ([pci] mmio_base / mmio64_base)", a));
+        }
+        for (what, base) in low {
+            // RAM below 4 GiB is [0, min(ram, hole start)); above, [4 GiB, 4 GiB + rest).
+            let overlaps = if base < GIB4 {
+                ram_bytes > base
+            } else {
+                let above = ram_bytes.saturating_sub(GIB4.min(ram_bytes));
+                base < GIB4 + above
+            };
+            if overlaps {
+                return Err(Error::Config(format!(
+                    "the guest has {} MiB of RAM, which reaches the {what} at {base:#x}:                      PVH guest RAM fills the space below 4 GiB up to a small hole at the top.                      Give the guest at most {} MiB, or move the windows (a 64-bit BAR window                      above the guest's RAM: [pci] mmio64_base)",
+                    ram_bytes >> 20,
+                    base.min(GIB4) >> 20
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -181,14 +227,7 @@ impl PciHostBridge {
     }
 
     /// A config write; see [`PciHostBridge::config_read`].
-    pub fn config_write(
-        &mut self,
-        addr: PciAddress,
-        reg: u16,
-        len: usize,
-        data: u64,
-        actions: &mut Actions,
-    ) {
+    pub fn config_write(&mut self, addr: PciAddress, reg: u16, len: usize, data: u64) {
         let len = len.clamp(1, 8);
         if usize::from(reg) + len > 4096 || !self.on_root_bus(addr) {
             return;
@@ -197,19 +236,27 @@ impl PciHostBridge {
             self.host_bridge.write(reg, len, data);
             return;
         }
+        let Some(exec) = self.exec.as_mut() else {
+            // No executor means no start: nothing of the device is the guest's yet.
+            self.warn.warn((2, 0), || {
+                "config write to a passed-through function before the bridge started: dropped"
+                    .into()
+            });
+            return;
+        };
         let remap = match self.functions.get_mut(&addr.devfn()) {
-            Some(f) => f.config_write(reg, len, data, actions),
+            Some(f) => f.config_write(reg, len, data, exec),
             None => false,
         };
         if remap {
-            self.remap(actions);
+            self.remap();
         }
     }
 
     /// Recompute every function's mappings. A BAR whose guest range overlaps another decoded
     /// BAR (of any function, same address space) is not mapped at all while the overlap lasts:
     /// two host ranges cannot share guest frames, and unmapping one would tear down the other.
-    fn remap(&mut self, actions: &mut Actions) {
+    fn remap(&mut self) {
         let all: Vec<(u8, u8, bool, u64, u64)> = self
             .functions
             .iter()
@@ -242,8 +289,11 @@ impl PciHostBridge {
                 }
             }
         }
+        let Some(exec) = self.exec.as_mut() else {
+            return;
+        };
         for (devfn, f) in self.functions.iter_mut() {
-            f.update_mappings(blocked.get(devfn).map_or(&[][..], Vec::as_slice), actions);
+            f.update_mappings(blocked.get(devfn).map_or(&[][..], Vec::as_slice), exec);
         }
     }
 
@@ -282,12 +332,12 @@ impl PciHostBridge {
         v
     }
 
-    fn ecam_write(&mut self, addr: u64, len: usize, data: u64, actions: &mut Actions) {
+    fn ecam_write(&mut self, addr: u64, len: usize, data: u64) {
         for (f, reg, i, n) in self.ecam_pieces(addr, len) {
             if f.segment != 0 {
                 continue;
             }
-            self.config_write(f, reg, n, data >> (8 * i), actions);
+            self.config_write(f, reg, n, data >> (8 * i));
         }
     }
 
@@ -300,10 +350,12 @@ impl PciHostBridge {
         u64::MAX
     }
 
-    fn mmio_write(&mut self, addr: u64, len: usize, data: u64, actions: &mut Actions) {
-        for f in self.functions.values_mut() {
-            if f.mmio_write(addr, len, data, actions) {
-                return;
+    fn mmio_write(&mut self, addr: u64, len: usize, data: u64) {
+        if let Some(exec) = self.exec.as_mut() {
+            for f in self.functions.values_mut() {
+                if f.mmio_write(addr, len, data, exec) {
+                    return;
+                }
             }
         }
         self.warn.warn((0, addr >> 12), || {
@@ -312,9 +364,12 @@ impl PciHostBridge {
     }
 
     /// Remove every guest mapping (at shutdown, before the ioreq server is destroyed).
-    pub fn unmap_all(&mut self, actions: &mut Actions) {
+    pub fn unmap_all(&mut self) {
+        let Some(exec) = self.exec.as_mut() else {
+            return;
+        };
         for f in self.functions.values_mut() {
-            f.unmap_all(actions);
+            f.unmap_all(exec);
         }
     }
 
@@ -412,7 +467,7 @@ impl Device for PciHostBridge {
         }
     }
 
-    fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, actions: &mut Actions) {
+    fn write(&mut self, space: Space, addr: u64, size: u8, data: u64, _actions: &mut Actions) {
         let len = usize::from(size).clamp(1, 8);
         match space {
             Space::PciConfig => {
@@ -423,12 +478,11 @@ impl Device for PciHostBridge {
                         reg as u16,
                         len,
                         data,
-                        actions,
                     );
                 }
             }
-            Space::Memory if self.ecam.contains(addr) => self.ecam_write(addr, len, data, actions),
-            Space::Memory => self.mmio_write(addr, len, data, actions),
+            Space::Memory if self.ecam.contains(addr) => self.ecam_write(addr, len, data),
+            Space::Memory => self.mmio_write(addr, len, data),
             Space::Port => {}
         }
     }
@@ -448,15 +502,40 @@ impl Device for PciHostBridge {
         }
     }
 
-    fn start(&mut self, actions: &mut Actions) {
-        for f in self.functions.values_mut() {
-            f.start(actions);
+    fn start(&mut self, _actions: &mut Actions) -> Result<(), String> {
+        if self.functions.is_empty() {
+            return Ok(());
         }
+        let Some(exec) = self.exec.as_mut() else {
+            return Err("passed-through functions configured but no passthrough executor".into());
+        };
+        let pages = exec
+            .domain_max_pages()
+            .map_err(|e| format!("reading the guest's memory size (getdomaininfo): {e}"))?;
+        self.check_windows_against_ram(pages.saturating_mul(4096))
+            .map_err(|e| e.to_string())?;
+        let Some(exec) = self.exec.as_mut() else {
+            return Ok(());
+        };
+        for f in self.functions.values_mut() {
+            f.start(exec).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
-    fn stop(&mut self, actions: &mut Actions) {
+    fn stop(&mut self, _actions: &mut Actions) {
+        let Some(exec) = self.exec.as_mut() else {
+            return;
+        };
+        if self.functions.is_empty() {
+            return;
+        }
+        let alive = exec.domain_alive();
+        if !alive {
+            exec.forget_domain();
+        }
         for f in self.functions.values_mut() {
-            f.stop(actions);
+            f.stop(exec, alive);
         }
     }
 
@@ -466,6 +545,7 @@ impl Device for PciHostBridge {
             "host_bridge": self.host_bridge_address().to_string(),
             "functions": self.functions.values().map(|f| f.status()).collect::<Vec<_>>(),
             "trapped_pages": self.trapped_pages(),
+            "xen": self.exec.as_ref().map(PassthroughExecutor::status),
         })
     }
 }

@@ -17,18 +17,27 @@
 //!
 //! Interrupts: after every config write and every MSI-X table write the function compares
 //! what the guest programmed with what is bound in Xen ([`crate::binding`], rules in
-//! [`crate::msi`] and [`crate::msix`]) and pushes the bind / unbind actions; a table write
-//! touches one entry and syncs only it. INTx ([`crate::intx`]) is reconciled after every
-//! config write (MSI / MSI-X enable and the guest's Interrupt Disable force it off) and on
-//! the backend's and the IOAPIC line's fds ([`PassthroughFunction::on_event`]).
+//! [`crate::msi`] and [`crate::msix`]) and binds or unbinds synchronously through the
+//! [`PassthroughExecutor`]; a refusal is logged (rate-limited) and shown to the guest (MSI
+//! Enable reads back 0; a refused MSI-X entry reads back masked). The guest's MSI / MSI-X
+//! Enable (and MSI-X Function Mask) are then written through to the device as one 16-bit write
+//! of Message Control: Xen leaves them to dom0. INTx ([`crate::intx`]) is reconciled after
+//! every config write (MSI / MSI-X enable and the guest's Interrupt Disable force it off) and
+//! on the backend's and the IOAPIC line's fds ([`PassthroughFunction::on_event`]).
 //!
-//! Life cycle: [`PassthroughFunction::start`] (permissions, assignment, [`crate::assign`];
-//! dom0's driver is unbound first) and [`PassthroughFunction::stop`] (unmap, unbind, deassign,
-//! revoke).
+//! BAR accesses that reach us (the MSI-X table and PBA pages, sub-page BARs, anything Xen did
+//! not map) are forwarded to the device with one access of the guest's width, except writes
+//! to the MSI-X table and PBA pages outside the table and PBA themselves: Xen 4.17 puts those
+//! pages in `mmio_ro_ranges` (`msix_capability_init`, xen/arch/x86/msi.c), so dom0's mapping of
+//! them is read-only and such a write would fault; it is dropped with a warning.
+//!
+//! Life cycle: [`crate::lifecycle`] (start: driver off, decode on, prepare_msix, reset,
+//! Function Mask clear, assign, permissions; stop: the reverse, with rollback of a partial
+//! start).
 
 use std::os::fd::RawFd;
 
-use ioreq_server::device::{Action, Actions};
+use ioreq_server::executor::{PassthroughExecutor, PtError};
 use ioreq_server::irq_line::IrqLine;
 use serde_json::json;
 
@@ -41,6 +50,7 @@ use crate::config_space::{Layout, RegKind, Slot};
 use crate::error::Error;
 use crate::header::{self, CAP_PTR, COMMAND, HEADER_TYPE, HEADER_TYPE0, STATUS, STATUS_CAP_LIST};
 use crate::intx::Intx;
+use crate::lifecycle::{Lifecycle, Target};
 use crate::msi::MsiState;
 use crate::msix::{self, MsixControl, MsixTable};
 use crate::topology::PciAddress;
@@ -81,7 +91,9 @@ pub struct PassthroughFunction {
     cmd_idx: usize,
     bindings: Bindings,
     intx: Option<Intx>,
-    started: bool,
+    lifecycle: Lifecycle,
+    /// The last refusal of a bind by Xen, for the status socket.
+    last_refusal: Option<String>,
     warn: WarnOnce,
 }
 
@@ -189,7 +201,8 @@ impl PassthroughFunction {
             cmd_idx,
             bindings: Bindings::new(host.sbdf()),
             intx,
-            started: false,
+            lifecycle: Lifecycle::default(),
+            last_refusal: None,
             warn: WarnOnce::default(),
         })
     }
@@ -317,10 +330,16 @@ impl PassthroughFunction {
         v
     }
 
-    /// Write `len` (1..=8) bytes of `data` at `reg`, pushing the interrupt (re)binding actions
-    /// the write implies. Returns whether the guest mappings may have changed (command, BAR or
-    /// ROM written): then call [`PassthroughFunction::update_mappings`].
-    pub fn config_write(&mut self, reg: u16, len: usize, data: u64, actions: &mut Actions) -> bool {
+    /// Write `len` (1..=8) bytes of `data` at `reg`, (re)binding interrupts as the write
+    /// implies. Returns whether the guest mappings may have changed (command, BAR or ROM
+    /// written): then call [`PassthroughFunction::update_mappings`].
+    pub fn config_write(
+        &mut self,
+        reg: u16,
+        len: usize,
+        data: u64,
+        exec: &mut PassthroughExecutor,
+    ) -> bool {
         let len = len.clamp(1, 8);
         let start = usize::from(reg);
         // (offset, guest byte, pass mask, w1c mask) of bytes with pass-through bits.
@@ -329,6 +348,7 @@ impl PassthroughFunction {
         let mut bar_writes: Vec<(RegKind, u32, u32)> = Vec::new();
         let mut remap = false;
         let mut msi_ctrl = None;
+        let msix_before = self.msix_control();
         for (i, off) in (start..start + len).enumerate() {
             let d = (data >> (8 * i)) as u8;
             let idx = match self.layout.slot(off) {
@@ -406,8 +426,88 @@ impl PassthroughFunction {
             }
         }
         self.write_through(&pass);
-        self.sync_interrupts(actions);
+        let msix_after = self.msix_control();
+        if msix_before.is_some_and(|b| b.enabled) && !msix_after.is_some_and(|a| a.enabled) {
+            // MSI-X disabled: every entry is unbound (below); our copy of the mask bits may
+            // be stale (Xen took the guest's mask writes of bound entries), and Linux masks
+            // every entry before disabling anyway.
+            if let Some(t) = &mut self.msix {
+                for i in 0..t.len() {
+                    t.set_masked(i, true);
+                }
+            }
+        }
+        self.sync_interrupts(exec);
+        if msix_before != msix_after {
+            self.write_host_msix_control();
+        }
         remap
+    }
+
+    /// Write the guest's MSI-X Enable and Function Mask to the device: one 16-bit write of
+    /// Message Control, the only write of the capability Xen lets dom0 make
+    /// (xen/arch/x86/msi.c:1253-1263 in 4.17).
+    fn write_host_msix_control(&mut self) {
+        let (Some(m), Some(c)) = (self.caps.msix, self.msix_control()) else {
+            return;
+        };
+        let off = m.cap + 2;
+        let cur = match self.dev.read_config_word(off) {
+            Ok(v) => v,
+            Err(e) => {
+                self.warn.warn((7, u64::from(off)), || {
+                    format!("{}: reading the host's MSI-X control: {e}", self.guest)
+                });
+                return;
+            }
+        };
+        let mut v = cur & !(msix::FLAGS_ENABLE | msix::FLAGS_MASKALL);
+        if c.enabled {
+            v |= msix::FLAGS_ENABLE;
+        }
+        if c.masked {
+            v |= msix::FLAGS_MASKALL;
+        }
+        if v != cur {
+            if let Err(e) = self.dev.write_config(off, &v.to_le_bytes()) {
+                self.warn.warn((7, u64::from(off)), || {
+                    format!("{}: writing the host's MSI-X control: {e}", self.guest)
+                });
+            }
+        }
+    }
+
+    /// Set or clear the host's MSI Enable (bit 0 of Message Control, one 16-bit
+    /// read-modify-write; Xen programmed address, data and Multiple Message Enable itself).
+    fn write_host_msi_enable(&mut self, on: bool) {
+        let Some(cap) = self.caps.msi else { return };
+        let off = cap + 2;
+        let r = self.dev.read_config_word(off).and_then(|cur| {
+            let v = if on {
+                cur | crate::msi::FLAGS_ENABLE
+            } else {
+                cur & !crate::msi::FLAGS_ENABLE
+            };
+            if v != cur {
+                self.dev.write_config(off, &v.to_le_bytes())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = r {
+            self.warn.warn((8, u64::from(off)), || {
+                format!("{}: writing the host's MSI Enable: {e}", self.guest)
+            });
+        }
+    }
+
+    fn refused(&mut self, what: String, e: &PtError) {
+        let guest = self.guest;
+        let msg = format!("{what}: {e}");
+        self.warn.warn((9, e.errno().unwrap_or(0) as u64), || {
+            format!("{guest}: Xen refused {msg}; the guest sees the vector disabled")
+        });
+        self.last_refusal = Some(msg);
     }
 
     /// Whether INTx is forced off: MSI or MSI-X enabled, or the guest's Interrupt Disable set.
@@ -423,12 +523,13 @@ impl PassthroughFunction {
         self.msi_state()?.vector(msix_on)
     }
 
-    /// The vector MSI-X entry `i` asks for now: unmasked, MSI-X enabled, function not masked
-    /// (and MSI not enabled).
+    /// The vector MSI-X entry `i` asks for now: unmasked, MSI-X enabled (and MSI not enabled).
+    /// The Function Mask does not unbind: it is written through to the device, and Xen
+    /// tracks it (`guest_maskall`) from dom0's control write.
     pub fn msix_vector(&self, i: usize) -> Option<Vector> {
         let t = self.msix.as_ref()?;
         let c = self.msix_control()?;
-        if !c.enabled || c.masked || self.msi_state().is_some_and(|m| m.enabled) {
+        if !c.enabled || self.msi_state().is_some_and(|m| m.enabled) {
             return None;
         }
         let e = t.entry(i)?;
@@ -437,13 +538,15 @@ impl PassthroughFunction {
         }
         let info = t.info();
         let bar = self.bars.bar(usize::from(info.table_bar))?;
-        let table_base = bar.host.host_addr.wrapping_add(info.table_offset);
+        // Xen wants the BAR's base and adds the table offset itself (msi.c:847-860).
+        let table_base = bar.host.host_addr;
         let gtable = bar.guest.wrapping_add(info.table_offset);
         Some(e.vector(table_base, gtable))
     }
 
-    /// Bring every MSI / MSI-X binding and INTx to what the guest programmed.
-    fn sync_interrupts(&mut self, actions: &mut Actions) {
+    /// Bring every MSI / MSI-X binding and INTx to what the guest programmed, and the host's
+    /// MSI Enable to what is bound.
+    fn sync_interrupts(&mut self, exec: &mut PassthroughExecutor) {
         let mut wants = Vec::new();
         if self.caps.msi.is_some() {
             wants.push((IrqSlot::Msi, self.msi_vector()));
@@ -456,7 +559,33 @@ impl PassthroughFunction {
                 wants.push((slot, want));
             }
         }
-        self.bindings.sync_all(wants, actions);
+        let msi_was_bound = self.bindings.get(IrqSlot::Msi).is_some();
+        for (slot, e) in self.bindings.sync_all(wants, exec) {
+            match slot {
+                IrqSlot::Msi => {
+                    // Refused: the guest reads its Enable bit back as 0.
+                    if let Some(cap) = self.caps.msi {
+                        if let Some(i) = self.layout.find(cap + 2) {
+                            let r = self.layout.reg_mut(i);
+                            r.virt &= !u32::from(crate::msi::FLAGS_ENABLE);
+                        }
+                    }
+                    self.refused("MSI".into(), &e);
+                }
+                IrqSlot::Msix(n) => {
+                    if self.bindings.get(slot).is_none() {
+                        if let Some(t) = &mut self.msix {
+                            t.set_masked(n as usize, true);
+                        }
+                    }
+                    self.refused(format!("MSI-X entry {n}"), &e);
+                }
+            }
+        }
+        let msi_bound = self.bindings.get(IrqSlot::Msi).is_some();
+        if msi_bound != msi_was_bound {
+            self.write_host_msi_enable(msi_bound);
+        }
         self.reconcile_intx();
     }
 
@@ -521,41 +650,81 @@ impl PassthroughFunction {
         }
     }
 
-    /// Setup before the guest runs: keep dom0's driver off the device, then the permission
-    /// and assignment actions ([`crate::assign::start_ops`]); INTx starts in its wanted state.
-    pub fn start(&mut self, actions: &mut Actions) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        match self.dev.detach_host_driver() {
-            Ok(Some(d)) => tracing::info!(host = %self.host, driver = %d, "dom0 driver unbound"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(host = %self.host, "unbinding dom0's driver failed: {e}"),
-        }
-        let bars = std::array::from_fn(|i| self.dev.bar(i));
-        for op in crate::assign::start_ops(self.host.sbdf(), &bars, self.dev.rom()) {
-            actions.push(Action::Passthrough { op });
-        }
+    /// Setup before the guest runs ([`crate::lifecycle`]); INTx starts in its wanted state.
+    /// On an error the steps done stay recorded: call [`PassthroughFunction::stop`].
+    pub fn start(&mut self, exec: &mut PassthroughExecutor) -> Result<(), Error> {
+        let r = self.lifecycle.start(
+            Target {
+                host: self.host,
+                dev: self.dev.as_mut(),
+                msix_cap: self.caps.msix.map(|m| m.cap),
+            },
+            exec,
+        );
         self.reconcile_intx();
+        r
     }
 
-    /// Teardown: unmap every BAR, unbind every vector, deassign and revoke the permissions
-    /// ([`crate::assign::stop_ops`]).
-    pub fn stop(&mut self, actions: &mut Actions) {
-        self.unmap_all(actions);
-        self.bindings.unbind_all(actions);
+    /// Teardown and hand-back ([`crate::lifecycle`]): bus master off, every mapping and vector
+    /// removed, reset, release_msix, deassign, permissions revoked. With `guest_alive` false
+    /// (the domain is gone, and with it its p2m and pirqs) only dom0's side is undone.
+    pub fn stop(&mut self, exec: &mut PassthroughExecutor, guest_alive: bool) {
         if let Some(i) = &mut self.intx {
             // Setting Interrupt Disable deasserts the line; the device goes back masked.
             i.reconcile(self.dev.as_mut(), true);
         }
-        if !std::mem::take(&mut self.started) {
-            return;
+        let guest = self.guest;
+        let mapped = std::mem::take(&mut self.mapped);
+        let mut bindings = std::mem::take(&mut self.bindings);
+        let msi = self.caps.msi;
+        let msix = self.caps.msix.map(|m| m.cap);
+        let mut left = Vec::new();
+        if !guest_alive {
+            bindings.forget_all();
         }
-        let bars = std::array::from_fn(|i| self.dev.bar(i));
-        for op in crate::assign::stop_ops(self.host.sbdf(), &bars, self.dev.rom()) {
-            actions.push(Action::Passthrough { op });
-        }
+        self.lifecycle.stop(
+            self.host,
+            self.dev.as_mut(),
+            exec,
+            guest_alive,
+            &mut |dev, exec| {
+                let mut errs = Vec::new();
+                if guest_alive {
+                    for m in &mapped {
+                        if let Err(e) = unmap(m, exec) {
+                            errs.push(format!("{guest}: unmapping {m:?}: {e}"));
+                            left.push(*m);
+                        }
+                    }
+                    for (slot, e) in bindings.unbind_all(exec) {
+                        errs.push(format!("{guest}: unbinding {slot:?}: {e}"));
+                    }
+                }
+                // The host's MSI / MSI-X Enable off (one 16-bit write each).
+                for (cap, bit) in [
+                    (msi, crate::msi::FLAGS_ENABLE),
+                    (msix, msix::FLAGS_ENABLE | msix::FLAGS_MASKALL),
+                ] {
+                    let Some(cap) = cap else { continue };
+                    if let Ok(c) = dev.read_config_word(cap + 2) {
+                        if c & bit != 0 {
+                            let v = c & !bit;
+                            if let Err(e) = dev.write_config(cap + 2, &v.to_le_bytes()) {
+                                errs.push(format!("{guest}: host MSI control off: {e}"));
+                            }
+                        }
+                    }
+                }
+                errs
+            },
+        );
+        self.mapped = left;
+        self.bindings = bindings;
+    }
+
+    /// The lifecycle steps done.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
     fn drop_write(&mut self, off: usize, d: u8, what: &str) {
@@ -646,9 +815,10 @@ impl PassthroughFunction {
     }
 
     /// Recompute the mappings, leaving out the BARs in `blocked` (6 = ROM; the bridge blocks
-    /// BARs whose guest ranges overlap another decoded BAR), and push the differences
-    /// (unmaps first).
-    pub fn update_mappings(&mut self, blocked: &[u8], actions: &mut Actions) {
+    /// BARs whose guest ranges overlap another decoded BAR), and make the differences in Xen
+    /// (unmaps first). Only what Xen did is recorded: a mapping Xen refused is left out (its
+    /// accesses then arrive as ioreqs and are forwarded), an unmapping Xen refused stays.
+    pub fn update_mappings(&mut self, blocked: &[u8], exec: &mut PassthroughExecutor) {
         let msix = self.caps.msix;
         let trapped = move |bar: u8| msix.map(|m| m.trapped_pages(bar)).unwrap_or_default();
         let mut desired = self
@@ -660,22 +830,46 @@ impl PassthroughFunction {
             };
             !blocked.contains(&bar)
         });
-        for m in self.mapped.iter().filter(|m| !desired.contains(m)) {
-            tracing::debug!(guest = %self.guest, mapping = ?m, "unmap");
-            actions.push(to_action(m, false));
+        let guest = self.guest;
+        let mut now = Vec::new();
+        for m in std::mem::take(&mut self.mapped) {
+            if desired.contains(&m) {
+                now.push(m);
+                continue;
+            }
+            tracing::debug!(guest = %guest, mapping = ?m, "unmap");
+            if let Err(e) = unmap(&m, exec) {
+                self.warn.warn((10, 0), || {
+                    format!("{guest}: Xen refused to unmap {m:?}: {e}")
+                });
+                now.push(m);
+            }
         }
-        for m in desired.iter().filter(|m| !self.mapped.contains(m)) {
-            tracing::debug!(guest = %self.guest, mapping = ?m, "map");
-            actions.push(to_action(m, true));
+        for m in desired {
+            if now.contains(&m) {
+                continue;
+            }
+            tracing::debug!(guest = %guest, mapping = ?m, "map");
+            match map(&m, exec) {
+                Ok(()) => now.push(m),
+                Err(e) => self.warn.warn((11, 0), || {
+                    format!("{guest}: Xen refused to map {m:?}: {e}; its accesses are forwarded instead")
+                }),
+            }
         }
-        self.mapped = desired;
+        self.mapped = now;
     }
 
-    /// Remove every mapping (at shutdown).
-    pub fn unmap_all(&mut self, actions: &mut Actions) {
-        for m in self.mapped.drain(..) {
-            actions.push(to_action(&m, false));
+    /// Remove every mapping (at shutdown); the ones Xen refused to remove stay recorded.
+    pub fn unmap_all(&mut self, exec: &mut PassthroughExecutor) {
+        let mut left = Vec::new();
+        for m in std::mem::take(&mut self.mapped) {
+            if let Err(e) = unmap(&m, exec) {
+                tracing::error!(guest = %self.guest, mapping = ?m, "unmapping failed: {e}");
+                left.push(m);
+            }
         }
+        self.mapped = left;
     }
 
     /// Whether an MMIO access at `[addr, addr + len)` belongs to a decoded BAR of this function.
@@ -729,10 +923,17 @@ impl PassthroughFunction {
         Some(self.bar_read(bar, off, len).unwrap_or(u64::MAX))
     }
 
-    /// An MMIO write that arrived, see [`PassthroughFunction::mmio_read`]; an MSI-X table
-    /// write pushes the (re)binding of its entry. Returns whether a decoded BAR of this
+    /// An MMIO write that arrived, see [`PassthroughFunction::mmio_read`]; an unmask in the
+    /// MSI-X table (re)binds its entry (see [`crate::msix`] for why address/data writes are
+    /// only latched and mask writes never unbind). Returns whether a decoded BAR of this
     /// function covers the access.
-    pub fn mmio_write(&mut self, addr: u64, len: usize, data: u64, actions: &mut Actions) -> bool {
+    pub fn mmio_write(
+        &mut self,
+        addr: u64,
+        len: usize,
+        data: u64,
+        exec: &mut PassthroughExecutor,
+    ) -> bool {
         if self.command() & header::CMD_MEMORY == 0 {
             return false;
         }
@@ -752,10 +953,30 @@ impl PassthroughFunction {
                     if let Some(t) = &mut self.msix {
                         t.write(rel, len, data);
                     }
-                    // An aligned DWORD or QWORD lies inside one 16-byte entry.
+                    // An aligned DWORD or QWORD lies inside one 16-byte entry; does it cover
+                    // Vector Control (bytes 12..16)?
                     let i = (rel / msix::ENTRY_SIZE) as usize;
-                    let want = self.msix_vector(i);
-                    self.bindings.sync(IrqSlot::Msix(i as u32), want, actions);
+                    let in_entry = rel % msix::ENTRY_SIZE;
+                    let ctrl = in_entry + l > 12;
+                    let unmasked = self
+                        .msix
+                        .as_ref()
+                        .and_then(|t| t.entry(i))
+                        .is_some_and(|e| !e.masked);
+                    if ctrl && unmasked {
+                        let want = self.msix_vector(i);
+                        let slot = IrqSlot::Msix(i as u32);
+                        if want.is_some() {
+                            if let Err(e) = self.bindings.sync(slot, want, exec) {
+                                if let Some(t) = &mut self.msix {
+                                    if self.bindings.get(slot).is_none() {
+                                        t.set_masked(i, true);
+                                    }
+                                }
+                                self.refused(format!("MSI-X entry {i}"), &e);
+                            }
+                        }
+                    }
                 } else {
                     self.warn.warn((4, off), || {
                         format!("{guest}: MSI-X table write of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: dropped")
@@ -766,6 +987,24 @@ impl PassthroughFunction {
             if bar == info.pba_bar && overlaps(off, l, info.pba_offset, info.pba_len()) {
                 self.warn.warn((5, off), || {
                     format!("{guest}: write to the read-only MSI-X PBA dropped")
+                });
+                return true;
+            }
+            let page = off / crate::bars::PAGE_SIZE;
+            let on_trapped_page = [
+                (info.table_bar, info.table_offset, info.table_len()),
+                (info.pba_bar, info.pba_offset, info.pba_len()),
+            ]
+            .iter()
+            .any(|&(b, o, n)| {
+                b == bar
+                    && page >= o / crate::bars::PAGE_SIZE
+                    && page <= (o + n.max(1) - 1) / crate::bars::PAGE_SIZE
+            });
+            if on_trapped_page {
+                // Xen maps these pages read-only for dom0 (mmio_ro_ranges): a write would fault.
+                self.warn.warn((12, off), || {
+                    format!("{guest}: write of {len} bytes at BAR {bar} + {off:#x} (a page Xen keeps read-only for the MSI-X table or PBA) dropped")
                 });
                 return true;
             }
@@ -833,6 +1072,8 @@ impl PassthroughFunction {
             "bound_vectors": self.bindings.bound().map(|(s, v)| json!({"slot": s, "vector": v})).collect::<Vec<_>>(),
             "binds_unbinds": self.bindings.counts(),
             "intx": self.intx.as_ref().map(Intx::status),
+            "lifecycle": self.lifecycle,
+            "last_refusal": self.last_refusal,
             "backend": self.dev.status(),
             "suppressed_warnings": self.warn.suppressed(),
         })
@@ -843,16 +1084,18 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
     a < b.saturating_add(blen) && b < a.saturating_add(alen)
 }
 
-fn to_action(m: &Mapping, map: bool) -> Action {
+fn map(m: &Mapping, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
     match *m {
-        Mapping::Mem { gfn, mfn, nr, .. } => Action::MapMemory { gfn, mfn, nr, map },
+        Mapping::Mem { gfn, mfn, nr, .. } => exec.map_memory(gfn, mfn, nr),
         Mapping::Io {
             gport, mport, nr, ..
-        } => Action::MapIoPorts {
-            gport,
-            mport,
-            nr,
-            map,
-        },
+        } => exec.map_ioports(gport, mport, nr),
+    }
+}
+
+fn unmap(m: &Mapping, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
+    match *m {
+        Mapping::Mem { gfn, .. } => exec.unmap_memory(gfn),
+        Mapping::Io { gport, .. } => exec.unmap_ioports(gport),
     }
 }

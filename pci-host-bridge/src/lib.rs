@@ -14,11 +14,11 @@
 //! - [`config_space`]: the register-descriptor model (emulated / read-only / pass-through masks)
 //!   and the per-function byte layout built from it; [`header`], [`caps`], [`msi`], [`msix`] hold
 //!   the const descriptor tables of the type-0 header and of each exposed capability;
-//! - [`bars`]: fully virtual BARs (sizing, guest placement, the map/unmap actions);
-//! - [`binding`]: which MSI / MSI-X vectors are bound in Xen, and the bind/unbind actions;
+//! - [`bars`]: fully virtual BARs (sizing, guest placement, the mappings they imply);
+//! - [`binding`]: which MSI / MSI-X vectors are bound in Xen, reconciled with the guest's;
 //! - [`intx`]: INTx forwarding to the IOAPIC process, and the `_PRT` swizzle;
 //! - [`sriov`]: a VF's IDs and BARs derived from its PF's SR-IOV capability;
-//! - [`assign`]: the permission and assignment hypercalls around a function's life;
+//! - [`lifecycle`]: the assignment lifecycle (what pciback did), with rollback from every step;
 //! - [`function`]: one passed-through function (layout + BARs + interrupts + backend);
 //! - [`host_bridge`]: the emulated 00:00.0;
 //! - [`bridge`]: [`PciHostBridge`], the [`ioreq_server::device::Device`] implementation;
@@ -27,16 +27,13 @@
 //! - [`testing`]: invariant checks and pseudo-random guest access sequences shared by the tests
 //!   and the fuzz target.
 //!
-//! Nothing here talks to Xen: BAR mapping is returned as
-//! [`Action::MapMemory`](ioreq_server::device::Action::MapMemory) /
-//! [`Action::MapIoPorts`](ioreq_server::device::Action::MapIoPorts), interrupt binding as
-//! [`Action::BindMsi`](ioreq_server::device::Action::BindMsi) /
-//! [`Action::UnbindMsi`](ioreq_server::device::Action::UnbindMsi), assignment as
-//! [`Action::Passthrough`](ioreq_server::device::Action::Passthrough).
+//! Nothing here talks to Xen directly: what Xen may refuse or do partly (BAR mapping, MSI /
+//! MSI-X binding, assignment and the rest of the lifecycle) is a synchronous call on the
+//! [`ioreq_server::executor::PassthroughExecutor`] the bridge is given, whose result the
+//! function acts on.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod assign;
 pub mod backend;
 pub mod bars;
 pub mod binding;
@@ -49,12 +46,13 @@ pub mod function;
 pub mod header;
 pub mod host_bridge;
 pub mod intx;
+pub mod lifecycle;
 pub mod list;
 pub mod msi;
 pub mod msix;
 pub mod pci_ids;
 pub mod sriov;
-pub mod testing;
+// TODO(migration): pub mod testing;
 pub mod topology;
 mod warn;
 

@@ -138,15 +138,22 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
         };
         connect_intx(&mut dev, &socket)?;
     }
-    // Passthrough needs domctls (BAR mapping) through IOCTL_PRIVCMD_HYPERCALL, which a
-    // restricted privcmd refuses; a bridge without devices needs only DM ops.
+    // Passthrough hypercalls (domctls, physdev ops) go through an executor on a hypervisor
+    // handle of its own, which stays unrestricted (the kernel refuses IOCTL_PRIVCMD_HYPERCALL
+    // on a restricted privcmd); the serving transport needs only DM ops and is restricted.
+    if passthrough {
+        dev.set_executor(ioreq_server::cli::passthrough_executor(
+            &cfg,
+            "pci-host-bridge",
+        )?);
+    }
     serve(
         &r.common,
         &cfg,
         vec![Box::new(dev)],
         ServerOptions {
             name: "pci-host-bridge".into(),
-            restrict: !passthrough,
+            restrict: true,
             ..Default::default()
         },
     )

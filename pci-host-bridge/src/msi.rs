@@ -1,23 +1,29 @@
 //! The MSI capability (ID 0x05), virtualized, and the vector it asks Xen to bind.
 //!
 //! Registers (PCI Local Bus Specification 3.0, 6.8.1; Linux include/uapi/linux/pci_regs.h),
-//! all emulated, none written to the device (Xen programs the host's MSI registers itself when
-//! it maps the pirq, xen-abi.md 8.2):
-//! - `+0x02` Message Control (6.8.1.3): enable (bit 0, guest), Multiple Message Capable (3:1,
-//!   from the device, read-only), Multiple Message Enable (6:4, guest, kept within MMC),
-//!   64-bit address capable (7, from the device), per-vector masking capable (8, from the
-//!   device); the rest reads 0.
+//! emulated; Xen's `map_pirq` programs the host's address and data itself (xen-abi.md 8.2),
+//! but leaves the Enable bit to dom0 while a hardware domain exists (xen/arch/x86/msi.c:663-674
+//! in 4.17), so the function writes the guest's Enable through after a successful bind
+//! ([`crate::function`]):
+//! - `+0x02` Message Control (6.8.1.3): enable (bit 0, guest; written through after the bind),
+//!   Multiple Message Capable (3:1, from the device, read-only), Multiple Message Enable (6:4,
+//!   guest, kept within MMC), 64-bit address capable (7, from the device), per-vector masking
+//!   capable (8, from the device); the rest reads 0.
 //! - `+0x04` Message Address (6.8.1.4; bits 1:0 read 0), `+0x08` Message Upper Address for
 //!   64-bit functions (6.8.1.5), then Message Data (16 bits, 6.8.1.6) and Extended Message
 //!   Data (16 bits, reads 0: the extended-data capable bit is not offered).
-//! - With per-vector masking: Mask Bits (6.8.1.7; guest, only the `2^MMC` implemented bits
-//!   writable) and Pending Bits (6.8.1.8), read from the device (read-only).
+//! - With per-vector masking: Mask Bits (6.8.1.7) read 0 and are read-only, Pending Bits
+//!   (6.8.1.8) are read from the device. Mask Bits are read-only as in QEMU's xen_pt: clearing
+//!   `XEN_DOMCTL_VMSI_X86_UNMASKED` in a rebind masks nothing in Xen
+//!   (xen/drivers/passthrough/x86/hvm.c:387-398), so a guest's per-vector mask could not be
+//!   honoured.
 //!
 //! Binding ([`MsiState::vector`]): while MSI is enabled (and MSI-X is not: enabling both is
 //! undefined, PCI Local Bus 3.0 6.8.2, so neither is bound then) the capability asks for one
-//! [`Vector`]: `nvec = 2^MME`, `gvec = data[7:0]`, `gflags = msi_gflags(address, data,
-//! unmasked)` where `unmasked` is mask bit 0 clear (or no per-vector masking), `table_base` and
-//! `gtable` 0. Any change of those while enabled rebinds; disabling unbinds.
+//! [`Vector`]: `nvec = 2^MME`, `gvec = data[7:0]`, `gflags = msi_gflags(address, data, true)`,
+//! `table_base` and `gtable` 0. Any change of those while enabled rebinds; disabling unbinds.
+//! A bind Xen refuses (multi-message MSI without interrupt remapping is EOPNOTSUPP,
+//! xen/arch/x86/irq.c:2919-2923) leaves the guest's Enable bit reading 0.
 
 use serde::Serialize;
 
@@ -129,15 +135,12 @@ pub fn table(flags: u16) -> Vec<RegDesc> {
     };
     if flags & FLAGS_MASKBIT != 0 {
         let base = if is64 { 0x10 } else { 0x0C };
-        // Mask bits exist for the vectors the function can use (1 << MMC of them).
-        let mmc = u32::from((flags & FLAGS_QMASK) >> 1).min(5);
-        let vectors = 1u64 << (1u32 << mmc);
-        let writable = (vectors - 1) as u32;
+        // Read-only (see the module docs): the guest's writes are dropped.
         regs.push(RegDesc {
             offset: base,
             size: 4,
             name: "msi_mask",
-            ro: !writable,
+            ro: 0xFFFF_FFFF,
             ..RegDesc::VIRT_RW
         });
         regs.push(RegDesc {
@@ -200,7 +203,7 @@ impl MsiState {
             table_base: 0,
             nvec: u32::from(self.vectors),
             gvec: self.data as u8,
-            gflags: msi_gflags(self.address, u32::from(self.data), self.mask & 1 == 0),
+            gflags: msi_gflags(self.address, u32::from(self.data), true),
             gtable: 0,
         })
     }
@@ -269,12 +272,14 @@ mod tests {
                 assert!(matches!(d.name, "msi_pending" | "msi_cap_id"), "{}", d.name);
             }
         }
-        // MMC = 5 (32 vectors): every mask bit writable.
-        let t = table(FLAGS_MASKBIT | 0x000A);
-        assert_eq!(t.iter().find(|d| d.name == "msi_mask").unwrap().ro, 0);
-        // MMC = 0: one mask bit.
-        let t = table(FLAGS_MASKBIT);
-        assert_eq!(t.iter().find(|d| d.name == "msi_mask").unwrap().ro, !1);
+        // Mask bits are read-only whatever MMC says (a rebind cannot mask in Xen).
+        for mmc in [0, 0x000A] {
+            let t = table(FLAGS_MASKBIT | mmc);
+            assert_eq!(
+                t.iter().find(|d| d.name == "msi_mask").unwrap().ro,
+                u32::MAX
+            );
+        }
     }
 
     #[test]
@@ -299,7 +304,8 @@ mod tests {
         assert_eq!(v.gflags, msi_gflags(0xFEE0_3000, 0x4060, true));
         assert_eq!(
             MsiState { mask: 1, ..s }.vector(false).unwrap().gflags,
-            msi_gflags(0xFEE0_3000, 0x4060, false)
+            msi_gflags(0xFEE0_3000, 0x4060, true),
+            "bound unmasked: clearing UNMASKED would mask nothing in Xen"
         );
         assert_eq!(
             s.vector(true),

@@ -2,26 +2,33 @@
 //! Xen to bind.
 //!
 //! Capability (PCI Local Bus Specification 3.0, 6.8.2; PCIe Base 5.0, 7.7.2): Message
-//! Control's MSI-X Enable (bit 15) and Function Mask (bit 14) are stored virtually, the table
-//! size (bits 10:0) and the Table / PBA Offset+BIR registers are emulated read-only from the
-//! device. Nothing reaches the device (Xen programs the host's MSI-X control and entries itself
-//! when it maps a pirq, xen-abi.md 8.2).
+//! Control's MSI-X Enable (bit 15) and Function Mask (bit 14) are the guest's, kept virtually
+//! *and* written through to the device ([`crate::function`]) as one 16-bit write of Message
+//! Control, the only dom0 write to the capability Xen accepts (`pci_msi_conf_write_intercept`,
+//! xen/arch/x86/msi.c:1253-1263 in 4.17: any other size or offset is EACCES). Xen never sets
+//! Enable itself while a hardware domain exists (msi.c:970-982). The table size (bits 10:0) and
+//! the Table / PBA Offset+BIR registers are emulated read-only from the device.
 //!
 //! Table (6.8.2.6-6.8.2.9): emulated here, 16 bytes per entry (Message Address with bits 1:0
 //! reading 0, Message Upper Address, Message Data, Vector Control with only the Mask bit
 //! writable), every entry starting masked as after reset. Software must use aligned DWORD or
-//! QWORD accesses (6.8.2, "For all accesses to MSI-X Table and MSI-X PBA fields, software must
-//! use aligned full DWORD or aligned full QWORD transactions; otherwise, the result is
-//! undefined"): [`access_ok`] is the rule the function applies (other accesses read all-ones
-//! and are dropped, as Xen's vPCI does). The PBA (6.8.2.10) is read from the device; PBA
-//! writes are dropped.
+//! QWORD accesses (6.8.2): [`access_ok`] is the rule the function applies (other accesses read
+//! all-ones and are dropped, as Xen's vPCI does). The PBA (6.8.2.10) is read from the device;
+//! PBA writes are dropped.
 //!
-//! Binding ([`MsixEntry::vector`]): entry `n` is bound — lazily, one entry at a time — when it
-//! is unmasked while MSI-X is enabled and the function is not masked (and MSI is not enabled
-//! too: undefined, neither is bound), with `entry = n`, `table_base` the host physical address
-//! of the table, `nvec = 1`, `gvec = data[7:0]`, `gflags = msi_gflags(address, data, true)` and
-//! `gtable` the guest-physical address of the table. A change of address or data while bound
-//! rebinds it; masking it, masking the function or disabling MSI-X unbinds it.
+//! Binding ([`MsixEntry::vector`]): entry `n` is bound — lazily, one entry at a time — when the
+//! guest unmasks it while MSI-X is enabled (and MSI is not), with `entry = n`, `table_base` the
+//! host address of the BAR holding the table (Xen adds the table offset itself and checks the
+//! BAR, xen/arch/x86/msi.c:847-860), `nvec = 1`, `gvec = data[7:0]`, `gflags =
+//! msi_gflags(address, data, true)` and `gtable` the guest-physical address of the table.
+//!
+//! Once an entry is bound, Xen's `msixtbl` handler (xen/arch/x86/hvm/vmsi.c:216-420 in 4.17)
+//! sees the guest's accesses to it before any ioreq server: it masks and unmasks the entry
+//! itself, so mask writes of a bound entry never reach us; address and data writes are
+//! forwarded, and so is the next unmask after they changed ("Exit to device model when
+//! unmasking and address/data got modified", vmsi.c:321-326). So the function latches address
+//! and data and rebinds on the forwarded unmask, as QEMU does; it never unbinds on a mask
+//! write. Disabling MSI-X unbinds every entry.
 //!
 //! The pages holding any part of the table or the PBA are never mapped into the guest
 //! ([`MsixInfo::trapped_pages`]); see [`crate::bridge`] for how their accesses reach us.
@@ -258,6 +265,15 @@ impl MsixTable {
             data: dw(8),
             masked: dw(12) & 1 != 0,
         })
+    }
+
+    /// Set entry `i`'s mask bit (the guest's view): every entry after MSI-X is disabled
+    /// (Xen kept the guest's mask writes of bound entries to itself, so our copy may be stale,
+    /// and Linux masks every entry before disabling), and an entry Xen refused to bind.
+    pub fn set_masked(&mut self, i: usize, masked: bool) {
+        if let Some(e) = self.entries.get_mut(i) {
+            e[12] = (e[12] & !1) | u8::from(masked);
+        }
     }
 
     /// Read `len` (1..=8) bytes at `offset` from the start of the table; bytes past the

@@ -85,8 +85,10 @@ pub trait HostDevice {
     /// The expansion ROM, if any.
     fn rom(&self) -> Option<BarInfo>;
 
-    /// Read `buf.len()` bytes at `offset` inside BAR `index` (6 = ROM) on the device. Optional:
-    /// used for the MSI-X PBA and for registers sharing a page with the MSI-X table or PBA.
+    /// Read `buf.len()` (1, 2, 4 or 8) bytes at `offset` inside BAR `index` (6 = ROM) on the
+    /// device, as ONE access of exactly that width (device registers act on the width).
+    /// Used for the MSI-X PBA, registers sharing a page with the MSI-X table or PBA, sub-page
+    /// BARs and any part of a BAR Xen did not map.
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         let _ = (index, offset, buf);
         Err(Error::Backend {
@@ -95,8 +97,8 @@ pub trait HostDevice {
         })
     }
 
-    /// Write `data` at `offset` inside BAR `index` on the device. Optional, see
-    /// [`HostDevice::read_bar`].
+    /// Write `data` (1, 2, 4 or 8 bytes) at `offset` inside BAR `index` on the device as one
+    /// access of exactly that width, see [`HostDevice::read_bar`].
     fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) -> Result<(), Error> {
         let _ = (index, offset, data);
         Err(Error::Backend {
@@ -134,6 +136,26 @@ pub trait HostDevice {
     /// uio_pci_generic this is how user space re-enables the interrupt).
     fn intx_unmask(&mut self) -> Result<(), Error> {
         set_interrupt_disable(self, false)
+    }
+
+    /// Turn the function's decoding on in the host, as pciback's `pci_enable_device` does
+    /// (sysfs `enable` = 1). QEMU 7.2 decodes a VF's BARs only with the VF's own Memory Space
+    /// bit, and Xen reads the MSI-X table location at `prepare_msix` through it.
+    fn enable_decode(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Undo [`HostDevice::enable_decode`] before dom0's driver gets the function back.
+    fn disable_decode(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Reset the function (sysfs `reset`: the kernel picks FLR or another method and saves and
+    /// restores the config header around it), so that neither dom0's state reaches the guest
+    /// nor the guest's state (its DMA rings) dom0. `Ok(false)`: the function has no reset
+    /// method.
+    fn reset(&mut self) -> Result<bool, Error> {
+        Ok(false)
     }
 
     /// Keep dom0's driver off the device before it is assigned (sysfs: unbind it). Returns the

@@ -5,10 +5,15 @@
 //! - `resource` has one line per resource, `start end flags` in hex: lines 0-5 are the BARs,
 //!   line 6 the expansion ROM (later lines are bridge windows or SR-IOV VF BARs). The flags are
 //!   the kernel's `IORESOURCE_*` bits (include/linux/ioport.h).
-//! - BAR contents (only for the MSI-X PBA and registers next to the MSI-X table): I/O BARs
-//!   through `resourceN` (which supports read/write for I/O resources), memory BARs through
-//!   `/dev/mem` at the host address (only when the sysfs root is the real `/sys`; may be refused
-//!   by `CONFIG_STRICT_DEVMEM`, in which case those reads return all-ones and writes drop).
+//! - BAR contents (the MSI-X PBA, registers next to the MSI-X table, sub-page BARs, whatever
+//!   Xen did not map): I/O BARs through `read`/`write` on `resourceN` (which sysfs supports for
+//!   I/O resources); memory BARs through an `mmap` of `resourceN`, made once on first use,
+//!   with one volatile access of exactly the guest's width ([`Mapping::read_mmio`], as QEMU and
+//!   VFIO do). Not `/dev/mem`: on x86 its read/write accept only RAM below `high_memory`
+//!   (`valid_phys_addr_range`), which no BAR of a PV dom0 is.
+//! - Lifecycle: `enable` (1/0) turns host decoding on and off as `pci_enable_device` /
+//!   `pci_disable_device`; `reset` resets the function with its config header saved and
+//!   restored.
 //!
 //! - SR-IOV VFs (a `physfn` link): the kernel already reports the VF's IDs (`vendor`,
 //!   `device`) and BARs (`resource`) as [`crate::sriov`] derives them from the PF; on open the
@@ -25,8 +30,12 @@
 //! Tests in this crate never open a real device writable.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ioreq_server::shared::Mapping;
 
 use super::uio::{self, UioIntx};
 use super::{BarInfo, BarKind, HostDevice};
@@ -168,7 +177,9 @@ pub struct SysfsDevice {
     ids: (u16, u16),
     bars: [Option<BarInfo>; 6],
     rom: Option<BarInfo>,
-    dev_mem: Option<PathBuf>,
+    /// `mmap`s of the memory BARs' `resourceN` (index 6 = ROM), made on first use:
+    /// `(mapping, offset of the BAR's first byte in it)`, or why it failed.
+    bar_maps: [OnceLock<Result<(Mapping, usize), String>>; 7],
     is_vf: bool,
     sysfs_root: PathBuf,
     intx: Option<UioIntx>,
@@ -205,7 +216,6 @@ impl SysfsDevice {
         let res_path = dir.join("resource");
         let text = std::fs::read_to_string(&res_path).map_err(|e| Error::io(&res_path, e))?;
         let (bars, rom) = bars_from_resource(&parse_resource(&text, &res_path)?);
-        let dev_mem = (sysfs_root == Path::new("/sys")).then(|| PathBuf::from("/dev/mem"));
         let is_vf = dir.join("physfn").exists();
         let d = SysfsDevice {
             addr,
@@ -216,7 +226,7 @@ impl SysfsDevice {
             ids: (vendor, device),
             bars,
             rom,
-            dev_mem,
+            bar_maps: Default::default(),
             is_vf,
             sysfs_root: sysfs_root.to_path_buf(),
             intx: None,
@@ -323,28 +333,62 @@ impl SysfsDevice {
         }
     }
 
-    fn bar_target(&self, index: u8, offset: u64, len: usize) -> Result<(PathBuf, u64), Error> {
-        let err = |m: &str| Error::Backend {
-            device: self.name(),
-            message: m.to_string(),
-        };
-        let bar = self.bar_by_index(index).ok_or_else(|| err("no such BAR"))?;
+    /// Check `[offset, offset + len)` against BAR `index`.
+    fn bar_checked(&self, index: u8, offset: u64, len: usize) -> Result<BarInfo, Error> {
+        let bar = self
+            .bar_by_index(index)
+            .ok_or_else(|| self.err(format!("no BAR {index}")))?;
         if offset
             .checked_add(len as u64)
             .is_none_or(|end| end > bar.size)
         {
-            return Err(err("BAR access out of range"));
+            return Err(self.err(format!("BAR {index} access out of range")));
         }
-        match bar.kind {
-            BarKind::Io => Ok((self.dir.join(format!("resource{index}")), offset)),
-            _ => {
-                let dev_mem = self
-                    .dev_mem
-                    .clone()
-                    .ok_or_else(|| err("no /dev/mem for a fake sysfs root"))?;
-                Ok((dev_mem, bar.host_addr + offset))
-            }
+        Ok(bar)
+    }
+
+    fn err(&self, message: String) -> Error {
+        Error::Backend {
+            device: self.name(),
+            message,
         }
+    }
+
+    /// The mapping of memory BAR `index` (made on first use). The kernel maps whole pages
+    /// from the page holding the BAR's start (`pci_mmap_resource_range`), so a sub-page BAR's
+    /// first byte sits at its in-page offset.
+    fn bar_map(&self, index: u8, bar: BarInfo) -> Result<(&Mapping, usize), Error> {
+        let r = self.bar_maps[usize::from(index).min(6)].get_or_init(|| {
+            let name = if index == 6 {
+                "rom".to_string()
+            } else {
+                format!("resource{index}")
+            };
+            let path = self.dir.join(name);
+            let in_page = (bar.host_addr & 0xFFF) as usize;
+            let len = (in_page as u64 + bar.size).div_ceil(4096) * 4096;
+            let f = OpenOptions::new()
+                .read(true)
+                .write(self.writable)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let m = Mapping::map_fd(f.as_fd(), 0, len as usize)
+                .map_err(|e| format!("mmap {}: {e}", path.display()))?;
+            tracing::debug!(device = %self.addr, bar = index, len, "BAR mapped for forwarding");
+            Ok((m, in_page))
+        });
+        match r {
+            Ok((m, o)) => Ok((m, *o)),
+            Err(e) => Err(self.err(e.clone())),
+        }
+    }
+
+    fn sysfs_write(&self, file: &str, value: &str) -> Result<(), Error> {
+        if !self.writable {
+            return Err(self.err("opened read-only".into()));
+        }
+        let p = self.dir.join(file);
+        std::fs::write(&p, value).map_err(|e| Error::io(&p, e))
     }
 }
 
@@ -402,9 +446,23 @@ impl HostDevice for SysfsDevice {
     }
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let (path, pos) = self.bar_target(index, offset, buf.len())?;
-        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        f.read_exact_at(buf, pos).map_err(|e| Error::io(&path, e))
+        let bar = self.bar_checked(index, offset, buf.len())?;
+        if bar.kind == BarKind::Io {
+            let p = self.dir.join(format!("resource{index}"));
+            let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+            return f.read_exact_at(buf, offset).map_err(|e| Error::io(&p, e));
+        }
+        let (m, base) = self.bar_map(index, bar)?;
+        let v = m
+            .read_mmio(base + offset as usize, buf.len())
+            .ok_or_else(|| {
+                self.err(format!(
+                    "BAR {index}: {}-byte read at {offset:#x} is not a naturally aligned 1/2/4/8-byte access",
+                    buf.len()
+                ))
+            })?;
+        buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
+        Ok(())
     }
 
     fn is_virtual_function(&self) -> bool {
@@ -446,17 +504,43 @@ impl HostDevice for SysfsDevice {
 
     fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) -> Result<(), Error> {
         if !self.writable {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: "opened read-only".into(),
-            });
+            return Err(self.err("opened read-only".into()));
         }
-        let (path, pos) = self.bar_target(index, offset, data.len())?;
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.write_all_at(data, pos).map_err(|e| Error::io(&path, e))
+        let bar = self.bar_checked(index, offset, data.len())?;
+        if bar.kind == BarKind::Io {
+            let p = self.dir.join(format!("resource{index}"));
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io(&p, e))?;
+            return f.write_all_at(data, offset).map_err(|e| Error::io(&p, e));
+        }
+        let mut v = [0u8; 8];
+        v[..data.len().min(8)].copy_from_slice(&data[..data.len().min(8)]);
+        let (m, base) = self.bar_map(index, bar)?;
+        if !m.write_mmio(base + offset as usize, data.len(), u64::from_le_bytes(v)) {
+            return Err(self.err(format!(
+                "BAR {index}: {}-byte write at {offset:#x} is not a naturally aligned 1/2/4/8-byte access",
+                data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn enable_decode(&mut self) -> Result<(), Error> {
+        self.sysfs_write("enable", "1")
+    }
+
+    fn disable_decode(&mut self) -> Result<(), Error> {
+        // `enable` = 0 calls pci_disable_device only when the device is enabled.
+        self.sysfs_write("enable", "0")
+    }
+
+    fn reset(&mut self) -> Result<bool, Error> {
+        if !self.dir.join("reset").exists() {
+            return Ok(false);
+        }
+        self.sysfs_write("reset", "1").map(|()| true)
     }
 }
 
