@@ -50,7 +50,37 @@ const VF_SLOT: u8 = 3;
 /// MSI-X entries the guest's driver unmasks (the VF has 5; the others stay masked, unbound).
 const VF_VECTORS: u64 = 3;
 const VF_FIRST_VECTOR: u64 = 0x41;
+/// The VF's host sbdf (0000:03:02.2).
+const VF_SBDF: u32 = 0x0312;
 const ECAM_BASE: u64 = 0xF000_0000;
+
+/// The demo VF as Xen sees it (from sriov-nic-vf.json's description and its PF): BAR0 at
+/// 0x38_0002_0000 (64 KiB), BAR3 at 0x38_0010_8000 (16 KiB); MSI-X with 5 entries, the table
+/// at BAR3 + 0, the PBA at BAR3 + 0x2000.
+fn demo_vf_facts() -> xen_sim::HostPciDevice {
+    let mut bars = [None; 6];
+    bars[0] = Some(xen_sim::HostBar {
+        base: 0x38_0002_0000,
+        size: 0x1_0000,
+    });
+    bars[3] = Some(xen_sim::HostBar {
+        base: 0x38_0010_8000,
+        size: 0x4000,
+    });
+    xen_sim::HostPciDevice {
+        sbdf: VF_SBDF,
+        bars,
+        msix: Some(xen_sim::MsixLayout {
+            entries: 5,
+            table_bir: 3,
+            table_offset: 0,
+            pba_bir: 3,
+            pba_offset: 0x2000,
+        }),
+        is_vf: true,
+        ..Default::default()
+    }
+}
 const MMIO_BASE: u64 = 0xF100_0000;
 
 fn snapshot_path(bin: &std::path::Path, name: &str) -> anyhow::Result<PathBuf> {
@@ -104,7 +134,22 @@ snapshot = "{vf}"
 /// Run the demo and return its report.
 pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     let bin = bin_dir(bin)?;
-    let mut h = Harness::try_new(DOMID, 1, Duration::from_secs(5)).context("starting xen-sim")?;
+    // The guest that gets devices passed through has an IOMMU context (the rig forces
+    // XEN_DOMCTL_CDF_iommu) and is destroyed when it powers off (xl's on_poweroff default).
+    let mut h = Harness::with_domain(
+        DOMID,
+        &xen_sim::DomainConfig {
+            vcpus: 1,
+            ram_mib: 16,
+            iommu: true,
+            destroy_on_poweroff: true,
+        },
+        Duration::from_secs(5),
+    )
+    .context("starting xen-sim")?;
+    // What Xen reads from the VF itself (read_pci_mem_bar through its PF's SR-IOV capability,
+    // the MSI-X capability): the facts of sriov-nic-vf.json and its PF.
+    h.sim.add_host_device(demo_vf_facts());
     if keep {
         h.keep_dir();
     }
@@ -136,7 +181,28 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     vf_msix(&h, &mut v, &mut log)?;
     ioapic(&h, &mut v, &mut log)?;
     power_off(&mut v, &mut log)?;
+    let destroyed = h
+        .sim
+        .wait_for(DOMID, Duration::from_secs(5), |d| d.destroyed());
+    log.push(format!(
+        "xen: domain {}; the VF is now owned by {:?}",
+        if destroyed {
+            "destroyed"
+        } else {
+            "not destroyed"
+        },
+        h.sim.host_device_owner(VF_SBDF)
+    ));
     let codes = h.stop_all();
+    let vf_owner = h.sim.host_device_owner(VF_SBDF);
+    log.push(format!(
+        "after the device models stopped, the VF is owned by {vf_owner:?}{}",
+        if vf_owner == xen_sim::Owner::Hardware {
+            ""
+        } else {
+            " (not handed back to dom0)"
+        }
+    ));
     let r = h.sim.report(DOMID);
     let by_type = |k: &str| r.ioreqs_by_type.get(k).copied().unwrap_or(0);
     Ok(json!({
@@ -150,6 +216,10 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         "guest_log": log,
         "crashed": r.crashed,
         "stuck_vcpus": r.stuck,
+        "destroyed": r.destroyed,
+        "vf_owner_at_end": vf_owner,
+        "device_interrupts": r.device_interrupts,
+        "xen_refusals": r.dm_ops.iter().filter(|o| o["rc"] != 0 || o.get("xen_warn").is_some()).cloned().collect::<Vec<_>>(),
     }))
 }
 
@@ -303,13 +373,34 @@ fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<(
             .map(|o| o["pirq"].clone())
             .unwrap_or(Value::Null);
         let ok = ops.iter().all(|o| o["rc"] == 0);
-        anyhow::ensure!(
-            ops.len() == 2 && ok,
-            "unmasking MSI-X entry {e} gave {ops:?}"
-        );
+        if ok && ops.len() == 2 {
+            log.push(format!(
+                "msi-x 00:{s:02x}.0: entry {e} unmasked -> map_pirq_msi (pirq {pirq}) + bind_pt_irq_msi vector {:#x}",
+                VF_FIRST_VECTOR + e
+            ));
+        } else {
+            log.push(format!(
+                "msi-x 00:{s:02x}.0: entry {e} unmasked -> {} (Xen refused: {})",
+                ops.iter()
+                    .map(|o| format!("{}(rc {})", o["op"].as_str().unwrap_or("?"), o["rc"]))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                if ops.is_empty() {
+                    "nothing issued".to_string()
+                } else {
+                    "see dm_ops".to_string()
+                }
+            ));
+        }
+        // The VF raises the entry: Xen delivers it only if the device model set MSI-X Enable
+        // on the physical function (the sim sees it only through a config_file).
+        let d = h.sim.device_interrupt(VF_SBDF, e as u32);
         log.push(format!(
-            "msi-x 00:{s:02x}.0: entry {e} unmasked -> map_pirq_msi (pirq {pirq}) + bind_pt_irq_msi vector {:#x}",
-            VF_FIRST_VECTOR + e
+            "msi-x 00:{s:02x}.0: the VF raises entry {e} -> {}",
+            match d {
+                Ok(()) => "delivered".to_string(),
+                Err(why) => format!("not delivered: {why}"),
+            }
         ));
     }
     log.push(format!(

@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use ioreq_server::abi::*;
 use ioreq_server::device::Space;
 use ioreq_server::dmop::{DmOp, DmOpOutput};
-use ioreq_server::passthrough::PtOp;
 use ioreq_server::shared::{memfd, BufferedPage, IoreqPage, Mapping};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
@@ -121,6 +120,13 @@ pub struct DomainReport {
     pub dm_ops: Vec<serde_json::Value>,
     /// vCPUs whose request was never answered: `{vcpu, server, addr, type}`.
     pub stuck: Vec<serde_json::Value>,
+    /// The domain was destroyed (its devices deassigned, to dom_io under quarantine).
+    pub destroyed: bool,
+    /// Interrupts raised by passed-through functions (`Sim::device_interrupt`):
+    /// `{sbdf, entry, delivered, why}`.
+    pub device_interrupts: Vec<serde_json::Value>,
+    /// Guest MMIO accesses Xen's msixtbl handler completed itself (never an ioreq).
+    pub msixtbl_accesses: u64,
 }
 
 pub(crate) struct Domain {
@@ -135,19 +141,41 @@ pub(crate) struct Domain {
     next_local_port: u32,
     pub cf8: u32,
     pub amd_ext_cfg: bool,
-    pub p2m: Vec<(u64, u64, u64)>,
+    /// The p2m's direct-MMIO entries (`p2m_mmio_direct`): gfn -> mfn, one per 4K frame.
+    pub p2m: BTreeMap<u64, u64>,
+    /// Gfns where a 2M entry starts (mapped in one iteration, p2m.c:1640-1668).
+    pub p2m_superpages: std::collections::BTreeSet<u64>,
     pub ioport_map: Vec<(u32, u32, u32)>,
     pub report: DomainReport,
     pub shut_down: bool,
     /// (op number, remaining failures, errno) for fault injection.
     pub fail_next: Vec<(u32, u32, i32)>,
-    /// Host functions assigned to the domain.
-    pub assigned: std::collections::BTreeSet<u32>,
-    /// Mapped pirqs and their MSI binding (gvec, gflags, gtable), if bound.
-    pub pirqs: BTreeMap<u32, Option<(u8, u32, u64)>>,
+    /// Created with `XEN_DOMCTL_CDF_iommu` (an IOMMU context).
+    pub iommu: bool,
+    /// `on_poweroff = "destroy"`: a poweroff destroys the domain.
+    pub destroy_on_poweroff: bool,
+    /// Set by a poweroff when the domain is to be destroyed (done by the hypervisor, which
+    /// holds the host's device table).
+    pub pending_destroy: bool,
+    /// Destroyed: every domctl, physdev op and DM op on it fails with ESRCH.
+    pub dead: bool,
+    /// Host frames the domain may map (`iomem_caps`), inclusive ranges.
+    pub iomem: Vec<(u64, u64)>,
+    /// Mapped pirqs.
+    pub pirqs: BTreeMap<u32, crate::passthrough::Pirq>,
     /// Multi-message blocks: first pirq -> vectors.
     pub pirq_blocks: BTreeMap<u32, u32>,
-    next_pirq: u32,
+    pub(crate) next_pirq: u32,
+    /// `hvm_irq_dpci` allocated (by the first bind_pt_irq).
+    pub dpci: bool,
+    /// `msixtbl_initialised()`: set by assigning an MSI-X capable function.
+    pub msixtbl_on: bool,
+    /// `d->arch.hvm.msixtbl_list`.
+    pub msixtbl: Vec<crate::passthrough::MsixTblEntry>,
+    /// Per-vCPU MSI-X completion state (`hvm_io.msix_*`).
+    pub vcpu_io: Vec<crate::passthrough::VcpuIo>,
+    /// Extra fields for the record of the op being handled (Xen's WARNs, notes).
+    pub notes: serde_json::Map<String, serde_json::Value>,
 }
 
 fn neg(e: i32) -> i32 {
@@ -170,15 +198,25 @@ impl Domain {
             next_local_port: 100,
             cf8: 0,
             amd_ext_cfg: false,
-            p2m: Vec::new(),
+            p2m: BTreeMap::new(),
+            p2m_superpages: Default::default(),
             ioport_map: Vec::new(),
             report: DomainReport::default(),
             shut_down: false,
             fail_next: Vec::new(),
-            assigned: Default::default(),
+            iommu: true,
+            destroy_on_poweroff: false,
+            pending_destroy: false,
+            dead: false,
+            iomem: Vec::new(),
             pirqs: BTreeMap::new(),
             pirq_blocks: BTreeMap::new(),
             next_pirq: 64,
+            dpci: false,
+            msixtbl_on: false,
+            msixtbl: Vec::new(),
+            vcpu_io: vec![Default::default(); vcpus as usize],
+            notes: Default::default(),
         })
     }
 
@@ -213,6 +251,11 @@ impl Domain {
         {
             f.1 -= 1;
             return Err(neg(f.2));
+        }
+        // A destroyed domain is gone: `rcu_lock_remote_domain_by_id` fails
+        // (xen/arch/x86/hvm/dm.c:365, -ESRCH).
+        if self.dead {
+            return Err(neg(libc::ESRCH));
         }
         match *op {
             DmOp::NrVcpus => Ok(DmOpOutput {
@@ -371,6 +414,11 @@ impl Domain {
                     self.report.shutdown_reason = Some(name.into());
                 }
                 self.shut_down = true;
+                // The toolstack's on_poweroff = "destroy" (xl's default): the domain is
+                // destroyed, which the hypervisor does once this op is answered.
+                if reason == SHUTDOWN_POWEROFF && self.destroy_on_poweroff {
+                    self.pending_destroy = true;
+                }
                 Ok(DmOpOutput::default())
             }
             // A PVH domU has no emulated PIC/IOAPIC behind these (xen-abi.md 2.4): accepted and
@@ -417,127 +465,6 @@ impl Domain {
                     .any(|&(a, b)| a <= first && last <= b)
             })
             .map(|(id, _)| *id)
-    }
-
-    /// Whether `[first, last]` of guest memory is mapped straight to a device (p2m).
-    pub fn p2m_mapped(&self, first: u64, last: u64) -> bool {
-        self.p2m.iter().any(|&(gfn, _, nr)| {
-            let lo = gfn * XEN_PAGE_SIZE as u64;
-            let hi = (gfn + nr) * XEN_PAGE_SIZE as u64;
-            first >= lo && last < hi
-        })
-    }
-
-    pub fn memory_mapping(&mut self, gfn: u64, mfn: u64, nr: u64, add: bool) -> Result<(), i32> {
-        if nr == 0 || gfn.checked_add(nr).is_none() {
-            return Err(neg(libc::EINVAL));
-        }
-        if add {
-            if self
-                .p2m
-                .iter()
-                .any(|&(g, _, n)| g < gfn + nr && gfn < g + n)
-            {
-                return Err(neg(libc::EBUSY));
-            }
-            self.p2m.push((gfn, mfn, nr));
-        } else {
-            let Some(i) = self
-                .p2m
-                .iter()
-                .position(|&(g, m, n)| g == gfn && m == mfn && n == nr)
-            else {
-                return Err(neg(libc::ENOENT));
-            };
-            self.p2m.remove(i);
-        }
-        Ok(())
-    }
-
-    /// Xen's handling of a passthrough domctl / physdev op (the checks that matter to a
-    /// device model: pirqs are mapped before they are bound, only assigned devices get MSIs).
-    pub fn passthrough(&mut self, op: &PtOp) -> Result<Option<u32>, i32> {
-        match *op {
-            PtOp::MemoryMapping { gfn, mfn, nr, add } => {
-                self.memory_mapping(gfn, mfn, nr, add).map(|()| None)
-            }
-            PtOp::IoportMapping {
-                gport,
-                mport,
-                nr,
-                add,
-            } => {
-                if add {
-                    self.ioport_map.push((gport, mport, nr));
-                } else {
-                    let before = self.ioport_map.len();
-                    self.ioport_map.retain(|m| *m != (gport, mport, nr));
-                    if self.ioport_map.len() == before {
-                        return Err(neg(libc::ENOENT));
-                    }
-                }
-                Ok(None)
-            }
-            PtOp::IomemPermission { .. }
-            | PtOp::IoportPermission { .. }
-            | PtOp::IrqPermission { .. } => Ok(None),
-            PtOp::AssignDevice { sbdf } => {
-                if !self.assigned.insert(sbdf) {
-                    return Err(neg(libc::EBUSY));
-                }
-                Ok(None)
-            }
-            PtOp::DeassignDevice { sbdf } => {
-                if !self.assigned.remove(&sbdf) {
-                    return Err(neg(libc::EINVAL));
-                }
-                Ok(None)
-            }
-            PtOp::MapPirqMsi { sbdf, nvec, .. } => {
-                if !self.assigned.contains(&sbdf) {
-                    return Err(neg(libc::ENODEV));
-                }
-                if nvec == 0 || nvec > 32 || !nvec.is_power_of_two() {
-                    return Err(neg(libc::EINVAL));
-                }
-                let pirq = self.next_pirq;
-                self.next_pirq += nvec;
-                for i in 0..nvec {
-                    self.pirqs.insert(pirq + i, None);
-                }
-                self.pirq_blocks.insert(pirq, nvec);
-                Ok(Some(pirq))
-            }
-            // Unmapping the first pirq of a multi-message block releases the whole block.
-            PtOp::UnmapPirq { pirq } => {
-                if self.pirqs.remove(&pirq).is_none() {
-                    return Err(neg(libc::EINVAL));
-                }
-                for i in 1..self.pirq_blocks.remove(&pirq).unwrap_or(1) {
-                    self.pirqs.remove(&(pirq + i));
-                }
-                Ok(None)
-            }
-            PtOp::BindPtIrqMsi {
-                pirq,
-                gvec,
-                gflags,
-                gtable,
-            } => match self.pirqs.get_mut(&pirq) {
-                Some(b) => {
-                    *b = Some((gvec, gflags, gtable));
-                    Ok(None)
-                }
-                None => Err(neg(libc::EINVAL)),
-            },
-            PtOp::UnbindPtIrqMsi { pirq, .. } => match self.pirqs.get_mut(&pirq) {
-                Some(b @ Some(_)) => {
-                    *b = None;
-                    Ok(None)
-                }
-                _ => Err(neg(libc::EINVAL)),
-            },
-        }
     }
 }
 

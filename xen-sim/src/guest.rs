@@ -290,12 +290,16 @@ impl Vcpu {
     fn post_and_wait(&mut self, to: Option<u16>, mut req: Ioreq) -> Result<u64, GuestError> {
         let route = {
             let mut g = self.sim.inner.lock();
-            let d = g.get_mut(&self.domid).ok_or(GuestError::NoSuchVcpu)?;
+            let m = &mut *g;
+            let d = m
+                .domains
+                .get_mut(&self.domid)
+                .ok_or(GuestError::NoSuchVcpu)?;
             if self.vcpu >= d.vcpus {
                 return Err(GuestError::NoSuchVcpu);
             }
             check_alive(d)?;
-            route(d, self.vcpu, to, &mut req, &self.wake_fds)?
+            route(d, &m.host, self.vcpu, to, &mut req, &self.wake_fds)?
         };
         let (server, port, wake) = match route {
             Route::Done(v) => return Ok(v),
@@ -338,6 +342,9 @@ impl Vcpu {
                 STATE_IORESP_READY => {
                     let r = s.ioreq.read(self.vcpu);
                     s.ioreq.set_state(self.vcpu, STATE_IOREQ_NONE);
+                    // vcpu_ioreq_handle_completion -> msix_write_completion
+                    // (xen/common/ioreq.c:226).
+                    d.msix_write_completion(self.vcpu);
                     return Ok(if req.is_read() && !req.data_is_ptr() {
                         r.data & size_mask(req.size)
                     } else {
@@ -413,6 +420,7 @@ fn type_name(t: u8) -> &'static str {
 /// handler; or post to a server.
 fn route(
     d: &mut Domain,
+    host: &crate::host::Host,
     vcpu: u32,
     to: Option<u16>,
     req: &mut Ioreq,
@@ -480,12 +488,35 @@ fn route(
                 ),
             };
             if space == Space::Memory && d.p2m_mapped(first, last) {
+                // A p2m_mmio_direct frame: the access reaches the device without Xen or any
+                // device model (no ioreq). The sim reads/writes the BAR's file when the test
+                // registered one (HostPciDevice::bar_files), else reads 0 and drops writes.
                 d.report.p2m_accesses += 1;
-                return Ok(Route::Done(0));
+                return Ok(Route::Done(p2m_access(d, host, req)));
+            }
+            if space == Space::Memory && !req.data_is_ptr() && req.count <= 1 {
+                // Xen's internal MMIO handlers run before any ioreq server
+                // (hvm_io_intercept, xen/arch/x86/hvm/emulate.c:240-254); msixtbl is the one
+                // that matters here (xen/arch/x86/hvm/vmsi.c:216-431).
+                if let crate::passthrough::MsixtblResult::Done(v) =
+                    d.msixtbl_access(vcpu, req.addr, req.size, !req.is_read(), req.data)
+                {
+                    d.report.msixtbl_accesses += 1;
+                    d.msix_write_completion(vcpu);
+                    return Ok(Route::Done(if req.is_read() {
+                        v & size_mask(req.size)
+                    } else {
+                        0
+                    }));
+                }
             }
             match d.select(space, first, last) {
                 Some(id) => id,
-                None => return Ok(null(d, req)),
+                None => {
+                    let r = null(d, req);
+                    d.msix_write_completion(vcpu);
+                    return Ok(r);
+                }
             }
         }
     };
@@ -497,6 +528,10 @@ fn route(
         return Err(GuestError::Crashed(msg));
     }
     let port = s.vcpu_ports[vcpu as usize];
+    if let Some(v) = d.vcpu_io.get_mut(vcpu as usize) {
+        v.blocked = true; // VPF_blocked_in_xen until the device model answers
+    }
+    let s = d.servers.get(&server).ok_or(GuestError::NoSuchVcpu)?;
     req.vp_eport = port;
     req.set_state(STATE_IOREQ_READY);
     s.ioreq.post(vcpu, req);
@@ -512,4 +547,23 @@ fn route(
         Some(ch.to_xen.try_clone().map_err(|_| GuestError::NoSuchVcpu)?)
     };
     Ok(Route::Posted { server, port, wake })
+}
+
+/// One access through a p2m mapping: the BAR file behind the host address, if any.
+fn p2m_access(d: &Domain, host: &crate::host::Host, req: &Ioreq) -> u64 {
+    let Some(haddr) = d.p2m_translate(req.addr) else {
+        return 0;
+    };
+    let Some((file, off)) = host.bar_backing(haddr) else {
+        return 0;
+    };
+    let n = (req.size as usize).min(8);
+    if req.is_read() {
+        let mut b = [0u8; 8];
+        crate::host::read_file_at(&file, off, &mut b[..n]);
+        u64::from_le_bytes(b)
+    } else {
+        crate::host::write_file_at(&file, off, &req.data.to_le_bytes()[..n]);
+        0
+    }
 }

@@ -17,6 +17,54 @@ use tracing::{debug, info, warn};
 
 use crate::domain::{Domain, DomainReport};
 use crate::guest::Vcpu;
+use crate::host::{Host, HostPciDevice, Owner};
+
+/// How a domain is created (the toolstack's choices that matter to passthrough).
+#[derive(Clone, Debug)]
+pub struct DomainConfig {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM in MiB (max_pages = RAM / 4 KiB).
+    pub ram_mib: u64,
+    /// `XEN_DOMCTL_CDF_iommu`: an IOMMU context, without which Xen refuses assignment
+    /// (EOPNOTSUPP, xen/drivers/passthrough/iommu.c:621-622) and bind_pt_irq (ESRCH,
+    /// xen/arch/x86/domctl.c:550-560). libxl never sets it for PVH (libxl_x86.c:829-835);
+    /// the project's rig forces it.
+    pub iommu: bool,
+    /// `on_poweroff = "destroy"` (xl's default): a poweroff destroys the domain, and Xen
+    /// quarantines its functions (pci.c:849-858). Off = "preserve": it stays shut down.
+    pub destroy_on_poweroff: bool,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            vcpus: 1,
+            ram_mib: 16,
+            iommu: true,
+            destroy_on_poweroff: false,
+        }
+    }
+}
+
+/// The hypervisor's state: domains, and the host's PCI functions (owned by no domain).
+pub(crate) struct Machine {
+    pub domains: HashMap<u16, Domain>,
+    pub host: Host,
+}
+
+impl std::ops::Deref for Machine {
+    type Target = HashMap<u16, Domain>;
+    fn deref(&self) -> &Self::Target {
+        &self.domains
+    }
+}
+
+impl std::ops::DerefMut for Machine {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.domains
+    }
+}
 
 /// How the sim is set up.
 #[derive(Clone, Debug)]
@@ -44,7 +92,7 @@ pub(crate) struct Watch {
 }
 
 pub(crate) struct Inner {
-    pub domains: Mutex<HashMap<u16, Domain>>,
+    pub domains: Mutex<Machine>,
     /// Waiting vCPUs, for the watchdog.
     pub watches: Mutex<Vec<std::sync::Weak<Watch>>>,
     /// Notified whenever a DM op or binding changes a domain (so tests can wait for setup).
@@ -55,7 +103,7 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<u16, Domain>> {
+    pub fn lock(&self) -> MutexGuard<'_, Machine> {
         self.domains.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -74,7 +122,10 @@ impl Sim {
         }
         let listener = seqpacket::listen(&opts.socket)?;
         let inner = Arc::new(Inner {
-            domains: Mutex::new(HashMap::new()),
+            domains: Mutex::new(Machine {
+                domains: HashMap::new(),
+                host: Host::default(),
+            }),
             watches: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             opts,
@@ -99,11 +150,87 @@ impl Sim {
         &self.inner.opts.socket
     }
 
-    /// Create a domain with `vcpus` vCPUs and `ram_mib` MiB of guest RAM.
+    /// Create a domain with `vcpus` vCPUs and `ram_mib` MiB of guest RAM, with an IOMMU
+    /// context, preserved when powered off.
     pub fn create_domain(&self, domid: u16, vcpus: u32, ram_mib: u64) -> std::io::Result<()> {
-        let d = Domain::new(domid, vcpus, ram_mib << 20)?;
+        self.create_domain_with(
+            domid,
+            &DomainConfig {
+                vcpus,
+                ram_mib,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Create a domain as `cfg` says.
+    pub fn create_domain_with(&self, domid: u16, cfg: &DomainConfig) -> std::io::Result<()> {
+        let mut d = Domain::new(domid, cfg.vcpus, cfg.ram_mib << 20)?;
+        d.iommu = cfg.iommu;
+        d.destroy_on_poweroff = cfg.destroy_on_poweroff;
         self.inner.lock().insert(domid, d);
         Ok(())
+    }
+
+    /// Destroy a domain as `xl destroy` does: its pirqs are unmapped and its functions
+    /// deassigned (to dom_io under quarantine); it stays in the sim for its report.
+    pub fn destroy_domain(&self, domid: u16) {
+        let mut g = self.inner.lock();
+        let m = &mut *g;
+        if let Some(d) = m.domains.get_mut(&domid) {
+            d.destroy(&mut m.host);
+        }
+        drop(g);
+        self.inner.changed.notify_all();
+    }
+
+    /// Tell the sim about a host PCI function: its BARs and MSI-X layout (what Xen reads from
+    /// the device), and optionally files standing for its config space and BAR contents.
+    /// It starts owned by the hardware domain.
+    pub fn add_host_device(&self, dev: HostPciDevice) {
+        self.inner.lock().host.add(dev);
+    }
+
+    /// Who owns host function `sbdf` now.
+    pub fn host_device_owner(&self, sbdf: u32) -> Owner {
+        self.inner.lock().host.get(sbdf).owner
+    }
+
+    /// Xen's `iommu_quarantine` (on by default).
+    pub fn set_iommu_quarantine(&self, on: bool) {
+        self.inner.lock().host.quarantine = on;
+    }
+
+    /// Whether the host has interrupt remapping (`iommu_intremap`, on by default).
+    pub fn set_interrupt_remapping(&self, on: bool) {
+        self.inner.lock().host.intremap = on;
+    }
+
+    /// Host function `sbdf` raises MSI-X entry (or MSI vector) `entry`. Delivered to its
+    /// guest as Xen would deliver a bound pirq, or not (see
+    /// [`DomainReport::device_interrupts`]); returns whether it was delivered.
+    pub fn device_interrupt(&self, sbdf: u32, entry: u32) -> Result<(), String> {
+        let mut g = self.inner.lock();
+        let m = &mut *g;
+        let owner = m.host.get(sbdf).owner;
+        let r = match owner {
+            Owner::Domain(id) => match m.domains.get_mut(&id) {
+                Some(d) => d.device_interrupt(&m.host, sbdf, entry),
+                None => Err("owner domain unknown".into()),
+            },
+            o => Err(format!("the function is not a guest's (owner {o:?})")),
+        };
+        if let Owner::Domain(id) = owner {
+            if let Some(d) = m.domains.get_mut(&id) {
+                d.report.device_interrupts.push(serde_json::json!({
+                    "sbdf": sbdf, "entry": entry, "delivered": r.is_ok(),
+                    "why": r.as_ref().err(),
+                }));
+            }
+        }
+        drop(g);
+        self.inner.changed.notify_all();
+        r
     }
 
     /// A handle to drive vCPU `vcpu` of `domid` as the guest.
@@ -252,7 +379,7 @@ impl Sim {
             let mut keep: Vec<OwnedFd> = Vec::new();
             let reply = match (&req, domid) {
                 (SimRequest::Hello { domid: d, name: n }, _) => {
-                    if self.inner.lock().contains_key(d) {
+                    if self.inner.lock().get(d).is_some_and(|x| !x.dead) {
                         domid = Some(*d);
                         name = n.clone();
                         info!(conn, domid = d, process = %name, "device model connected");
@@ -309,12 +436,24 @@ impl Sim {
         fds: &mut Vec<OwnedFd>,
     ) -> SimReply {
         let mut g = self.inner.lock();
-        let Some(d) = g.get_mut(&domid) else {
+        let m = &mut *g;
+        let live: Vec<u16> = {
+            let mut v: Vec<u16> = m
+                .domains
+                .iter()
+                .filter(|(_, d)| !d.dead)
+                .map(|(id, _)| *id)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let Some(d) = m.domains.get_mut(&domid) else {
             return SimReply {
                 rc: -libc::ESRCH,
                 ..Default::default()
             };
         };
+        let host = &mut m.host;
         let err = |rc: i32| SimReply {
             rc,
             ..Default::default()
@@ -338,6 +477,11 @@ impl Sim {
                 let rc = r.as_ref().err().copied().unwrap_or(0);
                 let rec = serde_json::to_value(&op).unwrap_or_default();
                 d.record(rec, rc);
+                if d.pending_destroy {
+                    // on_poweroff = "destroy": the toolstack destroys the domain.
+                    info!(domid, "sim: domain powered off and destroyed");
+                    d.destroy(host);
+                }
                 match r {
                     Ok(out) => {
                         let mut b: [u8; ioreq_server::abi::XEN_DM_OP_SIZE] = op.encode();
@@ -410,22 +554,50 @@ impl Sim {
                 Err(_) => err(-libc::ENOMEM),
             },
             SimRequest::Passthrough { op } => {
-                // IOCTL_PRIVCMD_HYPERCALL is refused on a restricted privcmd fd.
+                // Linux privcmd refuses IOCTL_PRIVCMD_HYPERCALL on a handle restricted to a
+                // domain (drivers/xen/privcmd.c, privcmd_ioctl_hypercall: `if (data->domid !=
+                // DOMID_INVALID) return -EPERM;`): a restricted connection cannot issue one.
                 let r = if *restricted {
+                    d.notes.clear();
+                    d.notes
+                        .insert("refused".into(), "restricted privcmd handle".into());
                     Err(-libc::EPERM)
+                } else if let (ioreq_server::passthrough::PtOp::GetDomainInfo, true) = (op, d.dead)
+                {
+                    // getdomaininfo of a domain that is gone answers for the first domain
+                    // whose id is >= the one asked for (xen/common/domctl.c:375-393), or ESRCH.
+                    // The echoed id then differs (PtOp::decode_result refuses that); the sim
+                    // protocol carries no buffer here, so the sim answers ESRCH itself.
+                    d.notes.clear();
+                    if let Some(other) = live.iter().find(|&&x| x >= domid) {
+                        d.notes
+                            .insert("xen_answers_for_domain".into(), (*other).into());
+                    }
+                    Err(-libc::ESRCH)
                 } else {
-                    d.passthrough(op)
+                    d.passthrough(host, op)
                 };
                 let mut rec = serde_json::to_value(op).unwrap_or_default();
-                if let (Ok(Some(pirq)), Some(o)) = (&r, rec.as_object_mut()) {
-                    o.insert("pirq".into(), (*pirq).into());
+                if let Some(o) = rec.as_object_mut() {
+                    match (&r, op) {
+                        (Ok(v), ioreq_server::passthrough::PtOp::MapPirqMsi { .. }) => {
+                            o.insert("pirq".into(), (*v).into());
+                        }
+                        (Ok(v), _) if *v != 0 => {
+                            o.insert("value".into(), (*v).into());
+                        }
+                        _ => {}
+                    }
+                    for (k, v) in std::mem::take(&mut d.notes) {
+                        o.insert(k, v);
+                    }
                 }
                 d.record(rec, r.err().unwrap_or(0));
                 match r {
                     Ok(v) => SimReply {
                         rc: 0,
                         buf: None,
-                        value: v.map(u64::from),
+                        value: Some(v),
                     },
                     Err(rc) => err(rc),
                 }
@@ -465,6 +637,10 @@ impl DomainView<'_> {
     /// Whether the guest was shut down.
     pub fn shut_down(&self) -> bool {
         self.0.shut_down
+    }
+    /// Whether the domain was destroyed.
+    pub fn destroyed(&self) -> bool {
+        self.0.dead
     }
     /// The report so far.
     pub fn report(&self) -> &DomainReport {

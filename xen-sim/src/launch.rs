@@ -32,6 +32,22 @@ impl Harness {
 
     /// Like [`Harness::new`], returning errors instead of panicking.
     pub fn try_new(domid: u16, vcpus: u32, timeout: Duration) -> std::io::Result<Harness> {
+        Self::with_domain(
+            domid,
+            &crate::DomainConfig {
+                vcpus,
+                ..Default::default()
+            },
+            timeout,
+        )
+    }
+
+    /// A sim with domain `domid` created as `cfg` says (IOMMU context, on_poweroff, RAM).
+    pub fn with_domain(
+        domid: u16,
+        cfg: &crate::DomainConfig,
+        timeout: Duration,
+    ) -> std::io::Result<Harness> {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("pvh-dm-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -40,7 +56,7 @@ impl Harness {
             socket: dir.join("sim.sock"),
             ioreq_timeout: timeout,
         })?;
-        sim.create_domain(domid, vcpus, 16)?;
+        sim.create_domain_with(domid, cfg)?;
         Ok(Harness {
             sim,
             domid,

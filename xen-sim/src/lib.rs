@@ -15,14 +15,22 @@
 //!   backwards, crashes the guest with Xen's message;
 //! - a guest API per vCPU ([`Vcpu`]) that blocks until answered, with a timeout (a stuck vCPU
 //!   is reported, never hangs the caller);
-//! - a record of every DM op and domctl, with MSIs decoded as the guest's LAPIC sees them.
+//! - a record of every DM op and domctl, with MSIs decoded as the guest's LAPIC sees them;
+//! - Xen 4.17's passthrough rules (module `passthrough`, each citing the Xen source line it
+//!   models): partial `memory_mapping`, host-function ownership and quarantine, the IOMMU
+//!   context, `prepare_msix`, the msixtbl intercept of bound MSI-X entries, rebinding, and
+//!   delivery of bound device interrupts only with the device's Enable bit set.
 #![deny(missing_docs)]
 
 mod domain;
 mod guest;
+pub mod host;
 mod hypervisor;
 pub mod launch;
+mod passthrough;
 
 pub use domain::{DomainReport, Msi};
 pub use guest::{GuestError, Vcpu};
-pub use hypervisor::{DomainView, Sim, SimOptions};
+pub use host::{HostBar, HostPciDevice, MsixLayout, Owner};
+pub use hypervisor::{DomainConfig, DomainView, Sim, SimOptions};
+pub use passthrough::MAP_MMIO_MAX_ITER;
