@@ -253,7 +253,8 @@ impl PassthroughExecutor {
                         )),
                     ))
                 }
-                Err(e) if e.errno() == Some(libc::E2BIG) && n > 1 => batch = n / 2,
+                // As xc_domain_memory_mapping: halve the largest batch (not this chunk).
+                Err(e) if e.errno() == Some(libc::E2BIG) && batch > 1 => batch /= 2,
                 Err(e) => return Err((done, e)),
             }
         }
@@ -843,6 +844,7 @@ mod tests {
             })
             .collect();
         assert_eq!(nrs, vec![40, 20, 10, 10, 10, 10]);
+        // After a partial count the largest batch is halved, not the remaining chunk.
     }
 
     #[test]
