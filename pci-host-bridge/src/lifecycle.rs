@@ -95,8 +95,8 @@ fn refused_assign(host: PciAddress, domid: u16, e: &PtError) -> Error {
             "domain {domid} has no IOMMU context, so Xen cannot assign {host} to it \
              (test_assign_device: EOPNOTSUPP). libxl creates x86 PVH domains without \
              XEN_DOMCTL_CDF_iommu (libxl_x86.c:829-835 in 4.17); create the guest with the \
-             project's wrapper: PVH_DM_IOMMU=1 LD_PRELOAD=/usr/local/lib/pvh-dm-cdf-iommu.so \
-             xl create -p GUEST.cfg"
+             project's xc_domain_create wrapper (scripts/xen-rig/cdf-iommu.c): \
+             PVH_DM_IOMMU=1 LD_PRELOAD=/usr/local/lib/cdf-iommu.so xl create -p GUEST.cfg"
         ),
         Some(libc::EINVAL) | Some(libc::EBUSY) | Some(libc::ENODEV) => format!(
             "Xen says {host} cannot be assigned ({e}): it is assigned to another domain, \
