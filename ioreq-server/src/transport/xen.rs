@@ -28,6 +28,8 @@ pub struct XenTransport {
     hcall_buf: Option<Mapping>,
     /// Whether the hypervisor's domctl interface was checked (passthrough only).
     version_ok: bool,
+    /// Local ports bound on `evtchn` (to unmask them all after a ring overflow).
+    bound: Vec<u32>,
 }
 
 /// `/dev/xen/hypercall`: locked pages for hypercall arguments (drivers/xen/privcmd-buf.c).
@@ -73,6 +75,7 @@ impl XenTransport {
             domid,
             hcall_buf: None,
             version_ok: false,
+            bound: Vec::new(),
         })
     }
 
@@ -201,6 +204,7 @@ impl Transport for XenTransport {
             what: format!("IOCTL_EVTCHN_BIND_INTERDOMAIN port {remote_port}"),
             errno,
         })?;
+        self.bound.push(port as u32);
         Ok(port as u32)
     }
 
@@ -212,6 +216,7 @@ impl Transport for XenTransport {
                 errno,
             }
         })?;
+        self.bound.retain(|&p| p != local_port);
         Ok(())
     }
 
@@ -222,19 +227,29 @@ impl Transport for XenTransport {
     fn take_pending(&mut self, _fd: RawFd, out: &mut Vec<u32>) -> Result<(), TransportError> {
         // drivers/xen/evtchn.c: read() returns whole u32 port numbers; the ports stay masked
         // until written back, which we do at once (QEMU unmasks before handling, too).
+        // One read: a read that returns less than the buffer emptied the ring, so no second
+        // read (that would only say EAGAIN: one syscall per ioreq saved).
         let mut buf = [0u8; 4 * 64];
         let start = out.len();
         loop {
             match self.evtchn.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => out.extend(
-                    buf[..n - n % 4]
-                        .chunks_exact(4)
-                        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
-                ),
+                Ok(n) => {
+                    out.extend(
+                        buf[..n - n % 4]
+                            .chunks_exact(4)
+                            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+                    );
+                    if n < buf.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                    // Ring overflow: reset it and let the caller rescan every slot.
+                    // Ring overflow: the kernel queued nothing more and left every port that
+                    // fired masked (evtchn_interrupt sets enabled = false); IOCTL_EVTCHN_RESET
+                    // empties the ring but unmasks nothing. So reset, then unmask every bound
+                    // port; the caller rescans every slot anyway.
                     ioctl::<u8>(
                         self.evtchn.as_raw_fd(),
                         IOCTL_EVTCHN_RESET,
@@ -244,6 +259,8 @@ impl Transport for XenTransport {
                         what: "IOCTL_EVTCHN_RESET".into(),
                         errno,
                     })?;
+                    out.truncate(start);
+                    out.extend(self.bound.iter().copied());
                     break;
                 }
                 Err(e) => return Err(TransportError::io("read /dev/xen/evtchn", e)),
