@@ -237,7 +237,7 @@ fn msix_map_pirq_needs_prepare_msix_and_the_bar_base() {
         .unwrap();
     let w = r.last_op("map_pirq_msi");
     assert!(
-        w["xen_warn"]
+        w["table_base_warn"]
             .as_str()
             .unwrap()
             .contains("WARN_ON at xen/arch/x86/msi.c:848"),
@@ -269,7 +269,7 @@ fn no_iommu_context_no_assignment() {
         libc::EOPNOTSUPP
     );
     assert_eq!(r.sim.host_device_owner(VF), Owner::Hardware);
-    // bind_pt_irq of a pirq that does not exist: EPERM (domctl.c:543-548); the ESRCH of a
+    // bind_pt_irq of a pirq that does not exist: EPERM (domctl.c:543-550); the ESRCH of a
     // domain without IOMMU needs a mapped pirq, which needs an assignment (see the unit test).
     assert_eq!(errno(t.passthrough(&bind(70, 0x41, 0))), libc::EPERM);
     // get_domain_info: max_pages of the 16 MiB guest.
@@ -382,9 +382,12 @@ fn a_restricted_connection_issues_no_hypercalls_a_second_one_does() {
     assert_eq!(r.sim.host_device_owner(VF), Owner::Domain(1));
 }
 
+/// A request as the device model saw it: (addr, size, write, data).
+type Seen = (u64, u32, bool, u64);
+
 /// A device model claiming the MSI-X table page, which records every request it gets.
 struct TableDm {
-    seen: Arc<Mutex<Vec<(u64, u32, bool, u64)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -434,7 +437,7 @@ impl TableDm {
             thread: Some(thread),
         }
     }
-    fn take(&self) -> Vec<(u64, u32, bool, u64)> {
+    fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
@@ -613,7 +616,7 @@ fn old_bridge_against_xen_rules() {
     let refused: Vec<&Value> = r
         .dm_ops
         .iter()
-        .filter(|o| o["rc"] != 0 || o.get("xen_warn").is_some() || o.get("value").is_some())
+        .filter(|o| o["rc"] != 0 || o.get("table_base_warn").is_some() || o.get("value").is_some())
         .collect();
     eprintln!("old bridge exit codes: {codes:?}");
     eprintln!("VF owner at the end: {:?}", h.sim.host_device_owner(VF));

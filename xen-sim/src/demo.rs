@@ -219,7 +219,7 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         "destroyed": r.destroyed,
         "vf_owner_at_end": vf_owner,
         "device_interrupts": r.device_interrupts,
-        "xen_refusals": r.dm_ops.iter().filter(|o| o["rc"] != 0 || o.get("xen_warn").is_some()).cloned().collect::<Vec<_>>(),
+        "xen_refusals": r.dm_ops.iter().filter(|o| o["rc"] != 0 || o.get("table_base_warn").is_some()).cloned().collect::<Vec<_>>(),
     }))
 }
 

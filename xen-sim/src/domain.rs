@@ -143,7 +143,7 @@ pub(crate) struct Domain {
     pub amd_ext_cfg: bool,
     /// The p2m's direct-MMIO entries (`p2m_mmio_direct`): gfn -> mfn, one per 4K frame.
     pub p2m: BTreeMap<u64, u64>,
-    /// Gfns where a 2M entry starts (mapped in one iteration, p2m.c:1640-1668).
+    /// Gfns where a 2M entry starts (mapped in one iteration, p2m.c:1642-1668).
     pub p2m_superpages: std::collections::BTreeSet<u64>,
     pub ioport_map: Vec<(u32, u32, u32)>,
     pub report: DomainReport,

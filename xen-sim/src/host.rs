@@ -155,8 +155,8 @@ pub struct PhysDev {
     pub registered: bool,
     /// `pdev->domain`.
     pub owner: Owner,
-    /// `pdev->quarantine`: set when assigned to dom_io (pci.c:1484-1486), cleared when it
-    /// returns to the hardware domain (pci.c:876-877).
+    /// `pdev->quarantine`: set when assigned to dom_io (pci.c:1482-1484), cleared when it
+    /// returns to the hardware domain (pci.c:878-879).
     pub quarantine: bool,
     /// `msix->used_entries`: one per mapped MSI-X entry, plus one for `prepare_msix`
     /// (msi.c:967; pci_prepare_msix, msi.c:1142-1165).

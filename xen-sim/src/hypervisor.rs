@@ -28,7 +28,7 @@ pub struct DomainConfig {
     pub ram_mib: u64,
     /// `XEN_DOMCTL_CDF_iommu`: an IOMMU context, without which Xen refuses assignment
     /// (EOPNOTSUPP, xen/drivers/passthrough/iommu.c:621-622) and bind_pt_irq (ESRCH,
-    /// xen/arch/x86/domctl.c:550-560). libxl never sets it for PVH (libxl_x86.c:829-835);
+    /// xen/arch/x86/domctl.c:549-562). libxl never sets it for PVH (libxl_x86.c:829-835);
     /// the project's rig forces it.
     pub iommu: bool,
     /// `on_poweroff = "destroy"` (xl's default): a poweroff destroys the domain, and Xen
@@ -565,7 +565,7 @@ impl Sim {
                 } else if let (ioreq_server::passthrough::PtOp::GetDomainInfo, true) = (op, d.dead)
                 {
                     // getdomaininfo of a domain that is gone answers for the first domain
-                    // whose id is >= the one asked for (xen/common/domctl.c:375-393), or ESRCH.
+                    // whose id is >= the one asked for (xen/common/domctl.c:375-414), or ESRCH.
                     // The echoed id then differs (PtOp::decode_result refuses that); the sim
                     // protocol carries no buffer here, so the sim answers ESRCH itself.
                     d.notes.clear();

@@ -148,7 +148,7 @@ impl Domain {
         self.iomem = merged;
     }
 
-    /// `XEN_DOMCTL_memory_mapping` (xen/common/domctl.c:445-506) with x86's
+    /// `XEN_DOMCTL_memory_mapping` (xen/common/domctl.c:445-503) with x86's
     /// `map_mmio_regions` / `unmap_mmio_regions` (xen/arch/x86/mm/p2m.c:1670-1740).
     /// Ok(0) when all `nr` frames were done, Ok(i) (positive) when only the first `i` were.
     pub fn memory_mapping(
@@ -159,19 +159,19 @@ impl Domain {
         nr: u64,
         add: bool,
     ) -> Result<u64, i32> {
-        // domctl.c:452-457: wrap of mfn or gfn, or an mfn beyond paddr_bits (52 here).
+        // domctl.c:453-457: wrap of mfn or gfn, or an mfn beyond paddr_bits (52 here).
         let Some(mfn_end) = mfn.checked_add(nr.wrapping_sub(1)).filter(|_| nr > 0) else {
             return Err(neg(libc::EINVAL));
         };
         if (mfn | mfn_end) >> (52 - 12) != 0 || gfn.checked_add(nr - 1).is_none() {
             return Err(neg(libc::EINVAL));
         }
-        // domctl.c:470-473: dom0 and the guest must both hold iomem permission for the range
+        // domctl.c:472-475: dom0 and the guest must both hold iomem permission for the range
         // (XEN_DOMCTL_iomem_permission); the whole range, else EPERM and nothing is done.
         if !self.iomem_permitted(mfn, mfn_end) {
             self.note(
                 "xen",
-                json!("no iomem_permission for the range (domctl.c:470-473)"),
+                json!("no iomem_permission for the range (domctl.c:472-475)"),
             );
             return Err(neg(libc::EPERM));
         }
@@ -180,7 +180,7 @@ impl Domain {
         let mut ret = 0i32;
         // p2m.c:1687-1704: at most MAP_MMIO_MAX_ITER iterations; one iteration is one 4K
         // frame, or one 2M page when gfn and mfn are both 2M-aligned there and at least 2M
-        // remain (mmio_order, p2m.c:1640-1668; HAP, no 1G pages) and no frame of it is an
+        // remain (mmio_order, p2m.c:1642-1668; HAP, no 1G pages) and no frame of it is an
         // MSI-X table/PBA page (set_mmio_p2m_entry, p2m.c:1144-1150).
         while i < nr && iter < MAP_MMIO_MAX_ITER {
             let (g, m) = (gfn + i, mfn + i);
@@ -260,7 +260,7 @@ impl Domain {
             self.note(
                 "xen",
                 json!(format!(
-                    "no mapping between mfn {m:08x} and gfn {g:08x} (p2m.c:1191-1194): removed anyway"
+                    "no mapping between mfn {m:08x} and gfn {g:08x} (p2m.c:1192-1195): removed anyway"
                 )),
             );
         }
@@ -297,7 +297,7 @@ impl Domain {
             _ => {}
         }
         // A destroyed domain: rcu_lock_domain_by_id fails, ESRCH (domctl.c:366-369;
-        // physdev_map_pirq, physdev.c:107-109).
+        // physdev_map_pirq, physdev.c:109-111).
         if self.dead {
             return Err(neg(libc::ESRCH));
         }
@@ -323,7 +323,7 @@ impl Domain {
                 Ok(0)
             }
             PtOp::IomemPermission { mfn, nr, allow } => {
-                // domctl.c:427-442: the range is added to / removed from iomem_caps; existing
+                // domctl.c:417-442: the range is added to / removed from iomem_caps; existing
                 // p2m entries stay (removing permission unmaps nothing).
                 if nr == 0 || mfn.checked_add(nr - 1).is_none() {
                     return Err(neg(libc::EINVAL));
@@ -362,7 +362,7 @@ impl Domain {
 
     /// `XEN_DOMCTL_assign_device` / `test_assign_device`: iommu_do_domctl
     /// (xen/drivers/passthrough/iommu.c:615-634) and iommu_do_pci_domctl
-    /// (xen/drivers/passthrough/pci.c:1608-1650).
+    /// (xen/drivers/passthrough/pci.c:1612-1657).
     fn assign(&mut self, host: &mut Host, sbdf: u32, test: bool) -> Result<u64, i32> {
         // iommu.c:621-622: no IOMMU context (XEN_DOMCTL_CDF_iommu) -> EOPNOTSUPP, before
         // the device is looked at.
@@ -385,7 +385,7 @@ impl Domain {
             return Err(neg(libc::EBUSY));
         }
         // pdev_msix_assign -> pci_reset_msix_state (xen/drivers/passthrough/msi.c:6-19,
-        // xen/arch/x86/msi.c:1208-1227): Function Mask set on the device -> EBUSY.
+        // xen/arch/x86/msi.c:1213-1231): Function Mask set on the device -> EBUSY.
         if dev
             .info
             .msix_control()
@@ -393,11 +393,11 @@ impl Domain {
         {
             self.notes.insert(
                 "xen".into(),
-                json!("MSI-X Function Mask set at assignment (msi.c:1219-1221)"),
+                json!("MSI-X Function Mask set at assignment (msi.c:1224-1227)"),
             );
             return Err(neg(libc::EBUSY));
         }
-        // pdev_msix_assign -> msixtbl_init (vmsi.c:579-593), for an MSI-X capable function
+        // pdev_msix_assign -> msixtbl_init (vmsi.c:572-586), for an MSI-X capable function
         // (unknown functions are taken to be one).
         if dev.info.msix.is_some() || !dev.registered {
             self.msixtbl_on = true;
@@ -486,7 +486,7 @@ impl Domain {
                 .msix
                 .and_then(|m| dev.info.bars[usize::from(m.table_bir)].map(|b| b.base));
             if dev.msix_used_entries == 0 {
-                // msi.c:831-836: Xen reads the table location itself only when no entry is in
+                // msi.c:820-825: Xen reads the table location itself only when no entry is in
                 // use and the caller is the hardware domain acting on a function it or dom_io
                 // owns. Here the function is the guest's (checked above), so with nothing
                 // prepared `table.first` is 0: ENODATA (msi.c:882-887). The table_base passed
@@ -514,7 +514,7 @@ impl Domain {
                          the table was located by prepare_msix)"
                     );
                     tracing::warn!("sim (Xen): {msg}");
-                    self.note("xen_warn", json!(msg));
+                    self.note("table_base_warn", json!(msg));
                 }
                 None => {
                     self.note(
@@ -528,7 +528,7 @@ impl Domain {
             Some(entry)
         } else {
             if let Some(max) = dev.info.msi_maxvec {
-                // msi_capability_init returns msi_maxvec (msi.c:620-621); map_domain_pirq
+                // msi_capability_init returns msi_maxvec (msi.c:622-623); map_domain_pirq
                 // turns that into ENFILE (irq.c:2245-2250).
                 if nr > max {
                     return Err(neg(libc::ENFILE));
@@ -561,7 +561,7 @@ impl Domain {
     /// msi.c:1085-1101).
     fn unmap_pirq(&mut self, host: &mut Host, pirq: u32) -> Result<(), i32> {
         let Some(p) = self.pirqs.remove(&pirq) else {
-            // irq.c:2397-2403.
+            // irq.c:2397-2404.
             return Err(neg(libc::EINVAL));
         };
         for i in 1..self.pirq_blocks.remove(&pirq).unwrap_or(1) {
@@ -590,18 +590,18 @@ impl Domain {
         gflags: u32,
         gtable: u64,
     ) -> Result<(), i32> {
-        // domctl.c:543-548: a pirq with no irq behind it -> EPERM.
+        // domctl.c:543-550: a pirq with no irq behind it -> EPERM.
         let Some(p) = self.pirqs.get(&pirq).cloned() else {
             return Err(neg(libc::EPERM));
         };
-        // domctl.c:550-560: without an IOMMU context -> ESRCH.
+        // domctl.c:549-562: without an IOMMU context -> ESRCH.
         if !self.iommu {
             return Err(neg(libc::ESRCH));
         }
         self.dpci = true;
         let stripped = gflags & !XEN_DOMCTL_VMSI_X86_UNMASKED;
         if let Some(old) = p.bind {
-            // hvm.c:335-356: already bound -- only gvec/gflags change; gtable is not looked at,
+            // hvm.c:337-356: already bound -- only gvec/gflags change; gtable is not looked at,
             // so a moved table keeps being intercepted at its first address.
             self.rebind_notes(&p, old, gvec, stripped, gtable);
             self.pirqs.get_mut(&pirq).expect("checked").bind = Some((gvec, stripped));
@@ -656,7 +656,7 @@ impl Domain {
             .and_then(|d| d.info.msix)
             .map_or(MAX_MSIX_TABLE_ENTRIES, |m| u32::from(m.entries));
         match self.msixtbl.iter_mut().find(|e| e.sbdf == p.sbdf) {
-            // vmsi.c:497-499: one entry per function; a later gtable is not recorded.
+            // vmsi.c:498-509: one entry per function; a later gtable is not recorded.
             Some(e) => e.refcnt += 1,
             None => self.msixtbl.push(MsixTblEntry {
                 sbdf: p.sbdf,
@@ -667,7 +667,7 @@ impl Domain {
                 gentries: Default::default(),
             }),
         }
-        // vmsi.c:515-528: a vCPU blocked on an unmask write of this very entry (snooped by
+        // vmsi.c:514-529: a vCPU blocked on an unmask write of this very entry (snooped by
         // msixtbl_range) gets the unmask applied at completion.
         let gt = self
             .msixtbl
@@ -694,17 +694,17 @@ impl Domain {
             return Err(neg(libc::EPERM));
         };
         if !self.iommu {
-            // domctl.c:582-592: without an IOMMU context nothing is done and 0 returned.
+            // domctl.c:583-594: without an IOMMU context nothing is done and 0 returned.
             return Ok(());
         }
         // hvm.c:590-604: the vector is left guest-masked.
         self.pirqs.get_mut(&pirq).expect("checked").guest_masked = true;
-        // hvm.c:611-617: never bound anything -> EINVAL.
+        // hvm.c:613-618: never bound anything -> EINVAL.
         if !self.dpci {
             return Err(neg(libc::EINVAL));
         }
         if p.bind.is_some() {
-            // hvm.c:686-690.
+            // hvm.c:677-690.
             self.pirqs.get_mut(&pirq).expect("checked").bind = None;
             if p.msix_entry.is_some() {
                 self.msixtbl_pt_unregister(p.sbdf);
@@ -757,7 +757,7 @@ impl Domain {
         val: u64,
     ) -> MsixtblResult {
         let Some((ti, nr, pirq)) = self.msixtbl_lookup(addr) else {
-            // Not accepted. msixtbl_range still snoops an unmask write (vmsi.c:380-397), so
+            // Not accepted. msixtbl_range still snoops an unmask write (vmsi.c:379-400), so
             // that a bind made while the device model handles it applies the unmask.
             if write && (size == 4 || size == 8) {
                 let (mut a, mut d) = (addr, val);
@@ -995,7 +995,7 @@ impl Domain {
 
 /// `XEN_DOMCTL_deassign_device` with domain DOMID_IO (domctl.c:338-347, pci.c:833-889): a
 /// quarantined function goes back to the hardware domain (`pdev->quarantine` cleared,
-/// pci.c:876-877). Not in dom_io -> ENODEV.
+/// pci.c:878-879). Not in dom_io -> ENODEV.
 pub fn deassign_from_dom_io(host: &mut Host, sbdf: u32) -> Result<u64, i32> {
     let dev = host.get(sbdf);
     if dev.owner != Owner::DomIo {
@@ -1159,7 +1159,7 @@ mod tests {
     #[test]
     fn memory_mapping_does_64_iterations_and_returns_the_count() {
         let (mut d, mut h) = setup(true);
-        // domctl.c:470-473: no iomem permission -> EPERM, nothing mapped.
+        // domctl.c:472-475: no iomem permission -> EPERM, nothing mapped.
         assert_eq!(
             op(&mut d, &mut h, mm(0xF1000, 0x3800020, 100, true)),
             Err(-libc::EPERM)
@@ -1300,7 +1300,10 @@ mod tests {
         assert_eq!(d.notes["table_base_check"], "ok: the BAR base");
         // BAR + table offset (the old bridge's formula): Xen's WARN_ON compares with the BAR.
         op(&mut d, &mut h, map_msix(1, BAR3 + 0x1000)).unwrap();
-        assert!(d.notes["xen_warn"].as_str().unwrap().contains("msi.c:848"));
+        assert!(d.notes["table_base_warn"]
+            .as_str()
+            .unwrap()
+            .contains("msi.c:848"));
     }
 
     #[test]
@@ -1330,7 +1333,7 @@ mod tests {
             op(&mut d, &mut h, bind(70, 0x41, true, GTABLE)),
             Err(-libc::ESRCH)
         );
-        // Unbind without IOMMU: nothing done, 0 (domctl.c:582-592).
+        // Unbind without IOMMU: nothing done, 0 (domctl.c:583-594).
         assert_eq!(
             op(
                 &mut d,
@@ -1567,7 +1570,7 @@ mod tests {
         op(&mut d, &mut h, bind(p0, 0x41, false, GTABLE)).unwrap();
         assert!(d.pirqs[&(p0 as u32)].guest_masked);
         d.msix_write_completion(1);
-        assert!(!d.pirqs[&(p0 as u32)].guest_masked, "vmsi.c:515-528");
+        assert!(!d.pirqs[&(p0 as u32)].guest_masked, "vmsi.c:514-529");
     }
 
     #[test]
@@ -1653,7 +1656,7 @@ mod tests {
             .device_interrupt(&h, SBDF, 0)
             .unwrap_err()
             .contains("masked by the guest"));
-        // Function Mask set at assignment: EBUSY (msi.c:1219-1221).
+        // Function Mask set at assignment: EBUSY (msi.c:1224-1227).
         let (mut d2, _) = setup(true);
         d2.domid = 2;
         d.destroy(&mut h);
