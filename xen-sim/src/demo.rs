@@ -508,5 +508,8 @@ pub fn print_human(r: &Value) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for o in r["xen_refusals"].as_array().into_iter().flatten() {
+        println!("  xen    refused or warned: {o}");
+    }
     println!("  shutdown: {}", r["shutdown_reason"]);
 }

@@ -57,6 +57,14 @@ enum Cmd {
         /// Guest RAM in MiB.
         #[arg(long, default_value_t = 64)]
         ram_mib: u64,
+        /// Create the domain without an IOMMU context (no XEN_DOMCTL_CDF_iommu, as libxl
+        /// makes every PVH guest): assign_device then fails with EOPNOTSUPP.
+        #[arg(long)]
+        no_iommu: bool,
+        /// Destroy the domain when the guest powers off (xl's on_poweroff = "destroy"); its
+        /// passed-through functions then go to Xen's quarantine (dom_io).
+        #[arg(long)]
+        destroy_on_poweroff: bool,
     },
 }
 
@@ -82,12 +90,22 @@ fn main() -> anyhow::Result<()> {
             domid,
             vcpus,
             ram_mib,
+            no_iommu,
+            destroy_on_poweroff,
         } => {
             let sim = xen_sim::Sim::start(xen_sim::SimOptions {
                 socket,
                 ioreq_timeout: Duration::from_secs(5),
             })?;
-            sim.create_domain(domid, vcpus, ram_mib)?;
+            sim.create_domain_with(
+                domid,
+                &xen_sim::DomainConfig {
+                    vcpus,
+                    ram_mib,
+                    iommu: !no_iommu,
+                    destroy_on_poweroff,
+                },
+            )?;
             let sigs = ioreq_server::signals::signalfd()?;
             eprintln!(
                 "xen-sim: domain {domid} ({vcpus} vCPUs, {ram_mib} MiB) at {}; Ctrl-C to stop",
