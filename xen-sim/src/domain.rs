@@ -127,6 +127,8 @@ pub struct DomainReport {
     pub device_interrupts: Vec<serde_json::Value>,
     /// Guest MMIO accesses Xen's msixtbl handler completed itself (never an ioreq).
     pub msixtbl_accesses: u64,
+    /// Guest port accesses to ports passed through with ioport_mapping (done by Xen).
+    pub ioport_passthrough_accesses: u64,
 }
 
 pub(crate) struct Domain {

@@ -487,6 +487,17 @@ fn route(
                         .saturating_add(u64::from(req.size).max(1) - 1),
                 ),
             };
+            if space == Space::Port && d.ioport_mapped(req.addr, req.size) {
+                // A port passed through with XEN_DOMCTL_ioport_mapping: Xen does the I/O on the
+                // host port itself (xen/arch/x86/hvm/io.c:182-268); the sim has no host ports
+                // (reads all-ones, writes dropped). No ioreq.
+                d.report.ioport_passthrough_accesses += 1;
+                return Ok(Route::Done(if req.is_read() {
+                    size_mask(req.size)
+                } else {
+                    0
+                }));
+            }
             if space == Space::Memory && d.p2m_mapped(first, last) {
                 // A p2m_mmio_direct frame: the access reaches the device without Xen or any
                 // device model (no ioreq). The sim reads/writes the BAR's file when the test

@@ -310,18 +310,7 @@ impl Domain {
                 mport,
                 nr,
                 add,
-            } => {
-                if add {
-                    self.ioport_map.push((gport, mport, nr));
-                } else {
-                    let before = self.ioport_map.len();
-                    self.ioport_map.retain(|m| *m != (gport, mport, nr));
-                    if self.ioport_map.len() == before {
-                        return Err(neg(libc::ENOENT));
-                    }
-                }
-                Ok(0)
-            }
+            } => self.ioport_mapping(gport, mport, nr, add).map(|()| 0),
             PtOp::IomemPermission { mfn, nr, allow } => {
                 // domctl.c:417-442: the range is added to / removed from iomem_caps; existing
                 // p2m entries stay (removing permission unmaps nothing).
@@ -358,6 +347,40 @@ impl Domain {
                 .map(|()| 0),
             PtOp::UnbindPtIrqMsi { pirq, .. } => self.unbind_pt_irq(pirq).map(|()| 0),
         }
+    }
+
+    /// `XEN_DOMCTL_ioport_mapping` (xen/arch/x86/domctl.c:600-700): ports beyond 0xFFFF are
+    /// EINVAL; an add replaces the entry with the same machine port or adds one; a remove
+    /// drops the entry with that machine port if there is one and succeeds either way. The
+    /// guest's accesses to mapped ports are then done by Xen on the host ports
+    /// (g2m_portio_accept/read/write, xen/arch/x86/hvm/io.c:182-268), never sent to a device
+    /// model.
+    fn ioport_mapping(&mut self, gport: u32, mport: u32, nr: u32, add: bool) -> Result<(), i32> {
+        const MAX_IOPORTS: u32 = 0x10000;
+        if (gport | mport | nr.wrapping_sub(1)) >= MAX_IOPORTS
+            || gport + nr > MAX_IOPORTS
+            || mport + nr > MAX_IOPORTS
+        {
+            return Err(neg(libc::EINVAL));
+        }
+        if let Some(i) = self.ioport_map.iter().position(|m| m.1 == mport) {
+            if add {
+                self.ioport_map[i] = (gport, mport, nr);
+            } else {
+                self.ioport_map.remove(i);
+            }
+        } else if add {
+            self.ioport_map.push((gport, mport, nr));
+        }
+        Ok(())
+    }
+
+    /// Whether a guest port access of `size` bytes at `port` hits a g2m_ioport mapping
+    /// (g2m_portio_find_and_lock, xen/arch/x86/hvm/io.c:160-180).
+    pub fn ioport_mapped(&self, port: u64, size: u32) -> bool {
+        self.ioport_map.iter().any(|&(g, _, n)| {
+            port >= u64::from(g) && port + u64::from(size) <= u64::from(g) + u64::from(n)
+        })
     }
 
     /// `XEN_DOMCTL_assign_device` / `test_assign_device`: iommu_do_domctl
@@ -1675,6 +1698,30 @@ mod tests {
             Err(-libc::EBUSY)
         );
         let _ = std::fs::remove_file(cfg);
+    }
+
+    #[test]
+    fn ioport_mapping_is_keyed_by_machine_port() {
+        let (mut d, mut h) = setup(true);
+        let io = |g, m, n, add| PtOp::IoportMapping {
+            gport: g,
+            mport: m,
+            nr: n,
+            add,
+        };
+        assert_eq!(
+            op(&mut d, &mut h, io(0xFFF0, 0xE000, 0x20, true)),
+            Err(-libc::EINVAL)
+        );
+        op(&mut d, &mut h, io(0xC000, 0xE000, 0x20, true)).unwrap();
+        assert!(d.ioport_mapped(0xC01C, 4) && !d.ioport_mapped(0xC01E, 4));
+        // The guest moved the BAR: an add for the same machine port replaces the entry.
+        op(&mut d, &mut h, io(0xD000, 0xE000, 0x20, true)).unwrap();
+        assert_eq!(d.ioport_map, vec![(0xD000, 0xE000, 0x20)]);
+        // Remove by machine port; removing what is not there is no error.
+        op(&mut d, &mut h, io(0, 0xE000, 0x20, false)).unwrap();
+        assert!(d.ioport_map.is_empty());
+        op(&mut d, &mut h, io(0, 0xE000, 0x20, false)).unwrap();
     }
 
     #[test]
