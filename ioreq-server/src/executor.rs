@@ -387,7 +387,8 @@ impl PassthroughExecutor {
 
     /// Whether the guest has an IOMMU context and `sbdf` could be assigned to it: Xen's
     /// `test_assign_device` against the guest (EOPNOTSUPP: no IOMMU context,
-    /// xen/drivers/passthrough/iommu.c:615-622 in 4.17; EBUSY: owned by another domain).
+    /// xen/drivers/passthrough/iommu.c:615-622 in 4.17; EINVAL: owned by another domain or
+    /// unknown to Xen, pci.c:1642-1649).
     pub fn test_assign(&mut self, sbdf: u32) -> Result<(), PtError> {
         self.call_once(&PtOp::TestAssignDevice { sbdf }).map(|_| ())
     }

@@ -47,8 +47,9 @@ pub enum PtOp {
     },
     /// `XEN_DOMCTL_test_assign_device` against the guest: a read-only probe. Xen answers
     /// EOPNOTSUPP before looking at the device when the domain has no IOMMU context
-    /// (`iommu_do_domctl`, xen/drivers/passthrough/iommu.c:615-622 in 4.17), EBUSY when the
-    /// device is not assignable (owned by another guest), 0 otherwise.
+    /// (`iommu_do_domctl`, xen/drivers/passthrough/iommu.c:615-622 in 4.17), EINVAL when the
+    /// device is not assignable (owned by another guest, or unknown to Xen: pci.c:1642-1649),
+    /// 0 otherwise.
     TestAssignDevice { sbdf: u32 },
     /// `XEN_DOMCTL_getdomaininfo`; the result is the domain's `max_pages`. Xen 4.17 returns
     /// the first domain whose id is >= the one asked for, so the echoed id is checked.
