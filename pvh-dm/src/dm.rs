@@ -1,0 +1,309 @@
+//! Starting, waiting for and stopping the device-model processes.
+//!
+//! Each is started as `BINARY --config GUEST.toml --domid N` (its stdin /dev/null, its stderr
+//! inherited or sent to a log file) and counts as up once its control socket answers
+//! `{"cmd":"status"}` with `"ok": true`. Stopping is SIGTERM (the device models tear their
+//! ioreq server down and the bridge hands its devices back), then SIGKILL after a timeout, and
+//! always a reap.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::runtime::DmRecord;
+
+/// The device models, in the order they start (the bridge connects to the ioapic's pin
+/// socket, so the ioapic comes first); they stop in the reverse order.
+pub const ALL: [&str; 3] = ["ioapic", "pm-trap", "pci-host-bridge"];
+
+/// What went wrong with a device model.
+#[derive(Debug, thiserror::Error)]
+pub enum DmError {
+    /// The binary is nowhere to be found.
+    #[error("device model {name}: no executable {name} in {searched}")]
+    NotFound {
+        /// Name.
+        name: String,
+        /// Where pvh-dm looked.
+        searched: String,
+    },
+    /// It could not be started.
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        /// Binary.
+        binary: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It exited before it answered on its control socket.
+    #[error("{name} (pid {pid}) {status} before answering on {socket}{log}")]
+    Died {
+        /// Name.
+        name: String,
+        /// Pid.
+        pid: u32,
+        /// How it ended.
+        status: String,
+        /// Its control socket.
+        socket: PathBuf,
+        /// The end of its log, if it has one.
+        log: String,
+    },
+    /// It did not answer in time.
+    #[error("{name} (pid {pid}) did not answer {{\"cmd\":\"status\"}} on {socket} within {secs} s{last}")]
+    Timeout {
+        /// Name.
+        name: String,
+        /// Pid.
+        pid: u32,
+        /// Its control socket.
+        socket: PathBuf,
+        /// The timeout.
+        secs: u64,
+        /// The last error seen.
+        last: String,
+    },
+}
+
+/// Find device model `name`: in `dir` if given; else next to pvh-dm's own executable; else in
+/// `$PATH`.
+pub fn find_binary(name: &str, dir: Option<&Path>) -> Result<PathBuf, DmError> {
+    let mut searched = Vec::new();
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(d) = dir {
+        let p = d.join(name);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+        return Err(DmError::NotFound {
+            name: name.into(),
+            searched: format!("--dm-dir {}", d.display()),
+        });
+    }
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let p = d.join(name);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+        searched.push(d.display().to_string());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            let p = d.join(name);
+            if is_exec(&p) {
+                return Ok(p);
+            }
+        }
+        searched.push("$PATH".into());
+    }
+    Err(DmError::NotFound {
+        name: name.into(),
+        searched: searched.join(" and "),
+    })
+}
+
+/// A started device model.
+pub struct RunningDm {
+    /// Its record (for state.json).
+    pub rec: DmRecord,
+    child: Child,
+    /// Its exit status once reaped.
+    pub exited: Option<ExitStatus>,
+}
+
+/// "exited with status N" / "was killed by signal SIGKILL".
+pub fn describe(st: ExitStatus) -> String {
+    crate::describe_status(st)
+}
+
+fn log_tail(log: Option<&Path>) -> String {
+    let Some(p) = log else { return String::new() };
+    let Ok(s) = std::fs::read_to_string(p) else {
+        return String::new();
+    };
+    let v: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    if v.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; its log {} ends: {}",
+        p.display(),
+        v[v.len().saturating_sub(3)..].join(" | ")
+    )
+}
+
+impl RunningDm {
+    /// Start `binary --config CONFIG --domid DOMID`; stderr to `log` if given.
+    pub fn spawn(
+        name: &str,
+        binary: &Path,
+        config: &Path,
+        domid: u32,
+        socket: PathBuf,
+        log: Option<PathBuf>,
+    ) -> Result<RunningDm, DmError> {
+        let mut c = Command::new(binary);
+        let args: Vec<OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "--domid".into(),
+            domid.to_string().into(),
+        ];
+        c.args(&args).stdin(Stdio::null());
+        if let Some(l) = &log {
+            let f = std::fs::File::create(l).map_err(|source| DmError::Spawn {
+                binary: binary.into(),
+                source,
+            })?;
+            let f2 = f.try_clone().map_err(|source| DmError::Spawn {
+                binary: binary.into(),
+                source,
+            })?;
+            c.stdout(f).stderr(f2);
+        } else {
+            c.stdout(Stdio::null());
+        }
+        let child = c.spawn().map_err(|source| DmError::Spawn {
+            binary: binary.into(),
+            source,
+        })?;
+        tracing::info!(dm = name, pid = child.id(), binary = %binary.display(), "device model started");
+        Ok(RunningDm {
+            rec: DmRecord {
+                name: name.into(),
+                binary: binary.into(),
+                pid: child.id(),
+                socket,
+                log,
+            },
+            child,
+            exited: None,
+        })
+    }
+
+    /// Reap it if it has exited; returns its status then.
+    pub fn try_reap(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.exited = Some(st);
+            }
+        }
+        self.exited
+    }
+
+    /// Wait until its control socket answers `status`, it dies, or `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<serde_json::Value, DmError> {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            if let Some(st) = self.try_reap() {
+                return Err(DmError::Died {
+                    name: self.rec.name.clone(),
+                    pid: self.rec.pid,
+                    status: describe(st),
+                    socket: self.rec.socket.clone(),
+                    log: log_tail(self.rec.log.as_deref()),
+                });
+            }
+            if self.rec.socket.exists() {
+                match status(&self.rec.socket) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => last = e,
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(DmError::Timeout {
+                    name: self.rec.name.clone(),
+                    pid: self.rec.pid,
+                    socket: self.rec.socket.clone(),
+                    secs: timeout.as_secs(),
+                    last: if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last: {last})")
+                    },
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, wait up to `timeout`, SIGKILL, reap. Returns how it ended.
+    pub fn stop(&mut self, timeout: Duration) -> String {
+        if let Some(st) = self.try_reap() {
+            return format!("had already {}", describe(st));
+        }
+        let pid = Pid::from_raw(self.rec.pid as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(st) = self.try_reap() {
+                return describe(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(dm = %self.rec.name, pid = self.rec.pid, "still running {} s after SIGTERM: SIGKILL", timeout.as_secs());
+        let _ = kill(pid, Signal::SIGKILL);
+        match self.child.wait() {
+            Ok(st) => {
+                self.exited = Some(st);
+                format!("{} after SIGKILL", describe(st))
+            }
+            Err(e) => format!("could not be reaped: {e}"),
+        }
+    }
+}
+
+/// Stop `dms` in reverse start order, logging each; returns `name: how` per process.
+pub fn stop_all(dms: &mut [RunningDm], timeout: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in dms.iter_mut().rev() {
+        let how = d.stop(timeout);
+        tracing::info!(dm = %d.rec.name, pid = d.rec.pid, "device model stopped: {how}");
+        out.push(format!("{} {how}", d.rec.name));
+    }
+    out
+}
+
+/// Ask a control socket for `status`; `Err` names why not.
+pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
+    match ioreq_server::control::request(socket, &serde_json::json!({"cmd": "status"})) {
+        Ok(v) if v.get("ok").and_then(|o| o.as_bool()) == Some(true) => Ok(v),
+        Ok(v) => Err(format!("answered {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Stop a device model that is not our child (from state.json, e.g. after the supervisor
+/// was killed): SIGTERM, wait for the pid to vanish, SIGKILL. Only if the pid still is that
+/// device model.
+pub fn stop_foreign(rec: &DmRecord, domid: u32, timeout: Duration) -> String {
+    if !crate::runtime::pid_alive(rec.pid) {
+        return "not running".into();
+    }
+    if !crate::runtime::is_same_dm(rec, domid) {
+        return format!("pid {} is no longer {} (not signalled)", rec.pid, rec.name);
+    }
+    let pid = Pid::from_raw(rec.pid as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if !crate::runtime::pid_alive(rec.pid) || !crate::runtime::is_same_dm(rec, domid) {
+            return "exited after SIGTERM".into();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    "killed with SIGKILL".into()
+}
