@@ -146,6 +146,14 @@ impl<T: Transport> Server<T> {
                 all.push(r);
             }
         }
+        // SIGTERM/SIGINT are blocked and queued from the very start, so that a signal during
+        // setup (a device reset can take seconds) tears down what exists instead of killing
+        // the process with an ioreq server, an assignment and permissions left behind.
+        let signals = if opts.handle_signals {
+            Some(crate::signals::signalfd().map_err(|e| ServerError::Io("signalfd", e))?)
+        } else {
+            None
+        };
         let vcpus = transport
             .dm_op(&DmOp::NrVcpus)?
             .vcpus
@@ -168,7 +176,7 @@ impl<T: Transport> Server<T> {
             "ioreq server created"
         );
         // From here on, failures must destroy the server again.
-        match Self::finish_setup(transport, id, vcpus, table, all, devices, opts) {
+        match Self::finish_setup(transport, id, vcpus, table, all, devices, opts, signals) {
             Ok(s) => Ok(s),
             Err((mut t, e)) => {
                 if let Err(e2) = t.dm_op(&DmOp::DestroyIoreqServer { id }) {
@@ -179,7 +187,7 @@ impl<T: Transport> Server<T> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn finish_setup(
         mut t: T,
         id: IoservId,
@@ -188,6 +196,7 @@ impl<T: Transport> Server<T> {
         all: Vec<Range>,
         devices: Vec<Box<dyn Device>>,
         opts: ServerOptions,
+        mut signals: Option<nix::sys::signalfd::SignalFd>,
     ) -> Result<Self, (T, ServerError)> {
         macro_rules! tryt {
             ($e:expr) => {
@@ -238,7 +247,13 @@ impl<T: Transport> Server<T> {
         let mut devices = devices;
         for i in 0..devices.len() {
             let mut actions = Actions::new();
-            let r = devices[i].start(&mut actions);
+            let mut r = devices[i].start(&mut actions);
+            if let Some(sig) = signals.as_mut().and_then(|s| s.read_signal().ok().flatten()) {
+                r = r.and(Err(format!(
+                    "signal {} during setup: undoing what was set up",
+                    sig.ssi_signo
+                )));
+            }
             let r = r
                 .map_err(|e| format!("{}: {e}", devices[i].name()))
                 .and_then(|()| {
@@ -271,14 +286,6 @@ impl<T: Transport> Server<T> {
                 Err(e) => return Err((t, ServerError::Io("control socket", e))),
             },
             None => None,
-        };
-        let signals = if opts.handle_signals {
-            match crate::signals::signalfd() {
-                Ok(s) => Some(s),
-                Err(e) => return Err((t, ServerError::Io("signalfd", e))),
-            }
-        } else {
-            None
         };
         info!(
             ranges = all.len(),
