@@ -24,8 +24,9 @@
 //! - [`bridge`]: [`PciHostBridge`], the [`ioreq_server::device::Device`] implementation;
 //! - [`backend`]: the [`HostDevice`] trait with the `sysfs` and `snapshot` backends;
 //! - [`list`] and [`pci_ids`]: the host's PCI functions as a PF/VF tree with names;
-//! - [`testing`]: invariant checks and pseudo-random guest access sequences shared by the tests
-//!   and the fuzz target.
+//! - `testing` (feature `testing`, for the tests and the fuzz targets only): a Xen-like fake
+//!   behind the passthrough executor, the invariant checker and pseudo-random guest access
+//!   sequences.
 //!
 //! Nothing here talks to Xen directly: what Xen may refuse or do partly (BAR mapping, MSI /
 //! MSI-X binding, assignment and the rest of the lifecycle) is a synchronous call on the
@@ -52,7 +53,8 @@ pub mod msi;
 pub mod msix;
 pub mod pci_ids;
 pub mod sriov;
-// TODO(migration): pub mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topology;
 mod warn;
 

@@ -1,44 +1,75 @@
-//! Support for tests and the fuzz target: guest access sequences and the invariants every
-//! sequence must keep. Not used by the bridge itself.
+//! Support for the tests and the fuzz targets (feature `testing`): a Xen-like fake behind the
+//! passthrough executor ([`XenLike`]), guest access sequences, and the invariants every
+//! sequence must keep ([`Checker`]). Not built into the bridge's binaries.
 //!
-//! Invariants checked by [`Checker::apply`] after each access:
-//! 1. Every write that reached a device (recorded by the snapshot backend) lies inside the
-//!    guest's access, touches only bytes with pass-through bits, and changes no bit the table
-//!    does not pass through (non-pass bits are written back unchanged, non-pass W1C bits as 0).
+//! # The fake Xen
+//! [`XenLike`] answers the executor's hypercalls as Xen 4.17 does, as far as these tests need:
+//! `XEN_DOMCTL_memory_mapping` does at most 64 frames a call and returns the number done
+//! (`map_mmio_regions`, xen/arch/x86/mm/p2m.c:1670-1738), and unmaps any sub-range of what is
+//! mapped; `map_pirq` hands out fresh pirqs, refuses multi-vector MSI without interrupt
+//! remapping (`EOPNOTSUPP`, xen/arch/x86/irq.c:2919-2923) and an MSI-X vector of a function
+//! whose table Xen has not read (`ENODATA` without `prepare_msix`, msi.c:881-887);
+//! `test_assign_device` / `assign_device` refuse a domain without an IOMMU context
+//! (`EOPNOTSUPP`); `deassign_device` leaves the function quarantined with `DOMID_IO`
+//! (pci.c:849-859) until it is deassigned from there. It keeps Xen's state (p2m, pirqs and
+//! their bindings, assignments, permissions) and records every call with a sequence number
+//! shared with the snapshot devices' event logs ([`crate::backend::snapshot::next_seq`]), and
+//! every call a real Xen would refuse or that shows a DM bug (a `violation`).
+//!
+//! # Invariants ([`Checker::apply`], after each guest access)
+//! The expected values are computed here from the guest's programming and the *device's raw*
+//! config bytes and BARs (the MSI-X table BIR and offsets read by the checker itself), not
+//! with the bridge's formulas:
+//! 1. Device config writes: either inside the guest's access, only bytes with pass-through
+//!    bits, changing no bit the table does not pass through; or the bridge's own register
+//!    writes: Interrupt Disable (one byte at 0x05, only for functions forwarding INTx, to the
+//!    state the function wants), MSI-X Message Control (exactly 2 bytes at cap+2, changing only
+//!    Enable and Function Mask: Xen refuses any other dom0 write to the capability, msi.c:
+//!    1253-1263), MSI Message Control (2 bytes at cap+2 changing only Enable). After an access
+//!    that changed the guest's MSI-X Enable / Function Mask, the device has the guest's bits;
+//!    the device's MSI Enable is set exactly while the MSI vector is bound in Xen.
 //! 2. Reads agree with the table: bits that are not emulated equal the device's current
 //!    config bytes; absent bytes read all-ones; hidden bytes read 0; emulated read-only bits
-//!    (and the type bits of BARs) never change; unconfigured functions read all-ones.
-//! 3. Mappings: every map action maps host frames/ports inside one of the function's own BARs
-//!    (never a page holding its MSI-X table or PBA) to guest addresses inside the windows,
-//!    never maps a guest frame twice, and every unmap removes exactly an existing mapping; the
-//!    checker's model equals the bridge's own list.
-//! 4. MMIO accesses never reach config space, and forwarded BAR writes never touch the MSI-X
-//!    table or PBA.
-//! 5. Interrupts: every `BindMsi` matches the state the guest has programmed at that moment
-//!    (computed here from the registers and the table, independently of the bridge's own
-//!    binding code): MSI enabled (and MSI-X not) for entry 0 with `nvec = 2^MME`, or an MSI-X
-//!    entry that is unmasked while MSI-X is enabled and the function is not masked, with the
-//!    entry's vector and flags, the host table address as `table_base` and the guest table
-//!    address as `gtable`; a rebind keeps `nvec` and `table_base` (the pirq is reused); every
-//!    `UnbindMsi` undoes an earlier bind. After every access the bound set equals exactly what
-//!    the programming asks for (so never more bound MSI-X entries than unmasked ones, nothing
-//!    for masked entries) and equals the bridge's own list.
-//! 6. The device's Interrupt Disable bit (command bit 10) is written only for functions that
-//!    forward INTx, only by a one-byte write of the command register's high byte that changes
-//!    nothing else, and only to the state the function wants (set while MSI / MSI-X is
-//!    enabled or the guest's Interrupt Disable is set).
+//!    (and the type bits of BARs) never change; unconfigured functions read all-ones. A read
+//!    makes no hypercall.
+//! 3. Mappings: every `memory_mapping` / `ioport_mapping` maps host frames/ports of one of the
+//!    function's own BARs (never a page holding its MSI-X table or PBA, computed from the raw
+//!    capability) to guest addresses inside the windows at the BAR's guest offset; Xen's p2m
+//!    (as the fake keeps it, partial counts included) equals exactly what the guest's
+//!    placement and decode ask for (every frame of every decoded, non-overlapping, page-sized
+//!    BAR, minus the MSI-X pages), and the bridge's and executor's own lists.
+//! 4. MMIO accesses never reach config space; forwarded BAR writes never touch a page of the
+//!    MSI-X table or PBA.
+//! 5. Interrupts: every `map_pirq` / `bind_pt_irq` matches the guest's programming: MSI with
+//!    entry 0, `nvec = 2^MME`, `table_base` 0, vector `i` of the block as `gvec + i`; MSI-X
+//!    with `table_base` = the host address of the BAR the raw BIR names (Xen adds the offset
+//!    itself, msi.c:847-860), `gtable` = the guest address of the table, the entry's vector and
+//!    flags. An MSI-X table access never unbinds (Xen's msixtbl owns the masks of bound
+//!    entries), an address/data write never binds (latched until the unmask), an unmask write
+//!    while MSI-X is enabled binds the entry (or, refused, it reads back masked). After every
+//!    access the vectors bound in Xen equal the bridge's list; nothing of MSI-X is bound while
+//!    MSI-X is disabled (and every entry reads masked right after a disable); the MSI vector is
+//!    bound exactly while the guest's MSI Enable reads 1 (a refused bind reads back 0).
+//!
+//! Start and stop ([`Checker::check_start`], [`Checker::stop_and_check`]) are checked on the
+//! same records: the lifecycle's order (test_assign, decode on, prepare_msix, reset, assign,
+//! permissions for every BAR; Bus Master off before the first unmap, unbinds and unmaps before
+//! the reset, reset before release_msix, release before deassign, deassign from the guest
+//! and from `DOMID_IO`, decode off last) and that nothing is left in Xen after a stop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use ioreq_server::device::{Action, Actions, Device, Space};
-use ioreq_server::passthrough::msi_gflags;
+use ioreq_server::device::{Actions, Device, Space};
+use ioreq_server::executor::fake::FakeChannel;
+use ioreq_server::executor::PassthroughExecutor;
+use ioreq_server::passthrough::{msi_gflags, PtOp};
 
-use crate::backend::snapshot::{SnapshotDevice, SnapshotHandle};
-use crate::backend::{BarKind, HostDevice};
+use crate::backend::snapshot::{next_seq, DeviceEventKind, SnapshotDevice, SnapshotHandle};
+use crate::backend::{BarInfo, BarKind, HostDevice};
 use crate::bars::{BarSlot, Mapping, PAGE_SIZE};
-use crate::binding::Vector;
 use crate::bridge::PciHostBridge;
-use crate::config::{PciConfig, PciDeviceConfig};
+use crate::config::{PciConfig, PciDeviceConfig, Windows};
 use crate::config_space::{RegKind, Slot};
 use crate::error::Error;
 use crate::function::PassthroughFunction;
@@ -140,10 +171,516 @@ pub fn snapshot_device_config(slot: u8, function: u8) -> PciDeviceConfig {
     }
 }
 
-/// Build a bridge over snapshot devices; returns it with a [`Checker`].
+// ---------------------------------------------------------------------------------------------
+// The fake Xen.
+
+/// A hypercall the fake answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedOp {
+    /// Position in the process-wide sequence ([`next_seq`]).
+    pub seq: u64,
+    /// The call.
+    pub op: PtOp,
+    /// Its answer: the value, or the errno.
+    pub result: Result<u64, i32>,
+    /// For pirq ops: the block the pirq belongs to, as it was at the call.
+    pub pirq: Option<PirqBlock>,
+}
+
+/// A pirq block `map_pirq` handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PirqBlock {
+    /// First pirq.
+    pub base: u32,
+    /// Host function.
+    pub sbdf: u32,
+    /// Entry (MSI-X table entry, 0 for MSI).
+    pub entry: u32,
+    /// `table_base` it was mapped with (0: MSI).
+    pub table_base: u64,
+    /// Vectors.
+    pub nvec: u32,
+}
+
+/// A bound pirq: what `bind_pt_irq` last said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// Guest vector.
+    pub gvec: u8,
+    /// Flags.
+    pub gflags: u32,
+    /// Guest table address (registered on the first bind only, as Xen does).
+    pub gtable: u64,
+}
+
+/// Xen's state as the fake keeps it.
+#[derive(Debug, Default)]
+pub struct XenState {
+    /// Every call, in order.
+    pub log: Vec<LoggedOp>,
+    /// Calls a real Xen would refuse or that show a DM bug, not yet reported.
+    pub violations: Vec<String>,
+    /// Guest frame -> host frame.
+    pub p2m: BTreeMap<u64, u64>,
+    /// Guest port -> host port.
+    pub io: BTreeMap<u32, u32>,
+    /// Host frames the guest may access.
+    pub iomem: BTreeSet<u64>,
+    /// Host ports the guest may access.
+    pub ioports: BTreeSet<u32>,
+    /// Functions assigned to the guest.
+    pub assigned: BTreeSet<u32>,
+    /// Functions deassigned to `DOMID_IO` (quarantine) and not taken back yet.
+    pub quarantined: BTreeSet<u32>,
+    /// Functions whose MSI-X table Xen read (`prepare_msix`).
+    pub prepared: BTreeSet<u32>,
+    /// Pirq blocks by first pirq.
+    pub pirqs: BTreeMap<u32, PirqBlock>,
+    /// Bound pirqs.
+    pub bound: BTreeMap<u32, Bound>,
+    /// The guest was destroyed ([`XenState::destroy_domain`]).
+    pub dead: bool,
+    next_pirq: u32,
+}
+
+impl XenState {
+    /// The block holding `pirq`.
+    pub fn block_of(&self, pirq: u32) -> Option<PirqBlock> {
+        self.pirqs
+            .range(..=pirq)
+            .next_back()
+            .map(|(_, b)| *b)
+            .filter(|b| pirq < b.base + b.nvec)
+    }
+
+    /// What is bound for host function `sbdf`, by entry: (block, binding of its first pirq).
+    pub fn bound_of(&self, sbdf: u32) -> BTreeMap<u32, (PirqBlock, Bound)> {
+        self.pirqs
+            .values()
+            .filter(|b| b.sbdf == sbdf)
+            .filter_map(|b| self.bound.get(&b.base).map(|x| (b.entry, (*b, *x))))
+            .collect()
+    }
+
+    /// Whether anything of the guest is left in Xen (mappings, pirqs, assignments,
+    /// permissions, quarantine, MSI-X preparation); the list of what is.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.p2m.is_empty() {
+            v.push(format!("{} frames mapped", self.p2m.len()));
+        }
+        if !self.io.is_empty() {
+            v.push(format!("{} ports mapped", self.io.len()));
+        }
+        if !self.pirqs.is_empty() {
+            v.push(format!("pirqs mapped: {:?}", self.pirqs));
+        }
+        if !self.bound.is_empty() {
+            v.push(format!("pirqs bound: {:?}", self.bound));
+        }
+        if !self.assigned.is_empty() {
+            v.push(format!("assigned: {:x?}", self.assigned));
+        }
+        if !self.quarantined.is_empty() {
+            v.push(format!("left in quarantine (DOMID_IO): {:x?}", self.quarantined));
+        }
+        if !self.prepared.is_empty() {
+            v.push(format!("MSI-X prepared: {:x?}", self.prepared));
+        }
+        if !self.iomem.is_empty() {
+            v.push(format!("{} host frames permitted", self.iomem.len()));
+        }
+        if !self.ioports.is_empty() {
+            v.push(format!("{} host ports permitted", self.ioports.len()));
+        }
+        v
+    }
+
+    /// The guest dies: Xen frees its p2m, pirqs and permissions and moves its devices to
+    /// `DOMID_IO` (xen/drivers/passthrough/pci.c:849-859); from now on calls about the guest
+    /// fail with ESRCH. (`prepare_msix` is dom0's and stays.)
+    pub fn destroy_domain(&mut self) {
+        self.dead = true;
+        self.p2m.clear();
+        self.io.clear();
+        self.pirqs.clear();
+        self.bound.clear();
+        self.iomem.clear();
+        self.ioports.clear();
+        let a = std::mem::take(&mut self.assigned);
+        self.quarantined.extend(a);
+    }
+
+    fn violation(&mut self, s: String) {
+        self.violations.push(s);
+    }
+
+    fn answer(&mut self, cfg: &XenLikeConfig, op: &PtOp) -> Result<u64, i32> {
+        use libc::{EINVAL, ENODATA, EOPNOTSUPP};
+        let dom0_only = matches!(
+            op,
+            PtOp::PrepareMsix { .. }
+                | PtOp::ReleaseMsix { .. }
+                | PtOp::DeassignDevice {
+                    from_dom_io: true,
+                    ..
+                }
+        );
+        if self.dead && !dom0_only {
+            return Err(libc::ESRCH);
+        }
+        match *op {
+            PtOp::GetDomainInfo => Ok(cfg.max_pages),
+            PtOp::TestAssignDevice { sbdf } => {
+                if !cfg.iommu {
+                    Err(EOPNOTSUPP)
+                } else if self.assigned.contains(&sbdf) {
+                    Err(libc::EBUSY)
+                } else {
+                    Ok(0)
+                }
+            }
+            PtOp::AssignDevice { sbdf } => {
+                if !cfg.iommu {
+                    return Err(EOPNOTSUPP);
+                }
+                self.quarantined.remove(&sbdf);
+                self.assigned.insert(sbdf);
+                Ok(0)
+            }
+            PtOp::DeassignDevice {
+                sbdf,
+                from_dom_io: false,
+            } => {
+                if !self.assigned.remove(&sbdf) {
+                    return Err(EINVAL);
+                }
+                if self.pirqs.values().any(|b| b.sbdf == sbdf) {
+                    self.violation(format!(
+                        "deassign of {sbdf:#x} while its pirqs are mapped: {:?}",
+                        self.pirqs
+                    ));
+                }
+                self.quarantined.insert(sbdf);
+                Ok(0)
+            }
+            PtOp::DeassignDevice {
+                sbdf,
+                from_dom_io: true,
+            } => {
+                if self.quarantined.remove(&sbdf) {
+                    Ok(0)
+                } else {
+                    Err(EINVAL)
+                }
+            }
+            PtOp::PrepareMsix { sbdf } => {
+                if self.assigned.contains(&sbdf) {
+                    self.violation(format!(
+                        "prepare_msix of {sbdf:#x} after it was assigned (Xen reads the table only while dom0 owns the function)"
+                    ));
+                }
+                self.prepared.insert(sbdf);
+                Ok(0)
+            }
+            PtOp::ReleaseMsix { sbdf } => {
+                if !self.prepared.remove(&sbdf) {
+                    self.violation(format!("release_msix of {sbdf:#x} never prepared"));
+                }
+                Ok(0)
+            }
+            PtOp::IomemPermission { mfn, nr, allow } => {
+                for f in mfn..mfn.saturating_add(nr) {
+                    if allow {
+                        self.iomem.insert(f);
+                    } else {
+                        self.iomem.remove(&f);
+                    }
+                }
+                Ok(0)
+            }
+            PtOp::IoportPermission { port, nr, allow } => {
+                for p in port..port.saturating_add(nr) {
+                    if allow {
+                        self.ioports.insert(p);
+                    } else {
+                        self.ioports.remove(&p);
+                    }
+                }
+                Ok(0)
+            }
+            PtOp::IrqPermission { .. } => Ok(0),
+            PtOp::MemoryMapping { gfn, mfn, nr, add } => {
+                if nr == 0 {
+                    self.violation("memory_mapping of 0 frames".into());
+                    return Err(EINVAL);
+                }
+                let n = nr.min(cfg.frames_per_call);
+                for k in 0..n {
+                    let (g, m) = (gfn + k, mfn + k);
+                    if add {
+                        if let Some(old) = self.p2m.insert(g, m) {
+                            self.violation(format!(
+                                "memory_mapping of gfn {g:#x} to {m:#x}: already mapped to {old:#x}"
+                            ));
+                        }
+                    } else if self.p2m.get(&g) == Some(&m) {
+                        self.p2m.remove(&g);
+                    } else {
+                        self.violation(format!(
+                            "unmap of gfn {g:#x} from mfn {m:#x}: mapped to {:?}",
+                            self.p2m.get(&g)
+                        ));
+                        return Err(EINVAL);
+                    }
+                }
+                Ok(if n < nr { n } else { 0 })
+            }
+            PtOp::IoportMapping {
+                gport,
+                mport,
+                nr,
+                add,
+            } => {
+                for k in 0..nr {
+                    let (g, m) = (gport + k, mport + k);
+                    if add {
+                        if self.io.insert(g, m).is_some() {
+                            self.violation(format!("guest port {g:#x} mapped twice"));
+                        }
+                    } else if self.io.remove(&g) != Some(m) {
+                        self.violation(format!("unmap of guest port {g:#x} not mapped to {m:#x}"));
+                        return Err(EINVAL);
+                    }
+                }
+                Ok(0)
+            }
+            PtOp::MapPirqMsi {
+                sbdf,
+                entry,
+                table_base,
+                nvec,
+            } => {
+                if !self.assigned.contains(&sbdf) {
+                    self.violation(format!("map_pirq for {sbdf:#x}, not assigned to the guest"));
+                    return Err(EINVAL);
+                }
+                if nvec == 0 || !nvec.is_power_of_two() || nvec > 32 {
+                    self.violation(format!("map_pirq with nvec {nvec}"));
+                    return Err(EINVAL);
+                }
+                if nvec > 1 && !cfg.intremap {
+                    return Err(EOPNOTSUPP);
+                }
+                if table_base != 0 && !self.prepared.contains(&sbdf) {
+                    return Err(ENODATA);
+                }
+                if self
+                    .pirqs
+                    .values()
+                    .any(|b| b.sbdf == sbdf && b.entry == entry)
+                {
+                    self.violation(format!(
+                        "map_pirq of {sbdf:#x} entry {entry}, which already has a pirq"
+                    ));
+                    return Err(libc::EEXIST);
+                }
+                let base = self.next_pirq.max(64).next_multiple_of(nvec);
+                self.next_pirq = base + nvec;
+                self.pirqs.insert(
+                    base,
+                    PirqBlock {
+                        base,
+                        sbdf,
+                        entry,
+                        table_base,
+                        nvec,
+                    },
+                );
+                Ok(u64::from(base))
+            }
+            PtOp::UnmapPirq { pirq } => {
+                let Some(b) = self.pirqs.get(&pirq).copied() else {
+                    self.violation(format!("unmap_pirq of {pirq}, not mapped"));
+                    return Err(EINVAL);
+                };
+                if (b.base..b.base + b.nvec).any(|p| self.bound.contains_key(&p)) {
+                    self.violation(format!("unmap_pirq of {pirq} while bound"));
+                }
+                self.pirqs.remove(&pirq);
+                Ok(0)
+            }
+            PtOp::BindPtIrqMsi {
+                pirq,
+                gvec,
+                gflags,
+                gtable,
+            } => {
+                if self.block_of(pirq).is_none() {
+                    self.violation(format!("bind_pt_irq of pirq {pirq}, not mapped"));
+                    return Err(EINVAL);
+                }
+                let new = Bound {
+                    gvec,
+                    gflags,
+                    gtable,
+                };
+                if let Some(old) = self.bound.insert(pirq, new) {
+                    if old.gtable != gtable {
+                        self.violation(format!(
+                            "rebind of pirq {pirq} with gtable {gtable:#x}: Xen keeps {:#x} (the guest table is registered on the first bind only)",
+                            old.gtable
+                        ));
+                    }
+                }
+                Ok(0)
+            }
+            PtOp::UnbindPtIrqMsi { pirq, .. } => {
+                if self.bound.remove(&pirq).is_none() {
+                    self.violation(format!("unbind_pt_irq of pirq {pirq}, not bound"));
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// The knobs of the fake Xen.
+#[derive(Clone, Copy, Debug)]
+pub struct XenLikeConfig {
+    /// The guest's `max_pages` (4 KiB frames); 512 MiB by default.
+    pub max_pages: u64,
+    /// Frames one `memory_mapping` call does (Xen 4.17 on 4 KiB pages: 64).
+    pub frames_per_call: u64,
+    /// Interrupt remapping (multi-vector MSI is refused without it).
+    pub intremap: bool,
+    /// The domain has an IOMMU context (assignment is refused without it).
+    pub iommu: bool,
+}
+
+impl Default for XenLikeConfig {
+    fn default() -> Self {
+        XenLikeConfig {
+            max_pages: 512 << 8,
+            frames_per_call: 64,
+            intremap: false,
+            iommu: true,
+        }
+    }
+}
+
+/// A fault to inject: `Some(errno)` makes the fake refuse that call (before looking at it).
+pub type Fault = Box<dyn FnMut(&PtOp) -> Option<i32>>;
+
+/// The fake Xen (see the module docs).
+pub struct XenLike {
+    /// Knobs.
+    pub config: XenLikeConfig,
+    /// Injected faults.
+    pub fault: Option<Fault>,
+}
+
+impl XenLike {
+    /// A fake Xen with these knobs and no fault.
+    pub fn new(config: XenLikeConfig) -> Self {
+        XenLike {
+            config,
+            fault: None,
+        }
+    }
+
+    /// The same, refusing the calls `fault` picks.
+    pub fn with_fault(config: XenLikeConfig, fault: Fault) -> Self {
+        XenLike {
+            config,
+            fault: Some(fault),
+        }
+    }
+
+    /// A channel for `domid` answering as this Xen, and the state it keeps.
+    pub fn channel(self, domid: u16) -> (FakeChannel, Arc<Mutex<XenState>>) {
+        let state = Arc::new(Mutex::new(XenState::default()));
+        let st = state.clone();
+        let XenLike { config, mut fault } = self;
+        let (chan, _log) = FakeChannel::with_rule(
+            domid,
+            Box::new(move |op| {
+                let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
+                let pirq = match *op {
+                    PtOp::UnmapPirq { pirq }
+                    | PtOp::BindPtIrqMsi { pirq, .. }
+                    | PtOp::UnbindPtIrqMsi { pirq, .. } => s.block_of(pirq),
+                    _ => None,
+                };
+                let result = match fault.as_mut().and_then(|f| f(op)) {
+                    Some(errno) => Err(errno),
+                    None => s.answer(&config, op),
+                };
+                let pirq = pirq.or_else(|| match (op, result) {
+                    (PtOp::MapPirqMsi { .. }, Ok(v)) => s.pirqs.get(&(v as u32)).copied(),
+                    _ => None,
+                });
+                s.log.push(LoggedOp {
+                    seq: next_seq(),
+                    op: op.clone(),
+                    result,
+                    pirq,
+                });
+                result
+            }),
+        );
+        (chan, state)
+    }
+
+    /// An executor for `domid` over this Xen.
+    pub fn executor(self, domid: u16) -> (PassthroughExecutor, Arc<Mutex<XenState>>) {
+        let (c, s) = self.channel(domid);
+        (PassthroughExecutor::new(Box::new(c)), s)
+    }
+}
+
+/// Lock the fake's state.
+pub fn lock(x: &Arc<Mutex<XenState>>) -> MutexGuard<'_, XenState> {
+    x.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The guest's domid in these tests.
+pub const DOMID: u16 = 7;
+
+// ---------------------------------------------------------------------------------------------
+// Building bridges.
+
+/// Build a bridge over snapshot devices with an executor over a default [`XenLike`], start it
+/// (checking the start with [`Checker::check_start`]) and return it with its [`Checker`].
 pub fn bridge_with_snapshots(
     config: &PciConfig,
     devices: Vec<SnapshotDevice>,
+) -> Result<(PciHostBridge, Checker), Error> {
+    bridge_with_xen(config, devices, XenLike::new(XenLikeConfig::default()))
+}
+
+/// [`bridge_with_snapshots`] with a fake Xen of the caller's.
+pub fn bridge_with_xen(
+    config: &PciConfig,
+    devices: Vec<SnapshotDevice>,
+    xen: XenLike,
+) -> Result<(PciHostBridge, Checker), Error> {
+    let (mut bridge, mut checker) = unstarted_bridge(config, devices, xen)?;
+    let mut actions = Actions::new();
+    bridge.start(&mut actions).map_err(Error::Config)?;
+    checker
+        .check_start(&bridge, 0, &[])
+        .map_err(|e| Error::Config(format!("start: {e}")))?;
+    checker.sync_logs();
+    Ok((bridge, checker))
+}
+
+/// The bridge with its executor set but not started (for tests of the start itself).
+pub fn unstarted_bridge(
+    config: &PciConfig,
+    devices: Vec<SnapshotDevice>,
+    xen: XenLike,
 ) -> Result<(PciHostBridge, Checker), Error> {
     let handles: Vec<(PciAddress, SnapshotHandle)> = config
         .devices
@@ -155,14 +692,138 @@ pub fn bridge_with_snapshots(
         .into_iter()
         .map(|d| Box::new(d) as Box<dyn HostDevice>)
         .collect();
-    let bridge = PciHostBridge::with_backends(config, backends)?;
-    Ok((bridge, Checker::new(handles)))
+    let mut bridge = PciHostBridge::with_backends(config, backends)?;
+    let (exec, xen) = xen.executor(DOMID);
+    bridge.set_executor(exec);
+    Ok((bridge, Checker::new(handles, xen)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the checker reads from raw config bytes itself.
+
+/// The MSI and MSI-X capabilities as the device's raw config space has them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawCaps {
+    /// MSI: (offset, Message Control).
+    pub msi: Option<(u16, u16)>,
+    /// MSI-X.
+    pub msix: Option<RawMsix>,
+}
+
+/// The MSI-X capability as the raw bytes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawMsix {
+    /// Offset.
+    pub cap: u16,
+    /// Table entries.
+    pub entries: u16,
+    /// Table BIR and offset.
+    pub table: (u8, u64),
+    /// PBA BIR and offset.
+    pub pba: (u8, u64),
+}
+
+impl RawCaps {
+    /// Walk the standard capability list of `raw`.
+    pub fn parse(raw: &[u8]) -> Self {
+        let b = |o: usize| raw.get(o).copied().unwrap_or(0);
+        let w = |o: usize| u16::from(b(o)) | u16::from(b(o + 1)) << 8;
+        let d = |o: usize| u32::from(w(o)) | u32::from(w(o + 2)) << 16;
+        let mut out = RawCaps::default();
+        if w(0x06) & 0x10 == 0 {
+            return out;
+        }
+        let mut p = usize::from(b(0x34) & 0xFC);
+        for _ in 0..48 {
+            if p < 0x40 {
+                break;
+            }
+            match b(p) {
+                0x05 if out.msi.is_none() => out.msi = Some((p as u16, w(p + 2))),
+                0x11 if out.msix.is_none() => {
+                    let t = d(p + 4);
+                    let q = d(p + 8);
+                    out.msix = Some(RawMsix {
+                        cap: p as u16,
+                        entries: (w(p + 2) & 0x7FF) + 1,
+                        table: ((t & 7) as u8, u64::from(t & !7)),
+                        pba: ((q & 7) as u8, u64::from(q & !7)),
+                    })
+                }
+                _ => {}
+            }
+            p = usize::from(b(p + 1) & 0xFC);
+        }
+        out
+    }
+}
+
+impl RawMsix {
+    /// The pages of BAR `bar` holding the table or the PBA (as BAR page indexes).
+    pub fn pages(&self, bar: u8) -> BTreeSet<u64> {
+        let mut v = BTreeSet::new();
+        let tlen = u64::from(self.entries) * 16;
+        let plen = u64::from(self.entries).div_ceil(64) * 8;
+        for ((b, off), len) in [(self.table, tlen), (self.pba, plen)] {
+            if b == bar {
+                for p in off / PAGE_SIZE..=(off + len - 1) / PAGE_SIZE {
+                    v.insert(p);
+                }
+            }
+        }
+        v
+    }
+}
+
+/// The guest's view of the 16/32-bit register at `off` (its emulated value), if the layout
+/// has a register starting there.
+fn guest_reg(f: &PassthroughFunction, off: u16) -> Option<u32> {
+    f.layout().find(off).map(|i| f.layout().reg(i).virt)
+}
+
+/// The guest's MSI programming read from its registers: (enabled, nvec, address, data).
+fn guest_msi(f: &PassthroughFunction, cap: u16, raw_ctl: u16) -> Option<(bool, u32, u64, u32)> {
+    f.caps().msi.filter(|&c| c == cap)?;
+    let ctl = guest_reg(f, cap + 2)?;
+    let is64 = raw_ctl & 0x80 != 0;
+    let lo = u64::from(guest_reg(f, cap + 4)? & !3);
+    let (hi, data) = if is64 {
+        (
+            u64::from(guest_reg(f, cap + 8)?),
+            guest_reg(f, cap + 0x0C)? & 0xFFFF,
+        )
+    } else {
+        (0, guest_reg(f, cap + 8)? & 0xFFFF)
+    };
+    Some((ctl & 1 != 0, 1 << ((ctl >> 4) & 7), hi << 32 | lo, data))
+}
+
+/// The guest's MSI-X Enable and Function Mask.
+fn guest_msix(f: &PassthroughFunction, cap: u16) -> Option<(bool, bool)> {
+    f.caps().msix.filter(|m| m.cap == cap)?;
+    let ctl = guest_reg(f, cap + 2)?;
+    Some((ctl & 0x8000 != 0, ctl & 0x4000 != 0))
+}
+
+/// What the checker knows of one function.
+#[derive(Debug)]
+struct Func {
+    handle: SnapshotHandle,
+    raw: RawCaps,
+}
+
+/// The guest-visible interrupt state of a function before an access.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct IrqView {
+    msix: Option<(bool, bool)>,
+    msi: bool,
 }
 
 /// The invariant checker (see the module docs).
-#[derive(Debug)]
 pub struct Checker {
-    handles: BTreeMap<PciAddress, SnapshotHandle>,
+    funcs: BTreeMap<PciAddress, Func>,
+    xen: Arc<Mutex<XenState>>,
+    seen_ops: usize,
     seen_writes: BTreeMap<PciAddress, usize>,
     seen_bar_writes: BTreeMap<PciAddress, usize>,
     /// Emulated read-only bits first seen, per function and offset: `(mask, value)`.
@@ -170,50 +831,149 @@ pub struct Checker {
     /// Emulated bits whose value the checker knows (from an earlier read or a guest write),
     /// per function and offset: `(known mask, value)`.
     shadow: HashMap<(PciAddress, u16), (u8, u8)>,
-    /// guest frame -> host frame currently mapped.
-    frames: HashMap<u64, u64>,
-    /// guest port -> host port currently mapped.
-    ports: HashMap<u32, u32>,
     /// Operations applied.
     pub ops: u64,
     /// Device writes checked.
     pub device_writes: u64,
-    /// Map actions seen.
+    /// `memory_mapping` (add) calls seen.
     pub maps: u64,
-    /// Bound vectors by (host sbdf, entry), as the actions left them.
-    bound: BTreeMap<(u32, u32), Vector>,
-    /// `BindMsi` actions seen.
+    /// Of those, answered with a partial count.
+    pub partial_maps: u64,
+    /// `bind_pt_irq` calls seen.
     pub binds: u64,
-    /// `UnbindMsi` actions seen.
+    /// `unbind_pt_irq` calls seen.
     pub unbinds: u64,
+    /// Hypercalls Xen refused during guest accesses.
+    pub refused: u64,
     /// Bridge-owned Interrupt Disable writes seen.
     pub intx_writes: u64,
+    /// MSI-X Message Control writes to the device seen.
+    pub msix_control_writes: u64,
+    /// MSI Enable writes to the device seen.
+    pub msi_enable_writes: u64,
+}
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checker")
+            .field("ops", &self.ops)
+            .field("maps", &self.maps)
+            .field("binds", &self.binds)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ops_of(log: &[LoggedOp]) -> Vec<PtOp> {
+    log.iter().map(|l| l.op.clone()).collect()
+}
+
+/// The calls for an error message: the first few, and how many more.
+fn brief(log: &[LoggedOp]) -> String {
+    const N: usize = 8;
+    let head: Vec<PtOp> = log.iter().take(N).map(|l| l.op.clone()).collect();
+    if log.len() > N {
+        format!("{head:?} and {} more", log.len() - N)
+    } else {
+        format!("{head:?}")
+    }
 }
 
 impl Checker {
-    /// A checker for functions at these guest addresses backed by these snapshots.
-    pub fn new(handles: Vec<(PciAddress, SnapshotHandle)>) -> Self {
+    /// A checker for functions at these guest addresses backed by these snapshots, with the
+    /// fake Xen's state.
+    pub fn new(handles: Vec<(PciAddress, SnapshotHandle)>, xen: Arc<Mutex<XenState>>) -> Self {
+        let funcs = handles
+            .into_iter()
+            .map(|(a, handle)| {
+                let raw = RawCaps::parse(&handle.config());
+                (a, Func { raw, handle })
+            })
+            .collect();
         Checker {
-            handles: handles.into_iter().collect(),
+            funcs,
+            xen,
+            seen_ops: 0,
             seen_writes: BTreeMap::new(),
             seen_bar_writes: BTreeMap::new(),
             stable: HashMap::new(),
             shadow: HashMap::new(),
-            frames: HashMap::new(),
-            ports: HashMap::new(),
             ops: 0,
             device_writes: 0,
             maps: 0,
-            bound: BTreeMap::new(),
+            partial_maps: 0,
             binds: 0,
             unbinds: 0,
+            refused: 0,
             intx_writes: 0,
+            msix_control_writes: 0,
+            msi_enable_writes: 0,
         }
+    }
+
+    /// The fake Xen's state.
+    pub fn xen(&self) -> MutexGuard<'_, XenState> {
+        lock(&self.xen)
+    }
+
+    /// The fake Xen's state, shared.
+    pub fn xen_state(&self) -> Arc<Mutex<XenState>> {
+        self.xen.clone()
+    }
+
+    /// The snapshot handle of the function at guest address `a`.
+    pub fn handle(&self, a: PciAddress) -> Option<&SnapshotHandle> {
+        self.funcs.get(&a).map(|f| &f.handle)
+    }
+
+    /// The raw capabilities of the function at `a`.
+    pub fn raw_caps(&self, a: PciAddress) -> Option<RawCaps> {
+        self.funcs.get(&a).map(|f| f.raw)
+    }
+
+    /// Mark every hypercall and device write so far as seen.
+    pub fn sync_logs(&mut self) {
+        let n = self.xen().log.len();
+        self.seen_ops = n;
+        for (a, f) in &self.funcs {
+            self.seen_writes.insert(*a, f.handle.writes().len());
+            self.seen_bar_writes.insert(*a, f.handle.bar_writes().len());
+        }
+    }
+
+    fn take_violations(&self) -> Result<(), String> {
+        let v: Vec<String> = std::mem::take(&mut self.xen().violations);
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("Xen would refuse or the DM got wrong: {v:?}"))
+        }
+    }
+
+    fn irq_views(&self, bridge: &PciHostBridge) -> BTreeMap<PciAddress, IrqView> {
+        self.funcs
+            .iter()
+            .filter_map(|(a, fc)| {
+                let f = bridge.function(*a)?;
+                Some((
+                    *a,
+                    IrqView {
+                        msix: fc.raw.msix.and_then(|m| guest_msix(f, m.cap)),
+                        msi: fc
+                            .raw
+                            .msi
+                            .and_then(|(c, ctl)| guest_msi(f, c, ctl))
+                            .is_some_and(|m| m.0),
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Perform `op` on `bridge` through the [`Device`] interface and check every invariant.
     pub fn apply(&mut self, bridge: &mut PciHostBridge, op: Op) -> Result<(), String> {
         self.ops += 1;
+        let before = self.irq_views(bridge);
+        let pre_bound = self.xen().bound.clone();
         let mut actions = Actions::new();
         let ecam = bridge.ecam();
         match op {
@@ -236,12 +996,6 @@ impl Checker {
                         &mut actions,
                     )
                 } & mask(size);
-                if !actions.is_empty() {
-                    return Err(format!(
-                        "{op:?}: a read produced actions {:?}",
-                        actions.as_slice()
-                    ));
-                }
                 self.check_read(bridge, addr, reg, size, v, via_ecam)
                     .map_err(|e| format!("{op:?} -> {v:#x}: {e}"))?;
             }
@@ -268,93 +1022,853 @@ impl Checker {
                         &mut actions,
                     );
                 }
-                self.check_device_writes(bridge, Some((addr, reg, size)))
-                    .map_err(|e| format!("{op:?}: {e}"))?;
             }
             Op::MmioRead { addr, size } => {
                 let _ = bridge.read(Space::Memory, addr, size, &mut actions);
-                if !actions.is_empty() {
-                    return Err(format!("{op:?}: a read produced actions"));
-                }
             }
             Op::MmioWrite { addr, size, data } => {
                 bridge.write(Space::Memory, addr, size, data & mask(size), &mut actions);
-                self.check_device_writes(bridge, None)
-                    .map_err(|e| format!("{op:?}: {e}"))?;
             }
         }
-        self.check_actions(bridge, actions.as_slice())
-            .map_err(|e| format!("{op:?}: {e}"))?;
-        // Only a write can change a function's interrupt programming, and only the programming
-        // of the function it reaches (all of them for an ECAM write crossing functions).
-        let touched = match op {
-            Op::CfgRead { .. } | Op::MmioRead { .. } => return Ok(()),
-            Op::CfgWrite { reg, size, .. } if usize::from(reg) + usize::from(size) > 4096 => None,
-            Op::CfgWrite { addr, .. } => Some(addr),
-            Op::MmioWrite { addr, size, .. } => {
-                match bridge
-                    .functions()
-                    .find(|f| f.claims_mmio(addr, usize::from(size)))
-                {
-                    Some(f) => Some(f.guest_address()),
-                    None => return Ok(()),
-                }
-            }
+        if !actions.is_empty() {
+            return Err(format!(
+                "{op:?}: the bridge asked for actions {:?} (everything goes through the executor)",
+                actions.as_slice()
+            ));
+        }
+        let new_ops: Vec<LoggedOp> = {
+            let x = self.xen();
+            x.log[self.seen_ops.min(x.log.len())..].to_vec()
         };
-        self.check_interrupts_of(bridge, touched)
-            .map_err(|e| format!("{op:?}: {e}"))
+        self.seen_ops += new_ops.len();
+        self.take_violations()
+            .map_err(|e| format!("{op:?}: {e}; calls {}", brief(&new_ops)))?;
+        let access = match op {
+            Op::CfgWrite {
+                addr, reg, size, ..
+            } => Some((addr, reg, size)),
+            _ => None,
+        };
+        self.check_device_writes(bridge, access)
+            .map_err(|e| format!("{op:?}: {e}"))?;
+        self.check_ops(bridge, op, &new_ops, &pre_bound)
+            .map_err(|e| format!("{op:?}: {e}; calls {}", brief(&new_ops)))?;
+        if matches!(op, Op::CfgWrite { .. })
+            || new_ops.iter().any(|l| {
+                matches!(
+                    l.op,
+                    PtOp::MemoryMapping { .. } | PtOp::IoportMapping { .. }
+                )
+            })
+        {
+            self.check_mappings(bridge)
+                .map_err(|e| format!("{op:?}: {e}; calls {}", brief(&new_ops)))?;
+        }
+        if matches!(op, Op::CfgRead { .. } | Op::MmioRead { .. }) {
+            return Ok(());
+        }
+        let after = self.irq_views(bridge);
+        self.check_interrupts_after(bridge, op, &before, &after)
+            .map_err(|e| format!("{op:?}: {e}; calls {}", brief(&new_ops)))
     }
 
-    /// Check the interrupt invariants (5) against the bridge's current state without an
-    /// access (after an event, say).
+    /// Check the interrupt invariants against the bridge's current state without an access
+    /// (after an event, say).
     pub fn check_interrupts(&self, bridge: &PciHostBridge) -> Result<(), String> {
-        self.check_interrupts_of(bridge, None)
+        let v = self.irq_views(bridge);
+        self.check_interrupts_after(
+            bridge,
+            Op::MmioRead {
+                addr: u64::MAX,
+                size: 1,
+            },
+            &v,
+            &v,
+        )
     }
 
-    /// [`Checker::check_interrupts`] for one function (`None`: all of them).
-    fn check_interrupts_of(
+    fn check_interrupts_after(
         &self,
         bridge: &PciHostBridge,
-        only: Option<PciAddress>,
+        op: Op,
+        before: &BTreeMap<PciAddress, IrqView>,
+        after: &BTreeMap<PciAddress, IrqView>,
     ) -> Result<(), String> {
-        for f in bridge
-            .functions()
-            .filter(|f| only.is_none_or(|a| a == f.guest_address()))
-        {
+        let x = self.xen();
+        for (a, fc) in &self.funcs {
+            let Some(f) = bridge.function(*a) else {
+                continue;
+            };
             let sbdf = f.host_address().sbdf();
-            let want = expected_vectors(f);
-            let have: BTreeMap<u32, Vector> = self
-                .bound
-                .range((sbdf, 0)..=(sbdf, u32::MAX))
-                .map(|(&(_, e), v)| (e, *v))
+            let bound = x.bound_of(sbdf);
+            // Every vector of a block is bound together.
+            for b in x.pirqs.values().filter(|b| b.sbdf == sbdf) {
+                let n = (b.base..b.base + b.nvec)
+                    .filter(|p| x.bound.contains_key(p))
+                    .count() as u32;
+                if n != 0 && n != b.nvec {
+                    return Err(format!("{a}: {n} of the {} vectors of {b:?} bound", b.nvec));
+                }
+            }
+            // Xen's bound set equals the bridge's own list.
+            let own: BTreeMap<u32, (u64, u32, u8, u32, u64)> = f
+                .bindings()
+                .bound()
+                .map(|(s, v)| (s.entry(), (v.table_base, v.nvec, v.gvec, v.gflags, v.gtable)))
                 .collect();
-            if want != have {
+            let xen: BTreeMap<u32, (u64, u32, u8, u32, u64)> = bound
+                .iter()
+                .map(|(e, (b, v))| (*e, (b.table_base, b.nvec, v.gvec, v.gflags, v.gtable)))
+                .collect();
+            if own != xen {
                 return Err(format!(
-                    "{}: bound vectors {have:?} but the programming asks for {want:?}",
-                    f.guest_address()
+                    "{a}: the bridge lists {own:x?} bound, Xen has {xen:x?}"
                 ));
             }
-            let own: BTreeMap<u32, Vector> =
-                f.bindings().bound().map(|(s, v)| (s.entry(), *v)).collect();
-            if own != have {
+            let view = after.get(a).copied().unwrap_or_default();
+            let was = before.get(a).copied().unwrap_or_default();
+            let msix_on = view.msix.is_some_and(|m| m.0);
+            let cfg = fc.handle.config();
+            // MSI.
+            if let Some((cap, raw_ctl)) = fc.raw.msi {
+                let m = guest_msi(f, cap, raw_ctl);
+                let msi_bound = bound.iter().find(|(_, (b, _))| b.table_base == 0);
+                match (m, msi_bound) {
+                    (Some((true, nvec, addr, data)), Some((&e, (b, v)))) if !msix_on => {
+                        let want = (0, nvec, data as u8, msi_gflags(addr, data, true), 0);
+                        let have = (e, b.nvec, v.gvec, v.gflags, v.gtable);
+                        if want != have {
+                            return Err(format!(
+                                "{a}: MSI bound as {have:x?}, the programming asks for {want:x?}"
+                            ));
+                        }
+                    }
+                    (Some((true, ..)), None) if !msix_on => {
+                        return Err(format!(
+                            "{a}: the guest's MSI Enable reads 1 but nothing is bound (a refused bind must read back 0)"
+                        ))
+                    }
+                    (_, Some(_)) if !view.msi || msix_on => {
+                        return Err(format!(
+                            "{a}: MSI bound while the guest has it disabled (or MSI-X enabled too)"
+                        ))
+                    }
+                    _ => {}
+                }
+                let dev_on = cfg[usize::from(cap) + 2] & 1 != 0;
+                if dev_on != msi_bound.is_some() {
+                    return Err(format!(
+                        "{a}: the device's MSI Enable is {dev_on} but the vector is {}bound",
+                        if msi_bound.is_some() { "" } else { "not " }
+                    ));
+                }
+            }
+            // MSI-X.
+            let Some(rm) = fc.raw.msix else { continue };
+            let msix_bound: Vec<(u32, PirqBlock, Bound)> = bound
+                .iter()
+                .filter(|(_, (b, _))| b.table_base != 0)
+                .map(|(e, (b, v))| (*e, *b, *v))
+                .collect();
+            if (!msix_on || view.msi) && !msix_bound.is_empty() {
                 return Err(format!(
-                    "{}: the bridge lists {own:?} bound, the actions left {have:?}",
-                    f.guest_address()
+                    "{a}: MSI-X entries bound while MSI-X is disabled (or MSI enabled): {msix_bound:x?}"
                 ));
             }
-            let unmasked = f.msix_table().map_or(0, |t| {
-                (0..t.len())
-                    .filter(|&i| t.entry(i).is_some_and(|e| !e.masked))
-                    .count()
-            });
-            if f.bindings().msix_bound() > unmasked {
+            let table_host = f.device().bar(usize::from(rm.table.0)).map(|b| b.host_addr);
+            let table_guest = f
+                .bars()
+                .bar(usize::from(rm.table.0))
+                .map(|b| b.guest.wrapping_add(rm.table.1));
+            for (e, b, v) in &msix_bound {
+                if Some(b.table_base) != table_host {
+                    return Err(format!(
+                        "{a}: entry {e} bound with table_base {:#x}, the table's BAR is at {table_host:x?}",
+                        b.table_base
+                    ));
+                }
+                if Some(v.gtable) != table_guest {
+                    return Err(format!(
+                        "{a}: entry {e} bound with gtable {:#x}, the guest's table is at {table_guest:x?}",
+                        v.gtable
+                    ));
+                }
+            }
+            if was.msix.is_some_and(|m| m.0) && !msix_on {
+                if let Some(t) = f.msix_table() {
+                    if (0..t.len()).any(|i| t.entry(i).is_some_and(|e| !e.masked)) {
+                        return Err(format!(
+                            "{a}: MSI-X disabled but some entries read unmasked"
+                        ));
+                    }
+                }
+            }
+            // An unmask write of entry i while MSI-X is on binds it (or it reads back masked).
+            if let (Op::MmioWrite { addr, size, data }, Some(tg), Some(t)) =
+                (op, table_guest, f.msix_table())
+            {
+                let in_table = addr >= tg
+                    && addr + u64::from(size) <= tg + u64::from(rm.entries) * 16
+                    && f.claims_mmio(addr, usize::from(size));
+                let rel = addr.wrapping_sub(tg);
+                let ctrl = match size {
+                    4 if rel % 16 == 12 => Some(data as u32),
+                    8 if rel % 16 == 8 => Some((data >> 32) as u32),
+                    _ => None,
+                };
+                if let (true, Some(vc)) = (in_table, ctrl) {
+                    let i = (rel / 16) as u32;
+                    if vc & 1 == 0 && msix_on && !view.msi {
+                        let entry = t.entry(i as usize);
+                        match (bound.get(&i), entry) {
+                            (Some((_, v)), Some(en)) => {
+                                let want = (en.data as u8, msi_gflags(en.address, en.data, true));
+                                if (v.gvec, v.gflags) != want {
+                                    return Err(format!(
+                                        "{a}: entry {i} unmasked: bound as {v:x?}, the entry asks for {want:x?}"
+                                    ));
+                                }
+                            }
+                            (None, Some(en)) if !en.masked => {
+                                return Err(format!(
+                                    "{a}: entry {i} unmasked while MSI-X is enabled but not bound (nor read back masked)"
+                                ))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            // The device gets the guest's MSI-X Enable / Function Mask.
+            if view.msix != was.msix {
+                if let Some((en, ma)) = view.msix {
+                    let ctl = u16::from_le_bytes([
+                        cfg[usize::from(rm.cap) + 2],
+                        cfg[usize::from(rm.cap) + 3],
+                    ]);
+                    if (ctl & 0x8000 != 0, ctl & 0x4000 != 0) != (en, ma) {
+                        return Err(format!(
+                            "{a}: the guest's MSI-X Enable/Function Mask are {en}/{ma}, the device's control is {ctl:#06x}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ops(
+        &mut self,
+        bridge: &PciHostBridge,
+        op: Op,
+        ops: &[LoggedOp],
+        pre_bound: &BTreeMap<u32, Bound>,
+    ) -> Result<(), String> {
+        if matches!(op, Op::CfgRead { .. } | Op::MmioRead { .. }) && !ops.is_empty() {
+            return Err("a read made hypercalls".into());
+        }
+        let windows = bridge.config().windows();
+        let mmio = matches!(op, Op::MmioWrite { .. });
+        for l in ops {
+            if l.result.is_err() {
+                self.refused += 1;
+            }
+            match l.op {
+                PtOp::MemoryMapping { gfn, mfn, nr, add } => {
+                    if !add {
+                        continue;
+                    }
+                    self.maps += 1;
+                    if matches!(l.result, Ok(k) if k > 0) {
+                        self.partial_maps += 1;
+                    }
+                    if !windows.contains_mmio(gfn * PAGE_SIZE, nr * PAGE_SIZE) {
+                        return Err(format!("mapping gfn {gfn:#x}+{nr} outside the windows"));
+                    }
+                    if !self.frames_of_a_bar(bridge, gfn, mfn, nr) {
+                        return Err(format!(
+                            "mapping gfn {gfn:#x} -> mfn {mfn:#x}+{nr}: not the guest placement of one BAR, or hits an MSI-X page"
+                        ));
+                    }
+                }
+                PtOp::IoportMapping {
+                    gport,
+                    mport,
+                    nr,
+                    add: true,
+                } => {
+                    if !windows.contains_io(u64::from(gport), u64::from(nr)) {
+                        return Err(format!("I/O mapping {gport:#x}+{nr} outside the window"));
+                    }
+                    let owned = bridge.functions().any(|f| {
+                        (0..6).any(|i| {
+                            let (Some(h), Some(v)) = (f.device().bar(i), f.bars().bar(i)) else {
+                                return false;
+                            };
+                            h.kind == BarKind::Io
+                                && u64::from(mport) >= h.host_addr
+                                && u64::from(mport) + u64::from(nr) <= h.host_addr + h.size
+                                && u64::from(gport) - v.guest == u64::from(mport) - h.host_addr
+                        })
+                    });
+                    if !owned {
+                        return Err(format!(
+                            "I/O mapping of host ports {mport:#x}+{nr} to {gport:#x}: not one I/O BAR's placement"
+                        ));
+                    }
+                }
+                PtOp::IoportMapping { add: false, .. } => {}
+                PtOp::MapPirqMsi {
+                    sbdf,
+                    entry,
+                    table_base,
+                    nvec,
+                } => {
+                    if mmio && table_base == 0 {
+                        return Err("an MMIO access mapped an MSI pirq".into());
+                    }
+                    let (f, fc) = self.by_sbdf(bridge, sbdf)?;
+                    if table_base != 0 {
+                        let Some(rm) = fc.raw.msix else {
+                            return Err(format!("MSI-X map_pirq for {sbdf:#x} without MSI-X"));
+                        };
+                        let host = f.device().bar(usize::from(rm.table.0)).map(|b| b.host_addr);
+                        if Some(table_base) != host || nvec != 1 || entry >= u32::from(rm.entries)
+                        {
+                            return Err(format!(
+                                "MSI-X map_pirq entry {entry} table_base {table_base:#x} nvec {nvec}: the table's BAR (BIR {}) is at {host:x?} (Xen adds the table offset itself)",
+                                rm.table.0
+                            ));
+                        }
+                    } else {
+                        let Some((cap, ctl)) = fc.raw.msi else {
+                            return Err(format!("MSI map_pirq for {sbdf:#x} without MSI"));
+                        };
+                        let want = guest_msi(f, cap, ctl).map(|m| m.1);
+                        if entry != 0 || Some(nvec) != want {
+                            return Err(format!(
+                                "MSI map_pirq entry {entry} nvec {nvec}: the guest asks for {want:?} vectors at entry 0"
+                            ));
+                        }
+                    }
+                }
+                PtOp::BindPtIrqMsi {
+                    pirq,
+                    gvec,
+                    gflags,
+                    gtable,
+                } => {
+                    self.binds += 1;
+                    let Some(b) = l.pirq else { continue };
+                    let (f, fc) = self.by_sbdf(bridge, b.sbdf)?;
+                    if b.table_base == 0 {
+                        let Some((cap, ctl)) = fc.raw.msi else {
+                            return Err("MSI bind without MSI".into());
+                        };
+                        let Some((_, _, addr, data)) = guest_msi(f, cap, ctl) else {
+                            return Err("MSI bind without MSI".into());
+                        };
+                        let i = pirq - b.base;
+                        let want = (
+                            (data as u8).wrapping_add(i as u8),
+                            msi_gflags(addr, data, true),
+                            0,
+                        );
+                        if (gvec, gflags, gtable) != want {
+                            return Err(format!(
+                                "MSI bind of vector {i}: {:x?}, the programming asks for {want:x?}",
+                                (gvec, gflags, gtable)
+                            ));
+                        }
+                        continue;
+                    }
+                    let Some(rm) = fc.raw.msix else {
+                        return Err("MSI-X bind without MSI-X".into());
+                    };
+                    let tg = f
+                        .bars()
+                        .bar(usize::from(rm.table.0))
+                        .map(|v| v.guest.wrapping_add(rm.table.1));
+                    if Some(gtable) != tg {
+                        return Err(format!(
+                            "MSI-X bind with gtable {gtable:#x}, the guest's table is at {tg:x?}"
+                        ));
+                    }
+                    let Some(e) = f.msix_table().and_then(|t| t.entry(b.entry as usize)) else {
+                        return Err(format!("bind of entry {} beyond the table", b.entry));
+                    };
+                    let want = match (op, pre_bound.get(&pirq)) {
+                        // A config write (BAR move, enable, ...) rebinding a bound entry keeps
+                        // the message of its last unmask: address/data written since are
+                        // latched until the next unmask.
+                        (Op::CfgWrite { .. }, Some(old)) => (old.gvec, old.gflags),
+                        _ => (e.data as u8, msi_gflags(e.address, e.data, true)),
+                    };
+                    if (gvec, gflags) != want {
+                        return Err(format!(
+                            "MSI-X bind of entry {}: {:x?}, the entry asks for {want:x?} (the message of its last unmask for a rebind by a config write)",
+                            b.entry,
+                            (gvec, gflags)
+                        ));
+                    }
+                    if let Op::MmioWrite { addr, size, data } = op {
+                        // Only the unmask write of this entry binds from the table.
+                        let rel = tg.map(|t| addr.wrapping_sub(t));
+                        let unmask = match (rel, size) {
+                            (Some(r), 4) if r / 16 == u64::from(b.entry) && r % 16 == 12 => {
+                                data & 1 == 0
+                            }
+                            (Some(r), 8) if r / 16 == u64::from(b.entry) && r % 16 == 8 => {
+                                (data >> 32) & 1 == 0
+                            }
+                            _ => false,
+                        };
+                        if !unmask {
+                            return Err(format!(
+                                "an MSI-X table write other than the unmask of entry {} bound it (address/data are latched until the unmask)",
+                                b.entry
+                            ));
+                        }
+                    }
+                }
+                PtOp::UnbindPtIrqMsi { .. } | PtOp::UnmapPirq { .. } => {
+                    if matches!(l.op, PtOp::UnbindPtIrqMsi { .. }) {
+                        self.unbinds += 1;
+                    }
+                    if mmio && l.pirq.is_some_and(|b| !bind_rollback(ops, b)) {
+                        return Err(
+                            "an MSI-X table access unbound a vector (Xen's msixtbl owns the masks of bound entries: a mask write never unbinds)"
+                                .into(),
+                        );
+                    }
+                }
+                ref other => {
+                    return Err(format!("lifecycle call {other:?} during a guest access"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn by_sbdf<'a>(
+        &'a self,
+        bridge: &'a PciHostBridge,
+        sbdf: u32,
+    ) -> Result<(&'a PassthroughFunction, &'a Func), String> {
+        let f = bridge
+            .functions()
+            .find(|f| f.host_address().sbdf() == sbdf)
+            .ok_or_else(|| format!("call for unknown host function {sbdf:#x}"))?;
+        let fc = self
+            .funcs
+            .get(&f.guest_address())
+            .ok_or("function without a snapshot")?;
+        Ok((f, fc))
+    }
+
+    /// Whether guest frames `[gfn, +nr)` -> host frames `[mfn, +nr)` are the guest placement
+    /// of part of one memory BAR (or the ROM) of a function, off its MSI-X pages.
+    fn frames_of_a_bar(&self, bridge: &PciHostBridge, gfn: u64, mfn: u64, nr: u64) -> bool {
+        for f in bridge.functions() {
+            let raw = self.funcs.get(&f.guest_address()).and_then(|c| c.raw.msix);
+            let bars = (0..6u8)
+                .filter_map(|i| {
+                    Some((i, f.device().bar(usize::from(i))?, f.bars().bar(usize::from(i))?.guest))
+                })
+                .chain(f.device().rom().zip(f.bars().rom()).map(|(h, v)| (6, h, v.guest)));
+            for (i, h, g) in bars {
+                if h.kind == BarKind::Io
+                    || mfn * PAGE_SIZE < h.host_addr
+                    || (mfn + nr) * PAGE_SIZE > h.host_addr + h.size
+                {
+                    continue;
+                }
+                let first = mfn - h.host_addr / PAGE_SIZE;
+                if gfn.wrapping_sub(g / PAGE_SIZE) != first {
+                    continue;
+                }
+                if let (Some(m), true) = (raw, i < 6) {
+                    let pages = m.pages(i);
+                    if (first..first + nr).any(|p| pages.contains(&p)) {
+                        return false;
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Invariant 3: Xen's p2m and port mappings equal what the guest's placement asks for,
+    /// and the bridge's and executor's own lists.
+    fn check_mappings(&self, bridge: &PciHostBridge) -> Result<(), String> {
+        let windows = bridge.config().windows();
+        let (want_mem, want_io) = self.expected_mappings(bridge, &windows);
+        let x = self.xen();
+        if x.p2m != want_mem {
+            let extra: Vec<_> = x
+                .p2m
+                .iter()
+                .filter(|(g, m)| want_mem.get(g) != Some(m))
+                .take(4)
+                .collect();
+            let missing: Vec<_> = want_mem
+                .iter()
+                .filter(|(g, m)| x.p2m.get(g) != Some(m))
+                .take(4)
+                .collect();
+            return Err(format!(
+                "Xen's p2m ({} frames) is not what the guest's placement asks for ({} frames): extra {extra:x?}, missing {missing:x?}",
+                x.p2m.len(),
+                want_mem.len()
+            ));
+        }
+        if x.io != want_io {
+            return Err(format!(
+                "Xen's port mappings {:x?} are not what the guest asks for {want_io:x?}",
+                x.io
+            ));
+        }
+        let mut own = BTreeMap::new();
+        let mut own_io = BTreeMap::new();
+        for f in bridge.functions() {
+            for m in f.mappings() {
+                match *m {
+                    Mapping::Mem { gfn, mfn, nr, .. } => {
+                        for k in 0..nr {
+                            own.insert(gfn + k, mfn + k);
+                        }
+                    }
+                    Mapping::Io {
+                        gport, mport, nr, ..
+                    } => {
+                        for k in 0..nr {
+                            own_io.insert(gport + k, mport + k);
+                        }
+                    }
+                }
+            }
+        }
+        if own != x.p2m || own_io != x.io {
+            return Err(format!(
+                "the bridge lists {} frames / {} ports mapped, Xen has {} / {}",
+                own.len(),
+                own_io.len(),
+                x.p2m.len(),
+                x.io.len()
+            ));
+        }
+        if let Some(e) = bridge.executor() {
+            let n: u64 = e.memory_runs().map(|r| r.nr).sum();
+            if n != x.p2m.len() as u64 {
                 return Err(format!(
-                    "{}: {} MSI-X entries bound but only {unmasked} unmasked",
-                    f.guest_address(),
-                    f.bindings().msix_bound()
+                    "the executor records {n} frames mapped, Xen has {}",
+                    x.p2m.len()
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// What the guest's placement and decode ask to be mapped: guest frame -> host frame and
+    /// guest port -> host port (computed from the backend's BARs and the raw MSI-X
+    /// capability; BARs whose guest ranges overlap another decoded BAR are not mapped).
+    pub fn expected_mappings(
+        &self,
+        bridge: &PciHostBridge,
+        windows: &Windows,
+    ) -> (BTreeMap<u64, u64>, BTreeMap<u32, u32>) {
+        // (is_io, guest start, guest len, mappable host BAR, trapped pages)
+        type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>);
+        let mut decoded: Vec<Decoded> = Vec::new();
+        for f in bridge.functions() {
+            let cmd = f.command();
+            let raw = self.funcs.get(&f.guest_address()).and_then(|c| c.raw.msix);
+            for i in 0..6usize {
+                let (Some(h), Some(v)) = (f.device().bar(i), f.bars().bar(i)) else {
+                    continue;
+                };
+                if v.guest == 0 {
+                    continue;
+                }
+                if h.kind == BarKind::Io {
+                    if cmd & 1 != 0 && windows.contains_io(v.guest, h.size) {
+                        decoded.push((true, v.guest, h.size, Some(h), BTreeSet::new()));
+                    }
+                    continue;
+                }
+                let emu = h.size.next_power_of_two().max(PAGE_SIZE);
+                if cmd & 2 == 0 || !windows.contains_mmio(v.guest, emu) {
+                    continue;
+                }
+                let mappable = h.host_addr % PAGE_SIZE == 0 && h.size % PAGE_SIZE == 0;
+                let trapped = raw.map(|m| m.pages(i as u8)).unwrap_or_default();
+                decoded.push((false, v.guest, emu, mappable.then_some(h), trapped));
+            }
+            if let (Some(h), Some(v)) = (f.device().rom(), f.bars().rom()) {
+                let emu = h.size.next_power_of_two().max(PAGE_SIZE);
+                let rom_on = guest_reg(f, 0x30).is_some_and(|r| r & 1 != 0) || f.bars().rom_enabled();
+                if cmd & 2 != 0 && rom_on && v.guest != 0 && windows.contains_mmio(v.guest, emu) {
+                    let mappable = h.host_addr % PAGE_SIZE == 0 && h.size % PAGE_SIZE == 0;
+                    decoded.push((false, v.guest, emu, mappable.then_some(h), BTreeSet::new()));
+                }
+            }
+        }
+        let mut mem = BTreeMap::new();
+        let mut io = BTreeMap::new();
+        for (k, d) in decoded.iter().enumerate() {
+            let overlaps = decoded.iter().enumerate().any(|(j, o)| {
+                j != k && o.0 == d.0 && d.1 < o.1.saturating_add(o.2) && o.1 < d.1.saturating_add(d.2)
+            });
+            let Some(h) = d.3.filter(|_| !overlaps) else {
+                continue;
+            };
+            if d.0 {
+                for p in 0..h.size {
+                    io.insert((d.1 + p) as u32, (h.host_addr + p) as u32);
+                }
+            } else {
+                for p in 0..h.size / PAGE_SIZE {
+                    if !d.4.contains(&p) {
+                        mem.insert(d.1 / PAGE_SIZE + p, h.host_addr / PAGE_SIZE + p);
+                    }
+                }
+            }
+        }
+        (mem, io)
+    }
+
+    /// Check the start the bridge just made (the calls from log index `from` on): for each
+    /// function, test_assign, decode on, prepare_msix (with MSI-X), reset, the host's Function
+    /// Mask clear, assign and permissions for every BAR, in that order. `skip` lists guest
+    /// addresses not to check (functions a failed start did not reach).
+    pub fn check_start(
+        &self,
+        bridge: &PciHostBridge,
+        from: usize,
+        skip: &[PciAddress],
+    ) -> Result<(), String> {
+        self.take_violations()?;
+        let x = self.xen();
+        let log = &x.log[from.min(x.log.len())..];
+        let seq_of = |pred: &dyn Fn(&PtOp) -> bool| log.iter().find(|l| pred(&l.op)).map(|l| l.seq);
+        let info = seq_of(&|o| matches!(o, PtOp::GetDomainInfo));
+        for (a, fc) in &self.funcs {
+            if skip.contains(a) {
+                continue;
+            }
+            let f = bridge.function(*a).ok_or("function vanished")?;
+            let sbdf = f.host_address().sbdf();
+            let test = seq_of(&|o| *o == PtOp::TestAssignDevice { sbdf });
+            let assign = seq_of(&|o| *o == PtOp::AssignDevice { sbdf });
+            let prepare = seq_of(&|o| *o == PtOp::PrepareMsix { sbdf });
+            let ev = fc.handle.events();
+            let dev = |k: &DeviceEventKind| ev.iter().find(|e| e.kind == *k).map(|e| e.seq);
+            let decode = dev(&DeviceEventKind::EnableDecode);
+            let reset = dev(&DeviceEventKind::Reset);
+            let (Some(test), Some(assign), Some(decode)) = (test, assign, decode) else {
+                return Err(format!(
+                    "{a}: start without test_assign ({test:?}), assign ({assign:?}) or decode on ({decode:?})"
+                ));
+            };
+            if info.is_none_or(|i| i > test) {
+                return Err(format!("{a}: the guest's RAM was not checked before assigning"));
+            }
+            if !(test < decode && decode < assign) {
+                return Err(format!("{a}: order test_assign {test} < decode on {decode} < assign {assign} broken"));
+            }
+            if let Some(r) = reset {
+                if !(decode < r && r < assign) {
+                    return Err(format!("{a}: reset at {r}, not between decode on and assign"));
+                }
+                if prepare.is_some_and(|p| p > r) {
+                    return Err(format!("{a}: prepare_msix after the reset"));
+                }
+            }
+            if let Some(rm) = fc.raw.msix {
+                let Some(p) = prepare else {
+                    return Err(format!("{a}: MSI-X function assigned without prepare_msix"));
+                };
+                if !(decode < p && p < assign) {
+                    return Err(format!("{a}: prepare_msix not between decode on and assign"));
+                }
+                let cfg = fc.handle.config();
+                let ctl = u16::from_le_bytes([cfg[usize::from(rm.cap) + 2], cfg[usize::from(rm.cap) + 3]]);
+                if ctl & 0x4000 != 0 {
+                    return Err(format!("{a}: the host's Function Mask is still set (assign_device refuses that)"));
+                }
+                let clear = ev.iter().find(|e| {
+                    matches!(&e.kind, DeviceEventKind::ConfigWrite { offset, data } if *offset == rm.cap + 2 && data.len() == 2)
+                });
+                if let Some(c) = clear {
+                    if c.seq > assign {
+                        return Err(format!("{a}: Function Mask cleared after assign"));
+                    }
+                }
+            } else if prepare.is_some() {
+                return Err(format!("{a}: prepare_msix without MSI-X"));
+            }
+            if !x.assigned.contains(&sbdf) {
+                return Err(format!("{a}: not assigned after start"));
+            }
+            for i in 0..6 {
+                let Some(b) = f.device().bar(i) else { continue };
+                let ok = if b.kind == BarKind::Io {
+                    (b.host_addr..b.host_addr + b.size).all(|p| x.ioports.contains(&(p as u32)))
+                } else {
+                    (b.host_addr / PAGE_SIZE..=(b.host_addr + b.size - 1) / PAGE_SIZE)
+                        .all(|m| x.iomem.contains(&m))
+                };
+                if !ok {
+                    return Err(format!("{a}: BAR {i} ({b:x?}) not permitted to the guest"));
+                }
+            }
+            // Permissions of this function's BARs after its assignment.
+            let bars: Vec<BarInfo> = (0..6).filter_map(|i| f.device().bar(i)).collect();
+            let perm = log
+                .iter()
+                .filter(|l| match l.op {
+                    PtOp::IomemPermission { mfn, allow: true, .. } => bars
+                        .iter()
+                        .any(|b| b.kind != BarKind::Io && mfn == b.host_addr / PAGE_SIZE),
+                    PtOp::IoportPermission { port, allow: true, .. } => bars
+                        .iter()
+                        .any(|b| b.kind == BarKind::Io && u64::from(port) == b.host_addr),
+                    _ => false,
+                })
+                .map(|l| l.seq)
+                .min();
+            if perm.is_some_and(|p| p < assign) {
+                return Err(format!("{a}: permissions granted before the assignment"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop the bridge ([`Device::stop`]) and check the hand-back (see the module docs):
+    /// nothing left in Xen, the device's Bus Master and MSI / MSI-X Enable off, and the order
+    /// of the steps. Stopping again makes no call.
+    pub fn stop_and_check(&mut self, bridge: &mut PciHostBridge) -> Result<(), String> {
+        let from = self.xen().log.len();
+        let ev_from: BTreeMap<PciAddress, usize> = self
+            .funcs
+            .iter()
+            .map(|(a, f)| (*a, f.handle.events().len()))
+            .collect();
+        let bme_before: BTreeMap<PciAddress, bool> = self
+            .funcs
+            .iter()
+            .map(|(a, f)| (*a, f.handle.config_bytes(4, 1)[0] & 4 != 0))
+            .collect();
+        let mut actions = Actions::new();
+        bridge.stop(&mut actions);
+        self.take_violations()?;
+        let x = self.xen();
+        let left = x.leftovers();
+        if !left.is_empty() {
+            return Err(format!("after stop, left in Xen: {left:?}"));
+        }
+        let log = x.log[from..].to_vec();
+        drop(x);
+        for (a, fc) in &self.funcs {
+            let Some(f) = bridge.function(*a) else {
+                continue;
+            };
+            let sbdf = f.host_address().sbdf();
+            let cfg = fc.handle.config();
+            let cmd = u16::from_le_bytes([cfg[4], cfg[5]]);
+            if cmd & 4 != 0 {
+                return Err(format!("{a}: Bus Master still on after stop"));
+            }
+            if let Some((c, _)) = fc.raw.msi {
+                if cfg[usize::from(c) + 2] & 1 != 0 {
+                    return Err(format!("{a}: the device's MSI Enable is still on"));
+                }
+            }
+            if let Some(m) = fc.raw.msix {
+                if cfg[usize::from(m.cap) + 3] & 0xC0 != 0 {
+                    return Err(format!("{a}: the device's MSI-X Enable / Function Mask still on"));
+                }
+            }
+            let ev = fc.handle.events_from(ev_from.get(a).copied().unwrap_or(0));
+            let bme_off = ev.iter().find_map(|e| match &e.kind {
+                DeviceEventKind::ConfigWrite { offset: 4, data } if data[0] & 4 == 0 => Some(e.seq),
+                _ => None,
+            });
+            let reset = ev.iter().find(|e| e.kind == DeviceEventKind::Reset).map(|e| e.seq);
+            let decode_off = ev
+                .iter()
+                .find(|e| e.kind == DeviceEventKind::DisableDecode)
+                .map(|e| e.seq);
+            let mine = |l: &&LoggedOp| match l.op {
+                PtOp::MemoryMapping { mfn, nr, .. } => (0..6)
+                    .filter_map(|i| f.device().bar(i))
+                    .chain(f.device().rom())
+                    .any(|b| b.kind != BarKind::Io && mfn * PAGE_SIZE >= b.host_addr && (mfn + nr) * PAGE_SIZE <= b.host_addr + b.size),
+                PtOp::IoportMapping { mport, .. } => (0..6)
+                    .filter_map(|i| f.device().bar(i))
+                    .any(|b| b.kind == BarKind::Io && u64::from(mport) >= b.host_addr && u64::from(mport) < b.host_addr + b.size),
+                PtOp::UnbindPtIrqMsi { .. } | PtOp::UnmapPirq { .. } => l.pirq.is_some_and(|b| b.sbdf == sbdf),
+                _ => false,
+            };
+            let teardown: Vec<&LoggedOp> = log.iter().filter(mine).collect();
+            let last_teardown = teardown.iter().map(|l| l.seq).max();
+            let first_unmap = teardown
+                .iter()
+                .filter(|l| matches!(l.op, PtOp::MemoryMapping { .. } | PtOp::IoportMapping { .. }))
+                .map(|l| l.seq)
+                .min();
+            if bme_before.get(a).copied().unwrap_or(false) {
+                match (bme_off, first_unmap) {
+                    (Some(b), Some(u)) if b < u => {}
+                    (Some(_), None) => {}
+                    _ => {
+                        return Err(format!(
+                            "{a}: Bus Master not turned off before the first unmap ({bme_off:?} vs {first_unmap:?})"
+                        ))
+                    }
+                }
+            }
+            let seq = |o: PtOp| log.iter().find(|l| l.op == o).map(|l| l.seq);
+            let release = seq(PtOp::ReleaseMsix { sbdf });
+            let deassign = seq(PtOp::DeassignDevice { sbdf, from_dom_io: false });
+            let dom_io = seq(PtOp::DeassignDevice { sbdf, from_dom_io: true });
+            let Some(deassign) = deassign else {
+                return Err(format!("{a}: no deassign at stop"));
+            };
+            if dom_io.is_none_or(|d| d < deassign) {
+                return Err(format!("{a}: not taken back from DOMID_IO after the deassign"));
+            }
+            if let Some(r) = reset {
+                if last_teardown.is_some_and(|t| t > r) {
+                    return Err(format!("{a}: unmaps or unbinds after the reset"));
+                }
+                if r > deassign {
+                    return Err(format!("{a}: reset after the deassign (the guest's DMA state reaches dom0's IOMMU context)"));
+                }
+            } else {
+                return Err(format!("{a}: no reset at stop"));
+            }
+            if fc.raw.msix.is_some() {
+                let Some(rel) = release else {
+                    return Err(format!("{a}: no release_msix at stop"));
+                };
+                if reset.is_some_and(|r| rel < r) || rel > deassign {
+                    return Err(format!("{a}: release_msix not between reset and deassign"));
+                }
+            }
+            if decode_off.is_none_or(|d| d < deassign) {
+                return Err(format!("{a}: host decode not turned off after the deassign"));
+            }
+        }
+        // A second stop does nothing (but ask whether the guest is alive).
+        let n = self.xen().log.len();
+        bridge.stop(&mut actions);
+        let again = ops_of(&self.xen().log[n..]);
+        if again.iter().any(|o| *o != PtOp::GetDomainInfo) {
+            return Err(format!("a second stop made calls: {again:?}"));
+        }
+        self.sync_logs();
         Ok(())
     }
 
@@ -392,9 +1906,9 @@ impl Checker {
             };
         };
         let dev = self
-            .handles
+            .funcs
             .get(&addr)
-            .map(|h| h.config_bytes(usize::from(reg), len))
+            .map(|h| h.handle.config_bytes(usize::from(reg), len))
             .unwrap_or_default();
         for i in 0..len {
             let off = usize::from(reg) + i;
@@ -514,7 +2028,8 @@ impl Checker {
         bridge: &PciHostBridge,
         access: Option<(PciAddress, u16, u8)>,
     ) -> Result<(), String> {
-        for (addr, h) in &self.handles {
+        for (addr, fc) in &self.funcs {
+            let h = &fc.handle;
             let seen = self.seen_writes.entry(*addr).or_insert(0);
             let writes = h.writes_from(*seen);
             let f = bridge.function(*addr).ok_or("function vanished")?;
@@ -524,19 +2039,47 @@ impl Checker {
                     self.intx_writes += 1;
                     continue;
                 }
+                let start = usize::from(w.offset);
+                let end = start + w.data.len();
+                let changed = |bit: usize, m: u16| -> bool {
+                    // Whether only bits in `m` of the 16-bit register at `bit` changed.
+                    w.offset as usize == bit
+                        && w.data.len() == 2
+                        && (u16::from_le_bytes([w.data[0], w.data[1]])
+                            ^ u16::from_le_bytes([w.before[0], w.before[1]]))
+                            & !m
+                            == 0
+                };
+                if let Some(m) = fc.raw.msix {
+                    let (c, e) = (usize::from(m.cap), usize::from(m.cap) + 12);
+                    if start < e && c < end {
+                        if changed(c + 2, 0xC000) {
+                            self.msix_control_writes += 1;
+                            continue;
+                        }
+                        return Err(format!(
+                            "{addr}: device write {w:?} to the MSI-X capability other than a 16-bit write of Message Control's Enable / Function Mask (Xen refuses it: EACCES)"
+                        ));
+                    }
+                }
+                if let Some((c, _)) = fc.raw.msi {
+                    if changed(usize::from(c) + 2, 0x0001) {
+                        self.msi_enable_writes += 1;
+                        continue;
+                    }
+                }
                 let Some((a, reg, size)) = access else {
                     return Err(format!(
                         "an MMIO access wrote config space of {addr}: {w:?}"
                     ));
                 };
-                let start = usize::from(w.offset);
                 // An ECAM access crossing into the next function is split; compare within it.
                 let (lo, hi) = if a == *addr {
                     (usize::from(reg), usize::from(reg) + usize::from(size))
                 } else {
                     (0, usize::from(size))
                 };
-                if start < lo || start + w.data.len() > hi {
+                if start < lo || end > hi {
                     return Err(format!(
                         "{addr}: device write {w:?} outside the guest access {reg:#x}+{size}"
                     ));
@@ -569,19 +2112,14 @@ impl Checker {
             let seen_b = self.seen_bar_writes.entry(*addr).or_insert(0);
             let bw = h.bar_writes_from(*seen_b);
             for w in &bw {
-                if let Some(m) = f.caps().msix {
-                    for (bar, off, len) in [
-                        (m.table_bar, m.table_offset, m.table_len()),
-                        (m.pba_bar, m.pba_offset, m.pba_len()),
-                    ] {
-                        if w.index == bar
-                            && w.offset < off + len
-                            && off < w.offset + w.data.len() as u64
-                        {
-                            return Err(format!(
-                                "{addr}: BAR write {w:?} reached the MSI-X table/PBA"
-                            ));
-                        }
+                if let Some(m) = fc.raw.msix {
+                    let pages = m.pages(w.index);
+                    let first = w.offset / PAGE_SIZE;
+                    let last = (w.offset + w.data.len() as u64 - 1) / PAGE_SIZE;
+                    if (first..=last).any(|p| pages.contains(&p)) {
+                        return Err(format!(
+                            "{addr}: BAR write {w:?} reached a page of the MSI-X table/PBA (Xen keeps those read-only for dom0)"
+                        ));
                     }
                 }
             }
@@ -589,175 +2127,18 @@ impl Checker {
         }
         Ok(())
     }
-
-    fn check_actions(&mut self, bridge: &PciHostBridge, actions: &[Action]) -> Result<(), String> {
-        let windows = bridge.config().windows();
-        for a in actions {
-            match *a {
-                Action::MapMemory { gfn, mfn, nr, map } => {
-                    if nr == 0 {
-                        return Err("empty mapping".into());
-                    }
-                    if map {
-                        self.maps += 1;
-                        if !windows.contains_mmio(gfn * PAGE_SIZE, nr * PAGE_SIZE) {
-                            return Err(format!("mapping gfn {gfn:#x}+{nr} outside the windows"));
-                        }
-                        let owned = bridge.functions().any(|f| host_frames_ok(f, mfn, nr));
-                        if !owned {
-                            return Err(format!("mapping mfn {mfn:#x}+{nr} not inside one BAR (or hits MSI-X pages)"));
-                        }
-                        for k in 0..nr {
-                            if self.frames.insert(gfn + k, mfn + k).is_some() {
-                                return Err(format!("gfn {:#x} mapped twice", gfn + k));
-                            }
-                        }
-                    } else {
-                        for k in 0..nr {
-                            if self.frames.remove(&(gfn + k)) != Some(mfn + k) {
-                                return Err(format!(
-                                    "unmap of gfn {:#x} that is not mapped to {:#x}",
-                                    gfn + k,
-                                    mfn + k
-                                ));
-                            }
-                        }
-                    }
-                }
-                Action::MapIoPorts {
-                    gport,
-                    mport,
-                    nr,
-                    map,
-                } => {
-                    if map {
-                        if !windows.contains_io(u64::from(gport), u64::from(nr)) {
-                            return Err(format!("I/O mapping {gport:#x}+{nr} outside the window"));
-                        }
-                        let owned = bridge.functions().any(|f| {
-                            (0..6).filter_map(|i| f.bars().bar(i)).any(|b| {
-                                b.host.kind == BarKind::Io
-                                    && u64::from(mport) >= b.host.host_addr
-                                    && u64::from(mport) + u64::from(nr)
-                                        <= b.host.host_addr + b.host.size
-                            })
-                        });
-                        if !owned {
-                            return Err(format!(
-                                "I/O mapping of host ports {mport:#x}+{nr} outside the I/O BARs"
-                            ));
-                        }
-                        for k in 0..nr {
-                            if self.ports.insert(gport + k, mport + k).is_some() {
-                                return Err(format!("port {:#x} mapped twice", gport + k));
-                            }
-                        }
-                    } else {
-                        for k in 0..nr {
-                            if self.ports.remove(&(gport + k)) != Some(mport + k) {
-                                return Err(format!(
-                                    "unmap of port {:#x} that is not mapped",
-                                    gport + k
-                                ));
-                            }
-                        }
-                    }
-                }
-                Action::BindMsi {
-                    sbdf,
-                    entry,
-                    table_base,
-                    nvec,
-                    gvec,
-                    gflags,
-                    gtable,
-                } => {
-                    self.binds += 1;
-                    let v = Vector {
-                        table_base,
-                        nvec,
-                        gvec,
-                        gflags,
-                        gtable,
-                    };
-                    let f = bridge
-                        .functions()
-                        .find(|f| f.host_address().sbdf() == sbdf)
-                        .ok_or_else(|| format!("BindMsi for unknown host function {sbdf:#x}"))?;
-                    match expected_vectors(f).get(&entry) {
-                        Some(w) if *w == v => {}
-                        w => {
-                            return Err(format!(
-                                "BindMsi entry {entry} {v:?} does not match the programming {w:?}"
-                            ))
-                        }
-                    }
-                    if let Some(old) = self.bound.insert((sbdf, entry), v) {
-                        if old.nvec != v.nvec || old.table_base != v.table_base {
-                            return Err(format!(
-                                "rebind of entry {entry} changes the pirq ({old:?} -> {v:?}) without an unbind"
-                            ));
-                        }
-                    }
-                }
-                Action::UnbindMsi { sbdf, entry } => {
-                    self.unbinds += 1;
-                    if self.bound.remove(&(sbdf, entry)).is_none() {
-                        return Err(format!(
-                            "UnbindMsi of {sbdf:#x} entry {entry} that is not bound"
-                        ));
-                    }
-                }
-                _ => return Err(format!("unexpected action {a:?}")),
-            }
-        }
-        if !actions
-            .iter()
-            .any(|a| matches!(a, Action::MapMemory { .. } | Action::MapIoPorts { .. }))
-        {
-            return Ok(());
-        }
-        // The model equals the bridge's own list.
-        let mut frames = 0u64;
-        let mut ports = 0u64;
-        for f in bridge.functions() {
-            for m in f.mappings() {
-                match *m {
-                    Mapping::Mem { gfn, mfn, nr, .. } => {
-                        frames += nr;
-                        for k in 0..nr {
-                            if self.frames.get(&(gfn + k)) != Some(&(mfn + k)) {
-                                return Err(format!(
-                                    "bridge lists gfn {:#x} mapped but no action did it",
-                                    gfn + k
-                                ));
-                            }
-                        }
-                    }
-                    Mapping::Io { gport, nr, .. } => {
-                        ports += u64::from(nr);
-                        if !self.ports.contains_key(&gport) {
-                            return Err(format!(
-                                "bridge lists port {gport:#x} mapped but no action did it"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        if frames != self.frames.len() as u64 || ports != self.ports.len() as u64 {
-            return Err(format!(
-                "model has {} frames / {} ports, bridge lists {frames} / {ports}",
-                self.frames.len(),
-                self.ports.len()
-            ));
-        }
-        Ok(())
-    }
 }
 
-/// Whether a device write is the bridge's own Interrupt Disable management: one byte at the
-/// command register's high byte of a function that forwards INTx, changing only bit 10, to
+/// Whether an unbind/unmap of block `b` in `ops` rolls back a bind of that block Xen refused
+/// in the same access.
+fn bind_rollback(ops: &[LoggedOp], b: PirqBlock) -> bool {
+    ops.iter().any(|l| {
+        l.result.is_err()
+            && matches!(l.op, PtOp::BindPtIrqMsi { .. })
+            && l.pirq.is_some_and(|p| p.base == b.base)
+    })
+}
+
 /// the state the function wants.
 fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRecord) -> bool {
     let Some(i) = f.intx() else { return false };
@@ -770,78 +2151,6 @@ fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRec
 }
 
 /// The vectors the guest's programming asks Xen to bind, by entry, computed from the
-/// registers and the table (MSI and MSI-X rules of `crate::msi` and `crate::msix`).
-pub fn expected_vectors(f: &PassthroughFunction) -> BTreeMap<u32, Vector> {
-    let mut out = BTreeMap::new();
-    let msi = f.msi_state().filter(|m| m.enabled);
-    let msix = f.msix_control().filter(|c| c.enabled);
-    match (msi, msix) {
-        (Some(m), None) => {
-            out.insert(
-                0,
-                Vector {
-                    table_base: 0,
-                    nvec: u32::from(m.vectors),
-                    gvec: (m.data & 0xFF) as u8,
-                    gflags: msi_gflags(m.address, u32::from(m.data), m.mask & 1 == 0),
-                    gtable: 0,
-                },
-            );
-        }
-        (None, Some(c)) if !c.masked => {
-            let (Some(t), Some(info)) = (f.msix_table(), f.caps().msix) else {
-                return out;
-            };
-            let Some(bar) = f.bars().bar(usize::from(info.table_bar)) else {
-                return out;
-            };
-            for i in 0..t.len() {
-                let Some(e) = t.entry(i).filter(|e| !e.masked) else {
-                    continue;
-                };
-                out.insert(
-                    i as u32,
-                    Vector {
-                        table_base: bar.host.host_addr.wrapping_add(info.table_offset),
-                        nvec: 1,
-                        gvec: (e.data & 0xFF) as u8,
-                        gflags: msi_gflags(e.address, e.data, true),
-                        gtable: bar.guest.wrapping_add(info.table_offset),
-                    },
-                );
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
-/// Whether host frames `[mfn, mfn + nr)` lie inside one memory BAR (or the ROM) of `f` and
-/// avoid its MSI-X pages.
-fn host_frames_ok(f: &PassthroughFunction, mfn: u64, nr: u64) -> bool {
-    let start = mfn * PAGE_SIZE;
-    let end = (mfn + nr) * PAGE_SIZE;
-    let bars = (0..6)
-        .filter_map(|i| f.bars().bar(i).map(|b| (i as u8, b.host)))
-        .chain(f.bars().rom().map(|r| (6, r.host)));
-    for (i, h) in bars {
-        if h.kind == BarKind::Io || start < h.host_addr || end > h.host_addr + h.size {
-            continue;
-        }
-        if let (Some(m), true) = (f.caps().msix, i < 6) {
-            let first = (start - h.host_addr) / PAGE_SIZE;
-            let last = (end - h.host_addr) / PAGE_SIZE - 1;
-            if m.trapped_pages(i)
-                .iter()
-                .any(|&(a, z)| first <= z && a <= last)
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-    false
-}
 
 /// Interesting config offsets of a function: header registers, capability starts and a few
 /// bytes into each, the extended space's start.

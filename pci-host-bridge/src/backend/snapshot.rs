@@ -405,12 +405,72 @@ pub struct BarWriteRecord {
     pub data: Vec<u8>,
 }
 
+/// What happened to a snapshot device, in order, stamped with [`next_seq`] so that a test can
+/// order it against other logs (the hypercalls a fake Xen recorded, say).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeviceEventKind {
+    /// A config write ([`HostDevice::write_config`]).
+    ConfigWrite {
+        /// Config offset.
+        offset: u16,
+        /// Bytes written.
+        data: Vec<u8>,
+    },
+    /// A BAR write ([`HostDevice::write_bar`]).
+    BarWrite {
+        /// BAR slot.
+        index: u8,
+        /// Offset in the BAR.
+        offset: u64,
+        /// Bytes written.
+        len: usize,
+    },
+    /// [`HostDevice::enable_decode`].
+    EnableDecode,
+    /// [`HostDevice::disable_decode`].
+    DisableDecode,
+    /// [`HostDevice::reset`].
+    Reset,
+}
+
+/// One [`DeviceEventKind`] with its sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceEvent {
+    /// From [`next_seq`]: increasing over the whole process.
+    pub seq: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: DeviceEventKind,
+}
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The next number of a process-wide sequence (every snapshot device event takes one), for
+/// tests that interleave device events with other recorded events.
+pub fn next_seq() -> u64 {
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug, Default)]
 struct State {
     config: Vec<u8>,
     writes: Vec<WriteRecord>,
     bar_data: BTreeMap<(u8, u64), u8>,
     bar_writes: Vec<BarWriteRecord>,
+    events: Vec<DeviceEvent>,
+    /// What [`HostDevice::reset`] answers: `Some(true)` (has a reset method, the default),
+    /// `Some(false)` (none), `None` (fails).
+    reset: Option<bool>,
+}
+
+impl State {
+    fn event(&mut self, kind: DeviceEventKind) {
+        self.events.push(DeviceEvent {
+            seq: next_seq(),
+            kind,
+        });
+    }
 }
 
 /// A shared view of a [`SnapshotDevice`]'s state, kept by tests after the device moved into
@@ -460,16 +520,37 @@ impl SnapshotHandle {
             .collect()
     }
 
+    /// Every event so far (config and BAR writes, decode on/off, resets), in order.
+    pub fn events(&self) -> Vec<DeviceEvent> {
+        self.lock().events.clone()
+    }
+
+    /// The events from index `from` on.
+    pub fn events_from(&self, from: usize) -> Vec<DeviceEvent> {
+        let s = self.lock();
+        s.events
+            .get(from..)
+            .map(<[DeviceEvent]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// What the device's reset answers from now on: `Some(true)` (reset done, the default),
+    /// `Some(false)` (no reset method), `None` (the reset fails).
+    pub fn set_reset(&self, answer: Option<bool>) {
+        self.lock().reset = answer;
+    }
+
     /// Every BAR write so far, in order.
     pub fn bar_writes(&self) -> Vec<BarWriteRecord> {
         self.lock().bar_writes.clone()
     }
 
-    /// Forget the recorded writes (the config keeps their effect).
+    /// Forget the recorded writes and events (the config keeps their effect).
     pub fn clear_writes(&self) {
         let mut s = self.lock();
         s.writes.clear();
         s.bar_writes.clear();
+        s.events.clear();
     }
 
     /// Change the device behind the bridge's back (a status bit the hardware sets, say).
@@ -511,6 +592,7 @@ impl SnapshotDevice {
             name: "snapshot (raw)".into(),
             state: Arc::new(Mutex::new(State {
                 config: cfg,
+                reset: Some(true),
                 ..Default::default()
             })),
             config_len,
@@ -672,6 +754,7 @@ impl SnapshotDevice {
         let state = State {
             config: st.config.clone(),
             bar_data: st.bar_data.clone(),
+            reset: st.reset,
             ..Default::default()
         };
         SnapshotDevice {
@@ -799,7 +882,36 @@ impl HostDevice for SnapshotDevice {
             data: data.to_vec(),
             before,
         });
+        st.event(DeviceEventKind::ConfigWrite {
+            offset,
+            data: data.to_vec(),
+        });
         Ok(())
+    }
+
+    /// Recorded ([`DeviceEventKind::EnableDecode`]); the config bytes do not change (sysfs
+    /// `enable` is the kernel's enable count, not a config write of ours).
+    fn enable_decode(&mut self) -> Result<(), Error> {
+        self.lock().event(DeviceEventKind::EnableDecode);
+        Ok(())
+    }
+
+    /// Recorded ([`DeviceEventKind::DisableDecode`]).
+    fn disable_decode(&mut self) -> Result<(), Error> {
+        self.lock().event(DeviceEventKind::DisableDecode);
+        Ok(())
+    }
+
+    /// Recorded ([`DeviceEventKind::Reset`]); the config bytes stay (the kernel saves and
+    /// restores the config header around a sysfs reset). Answers what
+    /// [`SnapshotHandle::set_reset`] chose (done, by default).
+    fn reset(&mut self) -> Result<bool, Error> {
+        let mut st = self.lock();
+        st.event(DeviceEventKind::Reset);
+        st.reset.ok_or_else(|| Error::Backend {
+            device: self.name.clone(),
+            message: "reset failed (snapshot told to fail)".into(),
+        })
     }
 
     fn ids(&self) -> (u16, u16) {
@@ -894,6 +1006,11 @@ impl HostDevice for SnapshotDevice {
             index,
             offset,
             data: data.to_vec(),
+        });
+        st.event(DeviceEventKind::BarWrite {
+            index,
+            offset,
+            len: data.len(),
         });
         Ok(())
     }
