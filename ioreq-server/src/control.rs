@@ -3,6 +3,13 @@
 //! Commands: `{"cmd":"status"}` (counters per ioreq type and per vCPU, ranges, uptime, device
 //! state) and `{"cmd":"shutdown"}` (tear down and exit 0); devices may add their own (e.g. the
 //! ioapic's `snapshot`). Every reply is one JSON line with `"ok": true|false`.
+//!
+//! Access: `shutdown` hands a device back under a running guest and the ioapic's `restore`
+//! replaces its interrupt state, so the socket is created mode 0600 and every connection's
+//! `SO_PEERCRED` is checked: only root and the process's own uid are served. A second process
+//! for the same path is refused while the first still answers (an old socket nobody answers
+//! is replaced). A reply never blocks the serving loop: a client that does not read its
+//! replies is disconnected.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -27,14 +34,37 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Listen at `path` (its directory is created; an old socket is replaced).
+    /// Fail with `AddrInUse` (naming the path) if a live process answers at `path`; checked
+    /// before anything is set up, so that a second device model for the same guest changes
+    /// nothing.
+    pub fn check_free(path: &Path) -> io::Result<()> {
+        if path.exists() && StdUnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is served by another live process (a second device model for the same guest?)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Listen at `path`, mode 0600 (its directory is created). A socket some process still
+    /// answers on is an error ([`ControlServer::check_free`]); a stale one is replaced.
     pub fn bind(path: &Path) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        Self::check_free(path)?;
         let _ = std::fs::remove_file(path);
+        // The socket file gets its mode at bind time from the umask: 0600 from the start,
+        // no window in which anyone may connect.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let listener = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
         Ok(ControlServer {
-            listener: UnixListener::bind(path)?,
+            listener: listener?,
             path: path.into(),
             clients: HashMap::new(),
             closing: Vec::new(),
@@ -52,9 +82,19 @@ impl ControlServer {
         r.register(&mut self.listener, t, Interest::READABLE)
     }
 
-    /// Accept every waiting client, registering each under `base + n`.
+    /// Accept every waiting client, registering each under `base + n`; a client that is
+    /// neither root nor this process's uid is refused.
     pub fn accept(&mut self, r: &Registry, base: usize) {
         while let Ok((mut s, _)) = self.listener.accept() {
+            if !peer_allowed(&s) {
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": "permission denied (SO_PEERCRED: not root, not this process's uid)"})
+                );
+                warn!("control connection from a foreign uid refused");
+                continue;
+            }
             let id = base + self.next;
             self.next = (self.next + 1) % (1 << 20);
             if r.register(&mut s, Token(id), Interest::READABLE).is_ok() {
@@ -119,26 +159,37 @@ impl ControlServer {
         }
     }
 
-    /// Send one reply line to client `token` (blocking briefly if its buffer is full).
+    /// Send one reply line to client `token`, without blocking: a client whose socket buffer
+    /// is full (it does not read its replies) is disconnected.
     pub fn reply(&mut self, token: usize, v: &serde_json::Value) {
         if let Some((s, _)) = self.clients.get_mut(&token) {
             let mut line = v.to_string().into_bytes();
             line.push(b'\n');
             let mut off = 0;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-            while off < line.len() && std::time::Instant::now() < deadline {
+            while off < line.len() {
                 match s.write(&line[off..]) {
+                    Ok(0) => break,
                     Ok(n) => off += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(std::time::Duration::from_millis(1))
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        debug!("control reply failed: {e}");
-                        return;
+                        debug!("control reply not sent ({e}); disconnecting the client");
+                        break;
                     }
                 }
             }
+            if off < line.len() {
+                self.closing.push(token);
+            }
         }
+    }
+}
+
+/// Whether the peer of `s` may use the control socket: root or our own effective uid.
+fn peer_allowed(s: &UnixStream) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    match getsockopt(s, PeerCredentials) {
+        Ok(c) => c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
     }
 }
 
@@ -150,4 +201,29 @@ pub fn request(path: &Path, cmd: &serde_json::Value) -> io::Result<serde_json::V
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
     serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn socket_is_private_and_a_live_one_is_not_taken_over() {
+        let dir = std::env::temp_dir().join(format!("pvh-dm-control-{}", std::process::id()));
+        let path = dir.join("x.sock");
+        let first = ControlServer::bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+        let second = ControlServer::bind(&path);
+        assert_eq!(
+            second.err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
+        drop(first);
+        // The old socket file stays but nobody answers: it is replaced.
+        assert!(path.exists());
+        ControlServer::bind(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -149,6 +149,9 @@ impl<T: Transport> Server<T> {
         // SIGTERM/SIGINT are blocked and queued from the very start, so that a signal during
         // setup (a device reset can take seconds) tears down what exists instead of killing
         // the process with an ioreq server, an assignment and permissions left behind.
+        if let Some(p) = &opts.control_path {
+            ControlServer::check_free(p).map_err(|e| ServerError::Io("control socket", e))?;
+        }
         let signals = if opts.handle_signals {
             Some(crate::signals::signalfd().map_err(|e| ServerError::Io("signalfd", e))?)
         } else {
