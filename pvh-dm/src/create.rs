@@ -58,7 +58,12 @@ pub struct RunOpts {
 /// The signals pvh-dm handles through a signalfd.
 pub fn signal_fd() -> nix::Result<SignalFd> {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     set.thread_block()?;
@@ -139,14 +144,20 @@ fn prepare_files(plan: &Plan, dir: &Path) -> anyhow::Result<PathBuf> {
         let ramdisk = plan.ramdisk.as_ref().expect("checked by the plan");
         let mut r = std::fs::File::open(ramdisk)
             .with_context(|| format!("opening ramdisk {}", ramdisk.display()))?;
-        let n = std::io::copy(&mut r, &mut out)
-            .with_context(|| format!("copying ramdisk {} into {}", ramdisk.display(), initrd.display()))?;
+        let n = std::io::copy(&mut r, &mut out).with_context(|| {
+            format!(
+                "copying ramdisk {} into {}",
+                ramdisk.display(),
+                initrd.display()
+            )
+        })?;
         out.flush()?;
         info!(tables = files.len(), cpio_bytes = len, ramdisk_bytes = n, initrd = %initrd.display(), "ACPI tables in front of the ramdisk");
         // xl reads the ramdisk at create time, from the staging dir.
-        text = plan
-            .xl
-            .with_setting("ramdisk", &Value::Str(initrd.to_string_lossy().into_owned()));
+        text = plan.xl.with_setting(
+            "ramdisk",
+            &Value::Str(initrd.to_string_lossy().into_owned()),
+        );
     }
     let cfg = dir.join("xl.cfg");
     let header = format!(
@@ -226,14 +237,24 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
             "guest {}: type pvh, {} MiB, device models: {}; passthrough: {}; ACPI tables: {}",
             plan.name,
             plan.memory_bytes >> 20,
-            plan.dms.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
-            if plan.devices.is_empty() { "none".into() } else { plan.devices.join(", ") },
+            plan.dms
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            if plan.devices.is_empty() {
+                "none".into()
+            } else {
+                plan.devices.join(", ")
+            },
             match &plan.tables {
                 Some(t) => format!(
                     "ssdt{}{} in front of {}",
                     if t.madt.is_some() { ", apic" } else { "" },
                     if t.mcfg.is_some() { ", mcfg" } else { "" },
-                    plan.ramdisk.as_ref().map_or(String::new(), |r| r.display().to_string())
+                    plan.ramdisk
+                        .as_ref()
+                        .map_or(String::new(), |r| r.display().to_string())
                 ),
                 None => "not delivered (--no-acpi-upgrade)".into(),
             }
@@ -259,7 +280,11 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
                         eprintln!(
                             "pvh-dm: create interrupted by {s} after step '{}'; undone: {}",
                             $name,
-                            if undone.is_empty() { "nothing to undo".into() } else { undone.join("; ") }
+                            if undone.is_empty() {
+                                "nothing to undo".into()
+                            } else {
+                                undone.join("; ")
+                            }
                         );
                         return exit::SETUP_FAILED;
                     }
@@ -271,7 +296,11 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
                         "pvh-dm: create failed at step '{}': {:#}; undone: {}",
                         $name,
                         anyhow::Error::from(e),
-                        if undone.is_empty() { "nothing to undo".into() } else { undone.join("; ") }
+                        if undone.is_empty() {
+                            "nothing to undo".into()
+                        } else {
+                            undone.join("; ")
+                        }
                     );
                     return exit::SETUP_FAILED;
                 }
@@ -316,7 +345,9 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     step!("runtime dir", {
         clear_stale(&dir, domid, ro.dm_stop_timeout);
         std::fs::rename(&staging, &dir)
-            .map_err(|e| anyhow::anyhow!("renaming {} to {}: {e}", staging.display(), dir.display()))
+            .map_err(|e| {
+                anyhow::anyhow!("renaming {} to {}: {e}", staging.display(), dir.display())
+            })
             .and_then(|()| {
                 rb.dirs.clear();
                 rb.dirs.push(dir.clone());
@@ -362,7 +393,10 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     state.phase = Phase::Running;
     let _ = state.save(&dir);
     info!(domid, name = %plan.name, "guest running");
-    crate::notify::notify(&format!("READY=1\nSTATUS=guest {} running as domid {domid}", plan.name));
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=guest {} running as domid {domid}",
+        plan.name
+    ));
 
     if ro.detach {
         // The device models run on without us; their pids are in state.json.
@@ -420,7 +454,8 @@ impl Supervisor<'_> {
                     None => PollTimeout::NONE,
                     Some(d) => {
                         let ms = d.saturating_duration_since(Instant::now()).as_millis();
-                        PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+                        PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                            .unwrap_or(PollTimeout::MAX)
                     }
                 };
                 let mut fds = [
@@ -458,9 +493,14 @@ impl Supervisor<'_> {
                                 info!("{s}: asking guest {} (domid {}) to shut down (xl shutdown); destroy after {} s",
                                     self.name, self.domid, self.shutdown_timeout.as_secs());
                                 match self.xl.shutdown(self.domid) {
-                                    Ok(()) => deadline = Some(Instant::now() + self.shutdown_timeout),
+                                    Ok(()) => {
+                                        deadline = Some(Instant::now() + self.shutdown_timeout)
+                                    }
                                     Err(e) => {
-                                        warn!("xl shutdown failed ({e}): destroying domain {}", self.domid);
+                                        warn!(
+                                            "xl shutdown failed ({e}): destroying domain {}",
+                                            self.domid
+                                        );
                                         let _ = self.xl.destroy(&self.domid.to_string());
                                         return self.end(End::Forced);
                                     }
@@ -507,7 +547,12 @@ impl Supervisor<'_> {
     fn dead_dm(&mut self) -> Option<String> {
         for d in &mut self.dms {
             if let Some(st) = d.try_reap() {
-                return Some(format!("{} (pid {}) {}", d.rec.name, d.rec.pid, dm::describe(st)));
+                return Some(format!(
+                    "{} (pid {}) {}",
+                    d.rec.name,
+                    d.rec.pid,
+                    dm::describe(st)
+                ));
             }
         }
         None

@@ -40,7 +40,9 @@ impl Report {
 }
 
 fn read(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Run the checks; returns the exit code.
@@ -79,7 +81,9 @@ pub fn run(o: &Opts) -> i32 {
         ));
     }
     match read(Path::new("/proc/xen/capabilities")) {
-        Some(c) if c.contains("control_d") => r.ok("running in dom0 (/proc/xen/capabilities: control_d)"),
+        Some(c) if c.contains("control_d") => {
+            r.ok("running in dom0 (/proc/xen/capabilities: control_d)")
+        }
         Some(_) => r.fail("not dom0 (/proc/xen/capabilities has no control_d)"),
         None => r.warn("/proc/xen/capabilities unreadable (xenfs not mounted on /proc/xen?)"),
     }
@@ -126,7 +130,11 @@ pub fn run(o: &Opts) -> i32 {
                 "{} missing (modprobe xen-{}; needed by every device model{})",
                 p.display(),
                 if n == "hypercall" { "privcmd" } else { n },
-                if n == "hypercall" { ", for passthrough" } else { "" }
+                if n == "hypercall" {
+                    ", for passthrough"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -141,7 +149,10 @@ pub fn run(o: &Opts) -> i32 {
         }
     }
     if o.iommu_wrapper.exists() {
-        r.ok(format!("IOMMU-context wrapper {}", o.iommu_wrapper.display()));
+        r.ok(format!(
+            "IOMMU-context wrapper {}",
+            o.iommu_wrapper.display()
+        ));
     } else {
         r.warn(format!(
             "no IOMMU-context wrapper {} (build scripts/xen-rig/cdf-iommu.c): only guests without passthrough can start",
@@ -175,7 +186,11 @@ pub fn run(o: &Opts) -> i32 {
                 p.name,
                 p.memory_bytes >> 20,
                 p.dms.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
-                if p.devices.is_empty() { "none".into() } else { p.devices.join(", ") }
+                if p.devices.is_empty() {
+                    "none".into()
+                } else {
+                    p.devices.join(", ")
+                }
             )),
             Err(e) => r.fail(format!("{}: {e}", c.display())),
         }
@@ -204,7 +219,9 @@ fn candidates(r: &mut Report, sysfs: &Path, run: &Path) {
     for a in names {
         let d = dir.join(&a);
         let drv = plan::bound_driver(sysfs, &a);
-        let free = drv.as_deref().is_none_or(|x| plan::PARKING_DRIVERS.contains(&x));
+        let free = drv
+            .as_deref()
+            .is_none_or(|x| plan::PARKING_DRIVERS.contains(&x));
         if !free {
             continue;
         }
@@ -220,8 +237,12 @@ fn candidates(r: &mut Report, sysfs: &Path, run: &Path) {
         let owner = used.iter().find(|(x, _, _)| *x == a);
         r.ok(format!(
             "candidate {a} [{}:{}] class {class} driver={}{}{}",
-            read(&d.join("vendor")).unwrap_or_default().trim_start_matches("0x"),
-            read(&d.join("device")).unwrap_or_default().trim_start_matches("0x"),
+            read(&d.join("vendor"))
+                .unwrap_or_default()
+                .trim_start_matches("0x"),
+            read(&d.join("device"))
+                .unwrap_or_default()
+                .trim_start_matches("0x"),
             drv.as_deref().unwrap_or("none"),
             vf.map(|p| format!(" (VF of {p})")).unwrap_or_default(),
             owner

@@ -43,8 +43,7 @@ pub fn classify(path: &Path) -> io::Result<KernelKind> {
         n += r;
     }
     head.truncate(n);
-    if head.len() >= 0x210 && head[0x1FE..0x200] == [0x55, 0xAA] && &head[0x202..0x206] == b"HdrS"
-    {
+    if head.len() >= 0x210 && head[0x1FE..0x200] == [0x55, 0xAA] && &head[0x202..0x206] == b"HdrS" {
         let off = u16::from_le_bytes([head[0x20E], head[0x20F]]) as usize;
         let version = (off != 0)
             .then(|| head.get(0x200 + off..))
@@ -100,7 +99,10 @@ mod tests {
 
     #[test]
     fn kinds() {
-        let p = tmp("bz", &fake_bzimage("6.1.0-56-amd64 (debian-kernel@lists.debian.org)"));
+        let p = tmp(
+            "bz",
+            &fake_bzimage("6.1.0-56-amd64 (debian-kernel@lists.debian.org)"),
+        );
         assert_eq!(
             classify(&p).unwrap(),
             KernelKind::LinuxBzImage(Some(

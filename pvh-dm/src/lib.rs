@@ -74,4 +74,3 @@ pub fn describe_status(st: std::process::ExitStatus) -> String {
         format!("ended ({st})")
     }
 }
-

@@ -55,10 +55,22 @@ pub struct Global {
     #[arg(long, global = true, env = "PVH_DM_RUN_DIR", default_value = runtime::DEFAULT_RUN_DIR, value_name = "DIR")]
     run_dir: PathBuf,
     /// The xl binary.
-    #[arg(long, global = true, env = "PVH_DM_XL", default_value = "xl", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "PVH_DM_XL",
+        default_value = "xl",
+        value_name = "PATH"
+    )]
     xl: PathBuf,
     /// sysfs root (for tests; normally /sys).
-    #[arg(long, global = true, env = "PVH_DM_SYSFS", default_value = "/sys", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "PVH_DM_SYSFS",
+        default_value = "/sys",
+        value_name = "DIR"
+    )]
     sysfs: PathBuf,
     /// Log filter in RUST_LOG syntax (`debug`, `pvh_dm=debug`).
     #[arg(long, global = true, env = "PVH_DM_LOG", default_value = "info")]
@@ -99,9 +111,11 @@ enum Cmd {
     )]
     Create(CreateCmd),
     /// The guests pvh-dm runs and their device models' status.
-    #[command(long_about = "List the guests in the runtime directory (or one DOMID): name, phase, supervisor \
+    #[command(
+        long_about = "List the guests in the runtime directory (or one DOMID): name, phase, supervisor \
         pid, and each device model's pid and answer to {\"cmd\":\"status\"}. --json prints one JSON array with the \
-        full state and status replies. Exit 1 if DOMID is not a pvh-dm guest.")]
+        full state and status replies. Exit 1 if DOMID is not a pvh-dm guest."
+    )]
     Status {
         /// Only this guest.
         domid: Option<u32>,
@@ -110,10 +124,12 @@ enum Cmd {
         json: bool,
     },
     /// A clean power-off: `xl shutdown`, then destroy after a timeout.
-    #[command(long_about = "Ask a guest to shut down cleanly. TARGET is a domid, a guest name or the path of its \
+    #[command(
+        long_about = "Ask a guest to shut down cleanly. TARGET is a domid, a guest name or the path of its \
         xl config. If its supervisor runs, it is sent SIGTERM (it runs `xl shutdown`, waits, destroys, stops the \
         device models) and pvh-dm waits for it to exit; otherwise pvh-dm does the same itself. Used by \
-        pvh-dm@.service's ExecStop.")]
+        pvh-dm@.service's ExecStop."
+    )]
     Shutdown {
         /// Domid, guest name, or xl config path.
         target: String,
@@ -122,19 +138,23 @@ enum Cmd {
         timeout: u64,
     },
     /// Destroy a guest now, stop its device models, remove its runtime files.
-    #[command(long_about = "`xl destroy DOMID`, then the device models are stopped (by the supervisor if it \
+    #[command(
+        long_about = "`xl destroy DOMID`, then the device models are stopped (by the supervisor if it \
         runs, else by pids from state.json, each checked to still be that device model), and RUN/DOMID is \
-        removed. Works after the supervisor was killed.")]
+        removed. Works after the supervisor was killed."
+    )]
     Destroy {
         /// Domid (or guest name).
         target: String,
     },
     /// Check this host: Xen, its version and IOMMU, device nodes, xenstore, candidate devices.
-    #[command(long_about = "Check the host for pvh-dm: a Xen dom0 (/sys/hypervisor), Xen 4.17 (the domctl \
+    #[command(
+        long_about = "Check the host for pvh-dm: a Xen dom0 (/sys/hypervisor), Xen 4.17 (the domctl \
         interface the bridge implements), the IOMMU (xl info virt_caps, xl dmesg), /dev/xen/{privcmd,evtchn,\
         hypercall}, xenstore, the device-model binaries and the IOMMU wrapper, the host's PCI functions that \
         could be passed through, and with XL.cfg the guest's devices and memory against its windows. On a \
-        machine without Xen it says so in one line and exits 1; exit 1 also if any check fails.")]
+        machine without Xen it says so in one line and exits 1; exit 1 also if any check fails."
+    )]
     Doctor {
         /// Also check these guests' configs.
         configs: Vec<PathBuf>,
@@ -142,13 +162,19 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         dm_dir: Option<PathBuf>,
         /// The IOMMU-context wrapper.
-        #[arg(long, default_value = "/usr/local/lib/cdf-iommu.so", value_name = "PATH")]
+        #[arg(
+            long,
+            default_value = "/usr/local/lib/cdf-iommu.so",
+            value_name = "PATH"
+        )]
         iommu_wrapper: PathBuf,
     },
     /// Install the systemd template unit pvh-dm@.service.
-    #[command(long_about = "Write pvh-dm@.service (ExecStart=THIS-BINARY create /etc/xen/%i.cfg) into --dir \
+    #[command(
+        long_about = "Write pvh-dm@.service (ExecStart=THIS-BINARY create /etc/xen/%i.cfg) into --dir \
         (default /etc/systemd/system). Then: systemctl daemon-reload; systemctl start pvh-dm@GUEST (reads \
-        /etc/xen/GUEST.cfg and /etc/xen/GUEST.toml).")]
+        /etc/xen/GUEST.cfg and /etc/xen/GUEST.toml)."
+    )]
     InstallUnit {
         /// Target directory.
         #[arg(long, default_value = "/etc/systemd/system")]
@@ -184,7 +210,11 @@ struct CreateCmd {
     dm_dir: Option<PathBuf>,
     /// LD_PRELOAD wrapper that gives the domain an IOMMU context (XEN_DOMCTL_CDF_iommu);
     /// used with PVH_DM_IOMMU=1 when the guest passes devices through.
-    #[arg(long, default_value = "/usr/local/lib/cdf-iommu.so", value_name = "PATH")]
+    #[arg(
+        long,
+        default_value = "/usr/local/lib/cdf-iommu.so",
+        value_name = "PATH"
+    )]
     iommu_wrapper: PathBuf,
     /// Do not ask `xl info` whether Xen has an IOMMU.
     #[arg(long)]
@@ -212,7 +242,11 @@ fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             std::process::exit(code);
         }

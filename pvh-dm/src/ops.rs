@@ -83,7 +83,10 @@ pub fn status(run: &Path, domid: Option<u32>, json: bool) -> i32 {
         let sup_text = match (st.supervisor, sup) {
             (None, _) => "detached (no supervisor)".to_string(),
             (Some(p), Some(_)) => format!("supervisor pid {p}"),
-            (Some(p), None) => format!("supervisor pid {p} GONE (orphaned: `pvh-dm destroy {}` cleans up)", st.domid),
+            (Some(p), None) => format!(
+                "supervisor pid {p} GONE (orphaned: `pvh-dm destroy {}` cleans up)",
+                st.domid
+            ),
         };
         human.push_str(&format!(
             "domid {} {} {:?} {}{}\n",
@@ -100,7 +103,11 @@ pub fn status(run: &Path, domid: Option<u32>, json: bool) -> i32 {
         let mut dms = Vec::new();
         for rec in &st.device_models {
             let alive = runtime::pid_alive(rec.pid) && runtime::is_same_dm(rec, st.domid);
-            let answer = if alive { dm::status(&rec.socket) } else { Err("not running".into()) };
+            let answer = if alive {
+                dm::status(&rec.socket)
+            } else {
+                Err("not running".into())
+            };
             human.push_str(&format!(
                 "  {:<16} pid {:<7} {}\n",
                 rec.name,
@@ -208,7 +215,9 @@ pub fn shutdown(run: &Path, xl: &Xl, target: &str, timeout: Duration) -> i32 {
             st.name, st.domid
         );
         // Its own --shutdown-timeout applies; allow for it and the device models' stop.
-        if wait_until(timeout + Duration::from_secs(30), || supervisor_alive(Some(pid)).is_none()) {
+        if wait_until(timeout + Duration::from_secs(30), || {
+            supervisor_alive(Some(pid)).is_none()
+        }) {
             return exit::OK;
         }
         eprintln!("pvh-dm: supervisor {pid} still runs: destroying");

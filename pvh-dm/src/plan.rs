@@ -252,7 +252,11 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
                                 s.display()
                             ))
                         }
-                        None => return refuse(format!("{what}: backend = \"snapshot\" needs snapshot = FILE")),
+                        None => {
+                            return refuse(format!(
+                                "{what}: backend = \"snapshot\" needs snapshot = FILE"
+                            ))
+                        }
                     }
                     continue;
                 }
@@ -266,7 +270,11 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
                     dir.display()
                 ));
             }
-            if let Some((domid, name)) = others.iter().find(|(a, _, _)| *a == addr).map(|(_, d, n)| (d, n)) {
+            if let Some((domid, name)) = others
+                .iter()
+                .find(|(a, _, _)| *a == addr)
+                .map(|(_, d, n)| (d, n))
+            {
                 return refuse(format!(
                     "{what}: already passed through to guest {name} (domid {domid}, pvh-dm)"
                 ));
@@ -286,7 +294,10 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
                     ))
                 }
             }
-            if d.backend == BackendKind::Sysfs && d.intx.as_deref() == Some("uio") && drv.as_deref() != Some("uio_pci_generic") {
+            if d.backend == BackendKind::Sysfs
+                && d.intx.as_deref() == Some("uio")
+                && drv.as_deref() != Some("uio_pci_generic")
+            {
                 return refuse(format!(
                     "{what}: intx = \"uio\" needs the function bound to uio_pci_generic (it is bound to {})",
                     drv.as_deref().unwrap_or("no driver")

@@ -206,7 +206,9 @@ impl Xenstore {
         if md.file_type().is_socket() {
             Ok(Conn::Socket(UnixStream::connect(p)?))
         } else {
-            Ok(Conn::Dev(OpenOptions::new().read(true).write(true).open(p)?))
+            Ok(Conn::Dev(
+                OpenOptions::new().read(true).write(true).open(p)?,
+            ))
         }
     }
 
@@ -245,7 +247,11 @@ impl Xenstore {
                 continue;
             }
             if r.req_id != req_id {
-                tracing::debug!(got = r.req_id, want = req_id, "xenstore: reply to another request");
+                tracing::debug!(
+                    got = r.req_id,
+                    want = req_id,
+                    "xenstore: reply to another request"
+                );
                 continue;
             }
             if r.ty == XS_ERROR {
@@ -371,7 +377,10 @@ mod tests {
         xs.watch("@releaseDomain", "tok").unwrap();
         assert!(xs.has_queued_events());
         let e = xs.next_event().unwrap();
-        assert_eq!((e.path.as_str(), e.token.as_str()), ("@releaseDomain", "tok"));
+        assert_eq!(
+            (e.path.as_str(), e.token.as_str()),
+            ("@releaseDomain", "tok")
+        );
         let e = xs.next_event().unwrap();
         assert_eq!(e.token, "tok");
         assert_eq!(xs.read("/local/domain/5/name").unwrap(), None);

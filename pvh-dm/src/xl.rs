@@ -357,7 +357,9 @@ mod tests {
 
     #[test]
     fn info_and_iommu() {
-        let i = parse_info("host : rig\nxen_version : 4.17.7\nvirt_caps : pv hvm hvm_directio pv_directio hap\n");
+        let i = parse_info(
+            "host : rig\nxen_version : 4.17.7\nvirt_caps : pv hvm hvm_directio pv_directio hap\n",
+        );
         assert_eq!(i["xen_version"], "4.17.7");
         assert_eq!(iommu_enabled(&i), Some(true));
         let i = parse_info("virt_caps              : pv hvm hap\n");

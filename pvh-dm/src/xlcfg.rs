@@ -476,7 +476,11 @@ on_poweroff = "destroy"
             .with_setting("ramdisk", &Value::Str("r \"q\"".into()));
         assert_eq!(out, "name = 'a'\nramdisk = \"r \\\"q\\\"\"\n");
         assert_eq!(
-            XlConfig::parse(&out).unwrap().get("ramdisk").unwrap().as_str(),
+            XlConfig::parse(&out)
+                .unwrap()
+                .get("ramdisk")
+                .unwrap()
+                .as_str(),
             Some("r \"q\"")
         );
     }

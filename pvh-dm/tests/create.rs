@@ -1,0 +1,444 @@
+//! `pvh-dm create` end to end against a fake `xl`, fake device models and a fake xenstored.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const PT_DEVICE: &str = r#"
+[pci]
+[[pci.device]]
+host = "0000:03:10.1"
+slot = 2
+backend = "sysfs"
+"#;
+
+#[test]
+fn a_device_missing_from_sysfs_is_named_and_nothing_happens() {
+    let r = Rig::new("baddev");
+    r.write_toml(PT_DEVICE);
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("0000:03:10.1"), "{err}");
+    assert!(err.contains("no such host function"), "{err}");
+    assert!(err.contains("nothing changed"), "{err}");
+    assert_eq!(r.xl_log(), "", "xl must not be called at all");
+    assert_eq!(r.dm_log(), "", "no device model started");
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn a_function_bound_to_a_dom0_driver_is_refused() {
+    let r = Rig::new("bound");
+    r.add_function("0000:03:10.1", Some("nvme"));
+    r.write_toml(PT_DEVICE);
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("in use by dom0's driver nvme"), "{err}");
+    assert_eq!(r.xl_log(), "");
+}
+
+#[test]
+fn an_xl_pci_list_is_refused_with_the_reason() {
+    let r = Rig::new("pcilist");
+    r.write_xl(&format!("{XL_CFG}pci = [ '0000:03:10.1' ]\n"));
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("line 10"), "{err}");
+    assert!(err.contains("pciback/pcifront"), "{err}");
+    assert_eq!(r.xl_log(), "");
+}
+
+#[test]
+fn other_refusals() {
+    let r = Rig::new("refusals");
+    // Not PVH.
+    r.write_xl(&XL_CFG.replace("\"pvh\"", "\"hvm\""));
+    let (_, err) = text(&r.create(&["--detach"]));
+    assert!(err.contains("PVH guests only"), "{err}");
+    // No ramdisk.
+    r.write_xl(&XL_CFG.replace("ramdisk = \"RAMDISK\"\n", ""));
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        err.contains("no `ramdisk`") && err.contains("--no-acpi-upgrade"),
+        "{err}"
+    );
+    // Not a Linux kernel.
+    std::fs::write(r.dir().join("other.elf"), b"\x7fELF a unikernel").unwrap();
+    r.write_xl(&XL_CFG.replace("KERNEL", &r.dir().join("other.elf").to_string_lossy()));
+    let (_, err) = text(&r.create(&["--detach"]));
+    assert!(
+        err.contains("not a Linux bzImage") && err.contains("toolstack must add"),
+        "{err}"
+    );
+    // Memory over the ECAM window.
+    r.write_xl(&XL_CFG.replace("memory = 256", "memory = 4096"));
+    r.write_toml("[pci]\n");
+    let (_, err) = text(&r.create(&["--detach"]));
+    assert!(
+        err.contains("0xf0000000") && err.contains("at most 3840 MiB"),
+        "{err}"
+    );
+    // INTx without an IOAPIC.
+    r.write_xl(XL_CFG);
+    r.add_function("0000:03:00.0", Some("uio_pci_generic"));
+    r.write_toml("[pci]\n[[pci.device]]\nhost = \"0000:03:00.0\"\nslot = 1\nintx = \"uio\"\n");
+    let (_, err) = text(&r.create(&["--detach"]));
+    assert!(err.contains("no [ioapic] section"), "{err}");
+    // No guest TOML.
+    std::fs::remove_file(r.dir().join("guest1.toml")).unwrap();
+    let (_, err) = text(&r.create(&["--detach"]));
+    assert!(
+        err.contains("no guest TOML") && err.contains("guest1.toml"),
+        "{err}"
+    );
+    assert_eq!(r.xl_log(), "");
+}
+
+#[test]
+fn dry_run_validates_and_changes_nothing() {
+    let r = Rig::new("dry");
+    r.write_toml("[ioapic]\n[pci]\n");
+    let o = r.create(&["--dry-run"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        out.contains("device models: ioapic, pm-trap, pci-host-bridge"),
+        "{out}"
+    );
+    assert!(out.contains("ssdt, apic, mcfg"), "{out}");
+    assert_eq!(r.xl_log(), "");
+    assert!(r.run_entries().is_empty());
+}
+
+/// The passthrough guest: unpause fails -> device models killed, domain destroyed, runtime
+/// dir removed; and what xl was given on the way.
+#[test]
+fn unpause_failure_undoes_everything() {
+    let r = Rig::new("rollback");
+    r.add_function("0000:03:10.1", None);
+    r.write_toml(&format!(
+        "[ioapic]\nsocket = \"{}\"\n{}intx = \"/dev/uio0\"\n",
+        r.dir().join("pins.sock").display(),
+        PT_DEVICE
+    ));
+    r.touch("fail-unpause");
+    let o = r.create(&["--detach"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert_eq!(out, "", "no domid printed");
+    assert!(err.contains("step 'xl unpause'"), "{err}");
+    assert!(err.contains("fake unpause failure"), "{err}");
+    assert!(err.contains("domain 7 destroyed"), "{err}");
+    let xl = r.xl_log();
+    let calls: Vec<&str> = xl.lines().map(|l| l.split(" | ").next().unwrap()).collect();
+    assert_eq!(calls[0], "info", "{xl}");
+    assert!(
+        calls[1].starts_with("create -p ") && !calls[1].contains(" -e "),
+        "{xl}"
+    );
+    assert!(xl.lines().nth(1).unwrap().contains(&format!(
+        "PVH_DM_IOMMU=1 LD_PRELOAD={}",
+        r.dir().join("cdf-iommu.so").display()
+    )));
+    assert_eq!(
+        &calls[2..],
+        ["domid guest1", "unpause 7", "destroy 7"],
+        "{xl}"
+    );
+    // Every device model started, in order, and got SIGTERM in the reverse order.
+    let dm = r.dm_log();
+    let events: Vec<String> = dm
+        .lines()
+        .map(|l| l.split(" pid=").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "ioapic start 7",
+            "pm-trap start 7",
+            "pci-host-bridge start 7",
+            "pci-host-bridge sigterm 7",
+            "pm-trap sigterm 7",
+            "ioapic sigterm 7"
+        ],
+        "{dm}"
+    );
+    for pid in started_pids(&dm) {
+        assert!(!alive(pid), "device model {pid} still runs");
+    }
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+    // What xl was given: the derived config, ramdisk replaced by tables + original ramdisk.
+    let cfg = std::fs::read_to_string(r.dir().join("xl/cfg-seen")).unwrap();
+    assert!(cfg.contains("# Derived by pvh-dm"), "{cfg}");
+    assert!(
+        cfg.contains("name = \"guest1\"") && cfg.contains("memory = 256"),
+        "{cfg}"
+    );
+    let initrd = std::fs::read(r.dir().join("xl/initrd-seen")).unwrap();
+    let (entries, end) = pvh_dm::cpio::parse(&initrd).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "kernel",
+            "kernel/firmware",
+            "kernel/firmware/acpi",
+            "kernel/firmware/acpi/ssdt.aml",
+            "kernel/firmware/acpi/apic.aml",
+            "kernel/firmware/acpi/mcfg.aml"
+        ]
+    );
+    assert_eq!(&entries[3].data[..4], b"SSDT");
+    assert_eq!(&entries[4].data[..4], b"APIC");
+    assert_eq!(&entries[5].data[..4], b"MCFG");
+    let tail = &initrd[initrd.len() - 22..];
+    assert_eq!(tail, b"ORIGINAL-RAMDISK-BYTES");
+    assert!(initrd[end..initrd.len() - 22].iter().all(|&b| b == 0));
+    assert_eq!(
+        (initrd.len() - 22) % 512,
+        0,
+        "the tables cpio is padded to 512 bytes"
+    );
+}
+
+#[test]
+fn a_device_model_that_dies_at_start_up_is_named_and_undone() {
+    let r = Rig::new("dmfail");
+    r.write_toml("[ioapic]\n");
+    let mut c = r.create_cmd(&["--detach"]);
+    c.env("FAKE_DM_FAIL", "pm-trap");
+    let o = c.output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("step 'start pm-trap'"), "{err}");
+    assert!(err.contains("exited with status 1"), "{err}");
+    assert!(
+        err.contains("fake failure at start-up"),
+        "the log's end is quoted: {err}"
+    );
+    let xl = r.xl_log();
+    assert!(xl.contains("destroy 7"), "{xl}");
+    assert!(!xl.contains("unpause"), "{xl}");
+    assert!(
+        !xl.contains("PVH_DM_IOMMU=1"),
+        "no passthrough, no wrapper: {xl}"
+    );
+    let dm = r.dm_log();
+    assert!(dm.contains("ioapic sigterm 7"), "{dm}");
+    assert!(!dm.contains("pci-host-bridge"), "{dm}");
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn xl_create_failure_leaves_nothing() {
+    let r = Rig::new("createfail");
+    r.touch("fail-create");
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("step 'xl create'") && err.contains("fake create failure"),
+        "{err}"
+    );
+    assert_eq!(r.dm_log(), "");
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn detached_guest_then_status_and_destroy() {
+    let r = Rig::new("detach");
+    let o = r.create(&["--detach"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(out.trim(), "7");
+    assert!(
+        r.xl_log().lines().any(|l| l.starts_with("create -p /")),
+        "no -e with --detach: {}",
+        r.xl_log()
+    );
+    let st = r.cmd(&["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v[0]["state"]["domid"], 7);
+    assert_eq!(v[0]["state"]["phase"], "running");
+    assert_eq!(v[0]["state"]["supervisor"], serde_json::Value::Null);
+    assert_eq!(v[0]["device_models"][0]["record"]["name"], "pm-trap");
+    assert_eq!(v[0]["device_models"][0]["running"], true);
+    assert_eq!(v[0]["device_models"][0]["status"]["name"], "pm-trap");
+    assert!(r.run_dir().join("7/pm-trap.log").exists());
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(r.xl_log().contains("destroy 7"));
+    assert!(r.dm_log().contains("pm-trap sigterm 7"), "{}", r.dm_log());
+    assert!(r.run_entries().is_empty());
+    let o = r.cmd(&["status", "7"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
+fn supervised(r: &Rig, extra_env: &[(&str, &str)]) -> (std::process::Child, FakeXenstored) {
+    let xs = fake_xenstored(r.dir());
+    let mut c = r.create_cmd(&[
+        "--xenstore",
+        &xs.path.to_string_lossy(),
+        "--shutdown-timeout",
+        "2",
+    ]);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let mut child = spawn(c);
+    let line = first_line(&mut child, Duration::from_secs(20));
+    assert_eq!(
+        line.as_deref(),
+        Some("7"),
+        "stderr: {}",
+        stderr_of(&mut child)
+    );
+    let w = xs.watched.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(w, "@releaseDomain pvh-dm-7");
+    (child, xs)
+}
+
+#[test]
+fn supervised_poweroff_stops_everything_and_exits_0() {
+    let r = Rig::new("poweroff");
+    r.write_toml("[ioapic]\n[pci]\n");
+    let (mut child, xs) = supervised(&r, &[]);
+    assert!(
+        r.xl_log().lines().any(|l| l.starts_with("create -p -e ")),
+        "{}",
+        r.xl_log()
+    );
+    let st = r.cmd(&["status"]).output().unwrap();
+    let (out, _) = text(&st);
+    assert!(
+        out.contains("domid 7 guest1 Running supervisor pid"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pci-host-bridge") && out.contains("uptime"),
+        "{out}"
+    );
+    // The guest powers off: Xen marks it shut down, xenstored fires @releaseDomain.
+    r.set_state("---s-- 0");
+    xs.fire.send(()).unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).expect("pvh-dm exits");
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("shut down: poweroff"), "{err}");
+    assert!(r.xl_log().contains("destroy 7"), "{}", r.xl_log());
+    let dm = r.dm_log();
+    let order: Vec<&str> = dm
+        .lines()
+        .filter(|l| l.contains("sigterm"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(order, ["pci-host-bridge", "pm-trap", "ioapic"], "{dm}");
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn supervised_reboot_and_crash_exit_codes() {
+    for (state, code, word) in [("---sr- 1", 10, "reboot"), ("---sc- 3", 11, "crash")] {
+        let r = Rig::new("reasons");
+        let (mut child, xs) = supervised(&r, &[]);
+        r.set_state(state);
+        xs.fire.send(()).unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+        let err = stderr_of(&mut child);
+        assert_eq!(status.code(), Some(code), "{err}");
+        assert!(err.contains(word), "{err}");
+    }
+}
+
+#[test]
+fn destroyed_from_outside_exits_14() {
+    let r = Rig::new("gone");
+    let (mut child, xs) = supervised(&r, &[]);
+    std::fs::remove_file(r.dir().join("xl/domain")).unwrap();
+    xs.fire.send(()).unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(14), "{err}");
+    assert!(err.contains("without a shutdown reason"), "{err}");
+    assert!(r.dm_log().contains("pm-trap sigterm 7"));
+    assert!(r.run_entries().is_empty());
+}
+
+#[test]
+fn a_dying_device_model_destroys_the_domain() {
+    let r = Rig::new("dmdies");
+    r.write_toml("[pci]\n");
+    let (mut child, _xs) = supervised(&r, &[("FAKE_DM_DIE", "pm-trap:1500")]);
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(20), "{err}");
+    assert!(err.contains("device model pm-trap (pid"), "{err}");
+    assert!(err.contains("exited with status 3"), "{err}");
+    assert!(r.xl_log().contains("destroy 7"), "{}", r.xl_log());
+    assert!(
+        r.dm_log().contains("pci-host-bridge sigterm 7"),
+        "{}",
+        r.dm_log()
+    );
+    assert!(r.run_entries().is_empty());
+}
+
+#[test]
+fn sigterm_asks_for_a_clean_shutdown_then_destroys() {
+    // The guest obeys: xl shutdown -> it powers off -> exit 0.
+    let r = Rig::new("term-ok");
+    let (mut child, xs) = supervised(&r, &[]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while !r.dir().join("xl/shutdown-requested").exists()
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(r.xl_log().contains("shutdown 7"), "{}", r.xl_log());
+    r.set_state("---s-- 0");
+    xs.fire.send(()).unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(0), "{err}");
+
+    // The guest ignores it: destroyed after --shutdown-timeout (2 s) -> exit 15.
+    let r = Rig::new("term-forced");
+    let (mut child, _xs) = supervised(&r, &[]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(15), "{err}");
+    assert!(err.contains("did not shut down within 2 s"), "{err}");
+    assert!(r.xl_log().contains("destroy 7"));
+    assert!(r.run_entries().is_empty());
+}
+
+#[test]
+fn supervision_without_xenstore_is_refused_up_front() {
+    let r = Rig::new("noxs");
+    let o = r.create(&["--xenstore", &r.dir().join("nope.sock").to_string_lossy()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("xenstore") && err.contains("--detach"),
+        "{err}"
+    );
+    assert_eq!(r.xl_log(), "");
+}
