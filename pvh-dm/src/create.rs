@@ -387,6 +387,18 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     if let Some(x) = xs.as_mut() {
         step!("watch @releaseDomain", x.watch("@releaseDomain", &token));
     }
+    // A device model that died after it answered (its SIGCHLD was read while setting up).
+    let dead = rb.dms.iter_mut().find_map(|d| {
+        d.try_reap()
+            .map(|st| format!("{} (pid {}) {}", d.rec.name, d.rec.pid, dm::describe(st)))
+    });
+    step!(
+        "check device models",
+        match dead {
+            Some(w) => Err(anyhow::anyhow!("device model {w} after it came up")),
+            None => Ok(()),
+        }
+    );
     step!("xl unpause", ro.xl.unpause(domid));
     println!("{domid}");
     let _ = std::io::stdout().flush();
@@ -446,6 +458,9 @@ impl Supervisor<'_> {
     fn run(mut self, sig: &SignalFd, xs: &mut Xenstore) -> i32 {
         let mut deadline: Option<Instant> = None;
         let mut requested = false;
+        if let Some(why) = self.dead_dm() {
+            return self.end(End::DmDied(why));
+        }
         // The watch fires once at registration; the first check also covers a domain that
         // went away between unpause and now.
         loop {

@@ -190,8 +190,7 @@ pub fn check_xl(xl: &XlConfig) -> Result<(String, Option<String>), Refused> {
     Ok((name, str_key(xl, "kernel")?))
 }
 
-/// Build the plan; `existing` lists host functions other pvh-dm guests already use (with
-/// their domid).
+/// Build the plan (reads files and sysfs only; runs nothing).
 pub fn build(opts: &Options) -> Result<Plan, Refused> {
     let mut warnings = Vec::new();
     let text = std::fs::read_to_string(&opts.xl_config).map_err(|e| {
