@@ -544,6 +544,30 @@ impl PassthroughFunction {
         Some(e.vector(table_base, gtable))
     }
 
+    /// What MSI-X entry `i` should be bound to after a config write. An entry already bound
+    /// keeps its message: Xen's msixtbl owns its mask, and a new address/data counts only once
+    /// Xen forwards the unmask ([`PassthroughFunction::mmio_write`]); only the table's
+    /// addresses follow a moved BAR. An unbound entry is bound if the guest unmasked it.
+    /// Nothing while MSI-X is disabled (or MSI enabled).
+    fn msix_want(&self, i: usize) -> Option<Vector> {
+        let c = self.msix_control()?;
+        if !c.enabled || self.msi_state().is_some_and(|m| m.enabled) {
+            return None;
+        }
+        match self.bindings.get(IrqSlot::Msix(i as u32)) {
+            Some(b) => {
+                let info = self.msix.as_ref()?.info();
+                let bar = self.bars.bar(usize::from(info.table_bar))?;
+                Some(Vector {
+                    table_base: bar.host.host_addr,
+                    gtable: bar.guest.wrapping_add(info.table_offset),
+                    ..*b
+                })
+            }
+            None => self.msix_vector(i),
+        }
+    }
+
     /// Bring every MSI / MSI-X binding and INTx to what the guest programmed, and the host's
     /// MSI Enable to what is bound.
     fn sync_interrupts(&mut self, exec: &mut PassthroughExecutor) {
@@ -553,7 +577,7 @@ impl PassthroughFunction {
         }
         let n = self.msix.as_ref().map_or(0, MsixTable::len);
         for i in 0..n {
-            let want = self.msix_vector(i);
+            let want = self.msix_want(i);
             let slot = IrqSlot::Msix(i as u32);
             if want.is_some() || self.bindings.get(slot).is_some() {
                 wants.push((slot, want));

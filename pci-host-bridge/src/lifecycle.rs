@@ -89,11 +89,11 @@ fn permission_of(b: &BarInfo) -> Option<(bool, u64, u64)> {
     }
 }
 
-fn refused_assign(host: PciAddress, domid: u16, e: &PtError) -> Error {
+fn refused_assign(host: PciAddress, domid: u16, what: &str, e: &PtError) -> Error {
     let message = match e.errno() {
         Some(libc::EOPNOTSUPP) => format!(
             "domain {domid} has no IOMMU context, so Xen cannot assign {host} to it \
-             (test_assign_device: EOPNOTSUPP). libxl creates x86 PVH domains without \
+             ({what}: EOPNOTSUPP). libxl creates x86 PVH domains without \
              XEN_DOMCTL_CDF_iommu (libxl_x86.c:829-835 in 4.17); create the guest with the \
              project's xc_domain_create wrapper (scripts/xen-rig/cdf-iommu.c): \
              PVH_DM_IOMMU=1 LD_PRELOAD=/usr/local/lib/cdf-iommu.so xl create -p GUEST.cfg"
@@ -102,7 +102,7 @@ fn refused_assign(host: PciAddress, domid: u16, e: &PtError) -> Error {
             "Xen says {host} cannot be assigned ({e}): it is assigned to another domain, \
              hidden, or unknown to Xen (is dom0's kernel telling Xen about it? `xl pci-assignable-list`)"
         ),
-        _ => format!("checking that {host} can be assigned: {e}"),
+        _ => format!("{what} of {host}: {e}"),
     };
     Error::Unsupported {
         device: host.to_string(),
@@ -132,7 +132,7 @@ impl Lifecycle {
         };
         // Before touching anything: can Xen assign it to this domain at all?
         exec.test_assign(sbdf)
-            .map_err(|e| refused_assign(host, exec.domid(), &e))?;
+            .map_err(|e| refused_assign(host, exec.domid(), "test_assign_device", &e))?;
         if let Some(d) = t.dev.detach_host_driver()? {
             tracing::info!(%host, driver = %d, "dom0 driver unbound");
             self.done.push(Step::DriverDetached);
@@ -158,8 +158,9 @@ impl Lifecycle {
                 t.dev.write_config(cap + MSIX_CONTROL, &v.to_le_bytes())?;
             }
         }
+        let domid = exec.domid();
         exec.assign(sbdf)
-            .map_err(|e| pt("XEN_DOMCTL_assign_device", e))?;
+            .map_err(|e| refused_assign(host, domid, "XEN_DOMCTL_assign_device", &e))?;
         self.done.push(Step::Assigned);
         // Recorded first: a partial grant is revoked by stop (the executor revokes what it
         // granted).
