@@ -34,6 +34,27 @@ use crate::xenstore::Xenstore;
 use crate::xl::{DomainState, ShutdownReason, Xl};
 use crate::xlcfg::Value;
 
+/// What scripts/xen-rig/cdf-iommu.c prints when it gave the domain an IOMMU context.
+pub const CDF_IOMMU_LINE: &str = "added XEN_DOMCTL_CDF_iommu";
+
+/// Remove staging dirs (`.create-NAME-PID`) of create runs that died.
+fn clear_dead_staging(run: &Path) {
+    let Ok(rd) = std::fs::read_dir(run) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(".create-") else {
+            continue;
+        };
+        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| p != std::process::id() && !runtime::pid_alive(p)) {
+            warn!(dir = %e.path().display(), "removing the staging dir of a create that died");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// How `create` runs (beyond the plan's inputs).
 #[derive(Clone, Debug)]
 pub struct RunOpts {
@@ -309,6 +330,7 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     }
 
     // 1. Files.
+    clear_dead_staging(run_dir);
     let staging = run_dir.join(format!(".create-{}-{}", plan.name, std::process::id()));
     rb.dirs.push(staging.clone());
     let cfg = step!("prepare runtime files", prepare_files(&plan, &staging));
@@ -323,6 +345,20 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     rb.created_name = Some(plan.name.clone());
     for l in xl_log.lines().filter(|l| !l.trim().is_empty()) {
         info!("xl create: {l}");
+    }
+    if let (Some(w), false) = (&plan.iommu_wrapper, opts.skip_iommu_check) {
+        step!(
+            "xl create",
+            if xl_log.contains(CDF_IOMMU_LINE) {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the IOMMU wrapper {} did not say {CDF_IOMMU_LINE:?} on xl's stderr: the domain has no IOMMU \
+                     context and Xen would refuse to assign its devices",
+                    w.display()
+                ))
+            }
+        );
     }
     let domid = step!("find the domid", ro.xl.domid(&plan.name));
     rb.domid = Some(domid);

@@ -275,7 +275,7 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
                 .map(|(_, d, n)| (d, n))
             {
                 return refuse(format!(
-                    "{what}: already passed through to guest {name} (domid {domid}, pvh-dm)"
+                    "{what}: already passed through to guest {name} (domid {domid}, pvh-dm; `pvh-dm destroy {domid}` if that guest is stale)"
                 ));
             }
             let drv = bound_driver(&opts.sysfs, &addr);

@@ -442,3 +442,58 @@ fn supervision_without_xenstore_is_refused_up_front() {
     );
     assert_eq!(r.xl_log(), "");
 }
+
+#[test]
+fn a_passthrough_domain_without_an_iommu_context_is_destroyed() {
+    let r = Rig::new("nocdf");
+    r.add_function("0000:03:10.1", Some("pciback"));
+    r.write_toml(PT_DEVICE);
+    r.touch("no-cdf");
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("step 'xl create'") && err.contains("no IOMMU context"),
+        "{err}"
+    );
+    assert!(err.contains("domain guest1 destroyed"), "{err}");
+    assert!(r.xl_log().contains("destroy guest1"), "{}", r.xl_log());
+    assert_eq!(r.dm_log(), "");
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn no_iommu_in_xen_is_refused_before_create() {
+    let r = Rig::new("noiommu");
+    r.add_function("0000:03:10.1", None);
+    r.write_toml(PT_DEVICE);
+    let xl = std::fs::read_to_string(r.dir().join("xl-bin"))
+        .unwrap()
+        .replace("pv hvm hvm_directio pv_directio hap", "pv hvm hap");
+    std::fs::write(r.dir().join("xl-bin"), xl).unwrap();
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no IOMMU enabled") && err.contains("hvm_directio"),
+        "{err}"
+    );
+    assert_eq!(
+        r.xl_log().lines().count(),
+        1,
+        "only `xl info`: {}",
+        r.xl_log()
+    );
+}
+
+#[test]
+fn a_stale_staging_dir_is_cleared() {
+    let r = Rig::new("stale");
+    // pid 2^22+1 does not exist (pid_max is at most 2^22).
+    std::fs::create_dir_all(r.run_dir().join(".create-guest1-4194305")).unwrap();
+    let o = r.create(&["--detach"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(r.run_entries(), ["7"]);
+    let o = r.cmd(&["destroy", "guest1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}

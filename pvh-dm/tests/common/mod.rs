@@ -44,6 +44,7 @@ case "$1" in
     [ -e "$D/fail-create" ] && { echo "libxl: error: fake create failure" >&2; exit 1; }
     cfg="${@: -1}"
     echo "Parsing config from $cfg" >&2
+    [ "${PVH_DM_IOMMU:-}" = 1 ] && [ ! -e "$D/no-cdf" ] && echo "cdf-iommu: PVH_DM_IOMMU=1: added XEN_DOMCTL_CDF_iommu, createdomain flags 0x17 iommu_opts 0" >&2
     rd=$(sed -n 's/^ramdisk = "\(.*\)"$/\1/p' "$cfg")
     [ -n "$rd" ] && cp "$rd" "$D/initrd-seen"
     cp "$cfg" "$D/cfg-seen"
