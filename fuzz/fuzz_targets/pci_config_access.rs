@@ -1,10 +1,12 @@
 //! Arbitrary sequences of config (CF8/CFC and ECAM, any size and offset) and MMIO accesses
 //! against a bridge with three snapshot devices, checking after every access that nothing
 //! reached a device that the register table does not pass through, that reads agree with the
-//! table, and that mappings stay inside the devices' own BARs and off their MSI-X pages
-//! (`pci_host_bridge::testing::Checker`).
+//! table, and that Xen's p2m (the fake Xen of `pci_host_bridge::testing`, 64 frames per
+//! `memory_mapping` call) is exactly what the guest's placement and decode ask for, inside the
+//! devices' own BARs and off their MSI-X pages (`pci_host_bridge::testing::Checker`); the run
+//! ends with a stop that must leave nothing in Xen.
 //!
-//! Run (stable toolchain): `cd pci-host-bridge && RUSTC_BOOTSTRAP=1 cargo fuzz run config_access -- -max_total_time=20`
+//! Run: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pci_config_access -O -- -max_total_time=20`
 #![no_main]
 
 use std::sync::OnceLock;
@@ -12,8 +14,9 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
 use pci_host_bridge::testing::{
-    bridge_with_snapshots, enumeration_ops, ops_from_bytes, placement_ops, snapshot_device_config,
+    bridge_with_xen, enumeration_ops, ops_from_bytes, placement_ops, snapshot_device_config,
 };
+use pci_host_bridge::testing::{XenLike, XenLikeConfig};
 use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
@@ -43,7 +46,12 @@ fuzz_target!(|data: &[u8]| {
             .collect()
     });
     let devices = protos.iter().map(SnapshotDevice::duplicate).collect();
-    let (mut bridge, mut checker) = bridge_with_snapshots(&config, devices).expect("bridge");
+    // Xen with or without interrupt remapping (multi-vector MSI refused without it).
+    let xen = XenLike::new(XenLikeConfig {
+        intremap: sel & 0x80 != 0,
+        ..Default::default()
+    });
+    let (mut bridge, mut checker) = bridge_with_xen(&config, devices, xen).expect("bridge");
     // Start from a fresh bridge (0), placed BARs with decode on (1), or a full Linux-like
     // enumeration with sizing probes (2, 3).
     let prologue = match sel & 0x3 {
@@ -60,5 +68,9 @@ fuzz_target!(|data: &[u8]| {
         if let Err(e) = checker.apply(&mut bridge, op) {
             panic!("{e}");
         }
+    }
+    // Whatever the guest did, the hand-back leaves nothing in Xen.
+    if let Err(e) = checker.stop_and_check(&mut bridge) {
+        panic!("stop: {e}");
     }
 });

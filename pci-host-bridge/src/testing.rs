@@ -4,9 +4,9 @@
 //!
 //! # The fake Xen
 //! [`XenLike`] answers the executor's hypercalls as Xen 4.17 does, as far as these tests need:
-//! `XEN_DOMCTL_memory_mapping` does at most 64 frames a call and returns the number done
-//! (`map_mmio_regions`, xen/arch/x86/mm/p2m.c:1670-1738), and unmaps any sub-range of what is
-//! mapped; `map_pirq` hands out fresh pirqs, refuses multi-vector MSI without interrupt
+//! `XEN_DOMCTL_memory_mapping` needs the guest's iomem permission for the whole range
+//! (`EPERM`), does at most 64 frames a call and returns the number done (`map_mmio_regions`,
+//! xen/arch/x86/mm/p2m.c:1670-1738), and unmaps any sub-range of what is mapped; `map_pirq` hands out fresh pirqs, refuses multi-vector MSI without interrupt
 //! remapping (`EOPNOTSUPP`, xen/arch/x86/irq.c:2919-2923) and an MSI-X vector of a function
 //! whose table Xen has not read (`ENODATA` without `prepare_msix`, msi.c:881-887);
 //! `test_assign_device` / `assign_device` refuse a domain without an IOMMU context
@@ -282,7 +282,10 @@ impl XenState {
             v.push(format!("assigned: {:x?}", self.assigned));
         }
         if !self.quarantined.is_empty() {
-            v.push(format!("left in quarantine (DOMID_IO): {:x?}", self.quarantined));
+            v.push(format!(
+                "left in quarantine (DOMID_IO): {:x?}",
+                self.quarantined
+            ));
         }
         if !self.prepared.is_empty() {
             v.push(format!("MSI-X prepared: {:x?}", self.prepared));
@@ -414,6 +417,11 @@ impl XenState {
                 if nr == 0 {
                     self.violation("memory_mapping of 0 frames".into());
                     return Err(EINVAL);
+                }
+                // domctl.c: the guest must be permitted the whole range (iomem_permission),
+                // else EPERM and nothing is done.
+                if !(mfn..mfn.saturating_add(nr)).all(|f| self.iomem.contains(&f)) {
+                    return Err(libc::EPERM);
                 }
                 let n = nr.min(cfg.frames_per_call);
                 for k in 0..n {
@@ -1114,7 +1122,12 @@ impl Checker {
             let own: BTreeMap<u32, (u64, u32, u8, u32, u64)> = f
                 .bindings()
                 .bound()
-                .map(|(s, v)| (s.entry(), (v.table_base, v.nvec, v.gvec, v.gflags, v.gtable)))
+                .map(|(s, v)| {
+                    (
+                        s.entry(),
+                        (v.table_base, v.nvec, v.gvec, v.gflags, v.gtable),
+                    )
+                })
                 .collect();
             let xen: BTreeMap<u32, (u64, u32, u8, u32, u64)> = bound
                 .iter()
@@ -1333,8 +1346,7 @@ impl Checker {
                             return Err(format!("MSI-X map_pirq for {sbdf:#x} without MSI-X"));
                         };
                         let host = f.device().bar(usize::from(rm.table.0)).map(|b| b.host_addr);
-                        if Some(table_base) != host || nvec != 1 || entry >= u32::from(rm.entries)
-                        {
+                        if Some(table_base) != host || nvec != 1 || entry >= u32::from(rm.entries) {
                             return Err(format!(
                                 "MSI-X map_pirq entry {entry} table_base {table_base:#x} nvec {nvec}: the table's BAR (BIR {}) is at {host:x?} (Xen adds the table offset itself)",
                                 rm.table.0
@@ -1473,9 +1485,18 @@ impl Checker {
             let raw = self.funcs.get(&f.guest_address()).and_then(|c| c.raw.msix);
             let bars = (0..6u8)
                 .filter_map(|i| {
-                    Some((i, f.device().bar(usize::from(i))?, f.bars().bar(usize::from(i))?.guest))
+                    Some((
+                        i,
+                        f.device().bar(usize::from(i))?,
+                        f.bars().bar(usize::from(i))?.guest,
+                    ))
                 })
-                .chain(f.device().rom().zip(f.bars().rom()).map(|(h, v)| (6, h, v.guest)));
+                .chain(
+                    f.device()
+                        .rom()
+                        .zip(f.bars().rom())
+                        .map(|(h, v)| (6, h, v.guest)),
+                );
             for (i, h, g) in bars {
                 if h.kind == BarKind::Io
                     || mfn * PAGE_SIZE < h.host_addr
@@ -1607,7 +1628,8 @@ impl Checker {
             }
             if let (Some(h), Some(v)) = (f.device().rom(), f.bars().rom()) {
                 let emu = h.size.next_power_of_two().max(PAGE_SIZE);
-                let rom_on = guest_reg(f, 0x30).is_some_and(|r| r & 1 != 0) || f.bars().rom_enabled();
+                let rom_on =
+                    guest_reg(f, 0x30).is_some_and(|r| r & 1 != 0) || f.bars().rom_enabled();
                 if cmd & 2 != 0 && rom_on && v.guest != 0 && windows.contains_mmio(v.guest, emu) {
                     let mappable = h.host_addr % PAGE_SIZE == 0 && h.size % PAGE_SIZE == 0;
                     decoded.push((false, v.guest, emu, mappable.then_some(h), BTreeSet::new()));
@@ -1618,7 +1640,10 @@ impl Checker {
         let mut io = BTreeMap::new();
         for (k, d) in decoded.iter().enumerate() {
             let overlaps = decoded.iter().enumerate().any(|(j, o)| {
-                j != k && o.0 == d.0 && d.1 < o.1.saturating_add(o.2) && o.1 < d.1.saturating_add(d.2)
+                j != k
+                    && o.0 == d.0
+                    && d.1 < o.1.saturating_add(o.2)
+                    && o.1 < d.1.saturating_add(d.2)
             });
             let Some(h) = d.3.filter(|_| !overlaps) else {
                 continue;
@@ -1672,14 +1697,20 @@ impl Checker {
                 ));
             };
             if info.is_none_or(|i| i > test) {
-                return Err(format!("{a}: the guest's RAM was not checked before assigning"));
+                return Err(format!(
+                    "{a}: the guest's RAM was not checked before assigning"
+                ));
             }
             if !(test < decode && decode < assign) {
-                return Err(format!("{a}: order test_assign {test} < decode on {decode} < assign {assign} broken"));
+                return Err(format!(
+                    "{a}: order test_assign {test} < decode on {decode} < assign {assign} broken"
+                ));
             }
             if let Some(r) = reset {
                 if !(decode < r && r < assign) {
-                    return Err(format!("{a}: reset at {r}, not between decode on and assign"));
+                    return Err(format!(
+                        "{a}: reset at {r}, not between decode on and assign"
+                    ));
                 }
                 if prepare.is_some_and(|p| p > r) {
                     return Err(format!("{a}: prepare_msix after the reset"));
@@ -1690,12 +1721,19 @@ impl Checker {
                     return Err(format!("{a}: MSI-X function assigned without prepare_msix"));
                 };
                 if !(decode < p && p < assign) {
-                    return Err(format!("{a}: prepare_msix not between decode on and assign"));
+                    return Err(format!(
+                        "{a}: prepare_msix not between decode on and assign"
+                    ));
                 }
                 let cfg = fc.handle.config();
-                let ctl = u16::from_le_bytes([cfg[usize::from(rm.cap) + 2], cfg[usize::from(rm.cap) + 3]]);
+                let ctl = u16::from_le_bytes([
+                    cfg[usize::from(rm.cap) + 2],
+                    cfg[usize::from(rm.cap) + 3],
+                ]);
                 if ctl & 0x4000 != 0 {
-                    return Err(format!("{a}: the host's Function Mask is still set (assign_device refuses that)"));
+                    return Err(format!(
+                        "{a}: the host's Function Mask is still set (assign_device refuses that)"
+                    ));
                 }
                 let clear = ev.iter().find(|e| {
                     matches!(&e.kind, DeviceEventKind::ConfigWrite { offset, data } if *offset == rm.cap + 2 && data.len() == 2)
@@ -1728,10 +1766,14 @@ impl Checker {
             let perm = log
                 .iter()
                 .filter(|l| match l.op {
-                    PtOp::IomemPermission { mfn, allow: true, .. } => bars
+                    PtOp::IomemPermission {
+                        mfn, allow: true, ..
+                    } => bars
                         .iter()
                         .any(|b| b.kind != BarKind::Io && mfn == b.host_addr / PAGE_SIZE),
-                    PtOp::IoportPermission { port, allow: true, .. } => bars
+                    PtOp::IoportPermission {
+                        port, allow: true, ..
+                    } => bars
                         .iter()
                         .any(|b| b.kind == BarKind::Io && u64::from(port) == b.host_addr),
                     _ => false,
@@ -1787,7 +1829,9 @@ impl Checker {
             }
             if let Some(m) = fc.raw.msix {
                 if cfg[usize::from(m.cap) + 3] & 0xC0 != 0 {
-                    return Err(format!("{a}: the device's MSI-X Enable / Function Mask still on"));
+                    return Err(format!(
+                        "{a}: the device's MSI-X Enable / Function Mask still on"
+                    ));
                 }
             }
             let ev = fc.handle.events_from(ev_from.get(a).copied().unwrap_or(0));
@@ -1795,7 +1839,10 @@ impl Checker {
                 DeviceEventKind::ConfigWrite { offset: 4, data } if data[0] & 4 == 0 => Some(e.seq),
                 _ => None,
             });
-            let reset = ev.iter().find(|e| e.kind == DeviceEventKind::Reset).map(|e| e.seq);
+            let reset = ev
+                .iter()
+                .find(|e| e.kind == DeviceEventKind::Reset)
+                .map(|e| e.seq);
             let decode_off = ev
                 .iter()
                 .find(|e| e.kind == DeviceEventKind::DisableDecode)
@@ -1804,18 +1851,33 @@ impl Checker {
                 PtOp::MemoryMapping { mfn, nr, .. } => (0..6)
                     .filter_map(|i| f.device().bar(i))
                     .chain(f.device().rom())
-                    .any(|b| b.kind != BarKind::Io && mfn * PAGE_SIZE >= b.host_addr && (mfn + nr) * PAGE_SIZE <= b.host_addr + b.size),
-                PtOp::IoportMapping { mport, .. } => (0..6)
-                    .filter_map(|i| f.device().bar(i))
-                    .any(|b| b.kind == BarKind::Io && u64::from(mport) >= b.host_addr && u64::from(mport) < b.host_addr + b.size),
-                PtOp::UnbindPtIrqMsi { .. } | PtOp::UnmapPirq { .. } => l.pirq.is_some_and(|b| b.sbdf == sbdf),
+                    .any(|b| {
+                        b.kind != BarKind::Io
+                            && mfn * PAGE_SIZE >= b.host_addr
+                            && (mfn + nr) * PAGE_SIZE <= b.host_addr + b.size
+                    }),
+                PtOp::IoportMapping { mport, .. } => {
+                    (0..6).filter_map(|i| f.device().bar(i)).any(|b| {
+                        b.kind == BarKind::Io
+                            && u64::from(mport) >= b.host_addr
+                            && u64::from(mport) < b.host_addr + b.size
+                    })
+                }
+                PtOp::UnbindPtIrqMsi { .. } | PtOp::UnmapPirq { .. } => {
+                    l.pirq.is_some_and(|b| b.sbdf == sbdf)
+                }
                 _ => false,
             };
             let teardown: Vec<&LoggedOp> = log.iter().filter(mine).collect();
             let last_teardown = teardown.iter().map(|l| l.seq).max();
             let first_unmap = teardown
                 .iter()
-                .filter(|l| matches!(l.op, PtOp::MemoryMapping { .. } | PtOp::IoportMapping { .. }))
+                .filter(|l| {
+                    matches!(
+                        l.op,
+                        PtOp::MemoryMapping { .. } | PtOp::IoportMapping { .. }
+                    )
+                })
                 .map(|l| l.seq)
                 .min();
             if bme_before.get(a).copied().unwrap_or(false) {
@@ -1831,13 +1893,21 @@ impl Checker {
             }
             let seq = |o: PtOp| log.iter().find(|l| l.op == o).map(|l| l.seq);
             let release = seq(PtOp::ReleaseMsix { sbdf });
-            let deassign = seq(PtOp::DeassignDevice { sbdf, from_dom_io: false });
-            let dom_io = seq(PtOp::DeassignDevice { sbdf, from_dom_io: true });
+            let deassign = seq(PtOp::DeassignDevice {
+                sbdf,
+                from_dom_io: false,
+            });
+            let dom_io = seq(PtOp::DeassignDevice {
+                sbdf,
+                from_dom_io: true,
+            });
             let Some(deassign) = deassign else {
                 return Err(format!("{a}: no deassign at stop"));
             };
             if dom_io.is_none_or(|d| d < deassign) {
-                return Err(format!("{a}: not taken back from DOMID_IO after the deassign"));
+                return Err(format!(
+                    "{a}: not taken back from DOMID_IO after the deassign"
+                ));
             }
             if let Some(r) = reset {
                 if last_teardown.is_some_and(|t| t > r) {
@@ -1858,7 +1928,9 @@ impl Checker {
                 }
             }
             if decode_off.is_none_or(|d| d < deassign) {
-                return Err(format!("{a}: host decode not turned off after the deassign"));
+                return Err(format!(
+                    "{a}: host decode not turned off after the deassign"
+                ));
             }
         }
         // A second stop does nothing (but ask whether the guest is alive).

@@ -291,7 +291,11 @@ fn msix_linux_sequence_binds_lazily() {
         ]
     );
     for i in 0..5 {
-        assert_eq!(t.mmio_rd(e(i) + 12, 4), 1, "entry {i} masked after the disable");
+        assert_eq!(
+            t.mmio_rd(e(i) + 12, 4),
+            1,
+            "entry {i} masked after the disable"
+        );
     }
     assert_eq!(msix_control_writes(&t), vec![0x0004]);
     assert!(lock(&t.xen).pirqs.is_empty());
@@ -310,7 +314,10 @@ fn latched_msix_message_waits_for_the_unmask() {
     t.wr(0x72, 2, 0x8000);
     t.mmio_wr(e0, 4, 0xFEE0_0000);
     t.mmio_wr(e0 + 8, 4, 0x41);
-    assert_eq!(names(&t.mmio_wr_act(e0 + 12, 4, 0)), ["map_pirq_msi", "bind_pt_irq_msi"]);
+    assert_eq!(
+        names(&t.mmio_wr_act(e0 + 12, 4, 0)),
+        ["map_pirq_msi", "bind_pt_irq_msi"]
+    );
     // Linux: mask (in Xen: never seen here), new address and data.
     t.mmio_wr(e0, 4, 0xFEE0_3000);
     t.mmio_wr(e0 + 8, 4, 0x77);
@@ -473,7 +480,10 @@ fn refused_multi_message_msi_reads_back_disabled() {
 fn msi_and_msix_both_enabled_bind_nothing() {
     let mut t = pf();
     t.wr(0x54, 4, 0xFEE0_0000);
-    assert_eq!(names(&t.wr(0x52, 2, 1)), ["map_pirq_msi", "bind_pt_irq_msi"]);
+    assert_eq!(
+        names(&t.wr(0x52, 2, 1)),
+        ["map_pirq_msi", "bind_pt_irq_msi"]
+    );
     // MSI-X enabled too (undefined by the spec): the MSI binding goes, nothing else comes.
     assert_eq!(
         names(&t.wr(0x72, 2, 0x8000)),
@@ -558,7 +568,10 @@ fn intx_through_the_ioapic_and_forced_off_by_msi() {
     // MSI enabled: INTx forced off at the device; a host interrupt is not forwarded.
     t.handle.clear_writes();
     t.wr(0x54, 4, 0xFEE0_0000);
-    assert_eq!(names(&t.wr(0x52, 2, 1)), ["map_pirq_msi", "bind_pt_irq_msi"]);
+    assert_eq!(
+        names(&t.wr(0x52, 2, 1)),
+        ["map_pirq_msi", "bind_pt_irq_msi"]
+    );
     assert_eq!(intx_disable_writes(&t), vec![true]);
     host_irq.write_all(&1u64.to_ne_bytes()).unwrap();
     event(&mut t, host_fd);

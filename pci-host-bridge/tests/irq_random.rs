@@ -107,7 +107,10 @@ fn hostile_interrupt_programming_keeps_invariants() {
         msix_ctl > 100 && msi_en > 100,
         "the device saw its MSI-X control {msix_ctl} and MSI Enable {msi_en} times"
     );
-    assert!(refused > 0, "multi-vector MSI without intremap is refused sometimes");
+    assert!(
+        refused > 0,
+        "multi-vector MSI without intremap is refused sometimes"
+    );
     // The generators reach what they aim at.
     assert!(
         binds > 1000 && unbinds > 500,

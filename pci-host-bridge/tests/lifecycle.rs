@@ -10,8 +10,7 @@ use ioreq_server::device::{Actions, Device};
 use ioreq_server::passthrough::PtOp;
 use pci_host_bridge::backend::snapshot::{DeviceEventKind, SnapshotDevice, SnapshotHandle};
 use pci_host_bridge::testing::{
-    bridge_with_snapshots, linux_msix_ops, lock, placement_ops, XenLike, XenLikeConfig,
-    XenState,
+    bridge_with_snapshots, linux_msix_ops, lock, placement_ops, XenLike, XenLikeConfig, XenState,
 };
 use pci_host_bridge::{PciAddress, PciConfig};
 use std::sync::{Arc, Mutex};
@@ -26,18 +25,16 @@ fn vf_dev() -> SnapshotDevice {
 
 /// The hypercalls (from log index `from`) and the device's events (from index `ev`) merged
 /// by sequence number, as short strings.
-fn timeline(
-    xen: &Arc<Mutex<XenState>>,
-    from: usize,
-    h: &SnapshotHandle,
-    ev: usize,
-) -> Vec<String> {
+fn timeline(xen: &Arc<Mutex<XenState>>, from: usize, h: &SnapshotHandle, ev: usize) -> Vec<String> {
     let mut v: Vec<(u64, String)> = lock(xen).log[from..]
         .iter()
         .map(|l| {
             let s = match &l.op {
                 PtOp::MemoryMapping { gfn, nr, add, .. } => {
-                    format!("memory_mapping {gfn:#x}+{nr} {}", if *add { "add" } else { "remove" })
+                    format!(
+                        "memory_mapping {gfn:#x}+{nr} {}",
+                        if *add { "add" } else { "remove" }
+                    )
                 }
                 PtOp::IomemPermission { mfn, nr, allow } => {
                     format!("iomem_permission {mfn:#x}+{nr} {allow}")
@@ -100,7 +97,12 @@ fn start_and_stop_in_order_and_nothing_left() {
     );
     // The guest places the BARs (bus master on) and binds two MSI-X entries.
     t.ops();
-    for (reg, v) in [(0x10, 0xF100_0000u64), (0x14, 0), (0x1C, 0xF101_0000), (0x20, 0)] {
+    for (reg, v) in [
+        (0x10, 0xF100_0000u64),
+        (0x14, 0),
+        (0x1C, 0xF101_0000),
+        (0x20, 0),
+    ] {
         t.wr(reg, 4, v);
     }
     t.wr(4, 2, 0x0006);
@@ -149,7 +151,9 @@ fn start_and_stop_in_order_and_nothing_left() {
 }
 
 /// The same hand-back checks through the checker, after Linux's bring-up, on every
-/// hand-made function at once.
+/// hand-made function at once. With several functions, each function's unmaps must still
+/// find the guest's iomem permission in place (Xen's memory_mapping checks it for removals
+/// too, domctl.c), so no function's stop may revoke another's permissions first.
 #[test]
 fn checker_sees_a_clean_hand_back_of_every_function() {
     let config = PciConfig {
@@ -204,10 +208,15 @@ fn failed_assign_is_rolled_back() {
     let stopped = timeline(&t.xen, from, &t.handle, ev);
     assert!(stopped.contains(&"release_msix".to_string()), "{stopped:?}");
     assert!(
-        !stopped.iter().any(|s| s.starts_with("deassign") || s.starts_with("iomem")),
+        !stopped
+            .iter()
+            .any(|s| s.starts_with("deassign") || s.starts_with("iomem")),
         "{stopped:?}"
     );
-    assert_eq!(stopped.last().map(String::as_str), Some("device: decode off"));
+    assert_eq!(
+        stopped.last().map(String::as_str),
+        Some("device: decode off")
+    );
     assert_eq!(lock(&t.xen).leftovers(), Vec::<String>::new());
     // assign_device's EOPNOTSUPP means the same as test_assign_device's: no IOMMU context.
     assert!(e.contains("IOMMU context"), "{e}");
@@ -228,7 +237,12 @@ fn stop_after_the_guest_died() {
     );
     let mut a = Actions::new();
     t.bridge.start(&mut a).unwrap();
-    for (reg, v) in [(0x10, 0xF100_0000u64), (0x14, 0), (0x1C, 0xF101_0000), (0x20, 0)] {
+    for (reg, v) in [
+        (0x10, 0xF100_0000u64),
+        (0x14, 0),
+        (0x1C, 0xF101_0000),
+        (0x20, 0),
+    ] {
         t.wr(reg, 4, v);
     }
     t.wr(4, 2, 0x0006);
@@ -241,9 +255,9 @@ fn stop_after_the_guest_died() {
     t.bridge.stop(&mut a);
     let stopped = timeline(&t.xen, from, &t.handle, ev);
     assert!(
-        !stopped
-            .iter()
-            .any(|s| s.starts_with("memory_mapping") || s.contains("pirq") || s.starts_with("iomem")),
+        !stopped.iter().any(|s| s.starts_with("memory_mapping")
+            || s.contains("pirq")
+            || s.starts_with("iomem")),
         "{stopped:?}"
     );
     for step in [
@@ -294,7 +308,12 @@ fn failed_reset_is_rolled_back() {
     assert!(t.bridge.start(&mut a).is_err());
     let from = lock(&t.xen).log.len();
     t.bridge.stop(&mut a);
-    let ops = names(&lock(&t.xen).log[from..].iter().map(|l| l.op.clone()).collect::<Vec<_>>());
+    let ops = names(
+        &lock(&t.xen).log[from..]
+            .iter()
+            .map(|l| l.op.clone())
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(ops, ["get_domain_info", "release_msix"]);
     assert!(lock(&t.xen).assigned.is_empty());
 }

@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use pci_host_bridge::backend::snapshot::{Snapshot, SnapshotDevice};
 use pci_host_bridge::testing::{
-    bridge_with_snapshots, bridge_with_xen, ops_from_bytes, run_random, Rng, XenLike,
-    XenLikeConfig,
+    bridge_with_snapshots, bridge_with_xen, ops_from_bytes, run_random, Rng, XenLike, XenLikeConfig,
 };
 use pci_host_bridge::{PciAddress, PciConfig};
 

@@ -4,8 +4,11 @@
 //! (`dm_ops`); and INTx through the ioapic process.
 //!
 //! - (a) an SR-IOV VF derived from its PF's SR-IOV capability, with no ioapic process: IDs,
-//!   BARs, assignment at start, MSI-X bound lazily entry by entry, rebind, mask, disable, and
-//!   deassignment at SIGTERM;
+//!   BARs, the assignment lifecycle at start (test_assign, prepare_msix, assign, permissions),
+//!   MSI-X bound lazily entry by entry with the guest's Enable written through to the device,
+//!   a latched message applied at the unmask, masks left to Xen's msixtbl, disable, and the
+//!   hand-back at SIGTERM (unmap, unbind, release_msix, deassign from the guest and from
+//!   DOMID_IO, revoke);
 //! - (b) multi-message MSI (MME = 2 -> nvec 4) on the PF;
 //! - (c) INTx of the PF: the test plays the host interrupt through the snapshot's eventfd, the
 //!   bridge drives the IOAPIC pin, the guest EOIs, the bridge unmasks INTx at the device; and
@@ -184,17 +187,28 @@ fn vf_without_ioapic_msix_bound_lazily() {
         &device("0000:03:02.2", VF_SLOT, "sriov-nic-vf.json", ""),
         false,
     );
-    // Before the guest runs: permissions for both VF BARs, then the assignment.
+    // Before the guest runs: the guest's RAM checked against the windows, can it be
+    // assigned (IOMMU context), prepare_msix while dom0 owns the VF, the assignment, then
+    // permissions for both VF BARs.
     let start_ops = pt_ops_since(&h, 0);
     assert_eq!(
         names(&start_ops),
-        ["iomem_permission", "iomem_permission", "assign_device"],
+        [
+            "get_domain_info",
+            "test_assign_device",
+            "prepare_msix",
+            "assign_device",
+            "iomem_permission",
+            "iomem_permission"
+        ],
         "{start_ops:?}"
     );
-    assert_eq!(start_ops[0]["mfn"], 0x38_0002_0000u64 >> 12);
-    assert_eq!(start_ops[0]["nr"], 16);
-    assert_eq!(start_ops[1]["mfn"], 0x38_0010_8000u64 >> 12);
-    assert_eq!(start_ops[2]["sbdf"], VF_SBDF);
+    for o in &start_ops[1..4] {
+        assert_eq!(o["sbdf"], VF_SBDF);
+    }
+    assert_eq!(start_ops[4]["mfn"], 0x38_0002_0000u64 >> 12);
+    assert_eq!(start_ops[4]["nr"], 16);
+    assert_eq!(start_ops[5]["mfn"], 0x38_0010_8000u64 >> 12);
     assert!(start_ops.iter().all(|o| o["rc"] == 0));
 
     let mut v = h.sim.vcpu(DOMID, 0);
@@ -261,6 +275,13 @@ fn vf_without_ioapic_msix_bound_lazily() {
         pt_ops_since(&h, mark).is_empty(),
         "nothing bound while every entry is masked"
     );
+    // Xen leaves MSI-X Enable to dom0: the guest's Enable and Function Mask reached the
+    // device, each change as one 16-bit write of Message Control.
+    assert_eq!(
+        msix_control_writes(&h, cap),
+        vec![0xC004, 0x8004],
+        "the device saw the guest's MSI-X Enable"
+    );
     // Unmask entries 0..3 one by one: one map + one bind each; 3 and 4 stay masked.
     for e in 0..3u64 {
         let m = dm_ops(&h).len();
@@ -275,10 +296,10 @@ fn vf_without_ioapic_msix_bound_lazily() {
         assert_eq!(map["sbdf"], VF_SBDF);
         assert_eq!(map["entry"], e);
         assert_eq!(map["nvec"], 1);
-        assert_eq!(
-            map["table_base"], 0x38_0010_8000u64,
-            "host address of the table"
-        );
+        // The host address of the BAR holding the table (BAR3; the table is at its offset
+        // 0 here): Xen adds the table offset itself.
+        assert_eq!(map["table_base"], 0x38_0010_8000u64, "host address of BAR3");
+        assert!(map.get("table_base_warn").is_none(), "{map}");
         assert_eq!(bind["pirq"], map["pirq"]);
         assert_eq!(bind["gvec"], 0x41 + e);
         assert_eq!(
@@ -296,41 +317,48 @@ fn vf_without_ioapic_msix_bound_lazily() {
     );
     let pirq1 = ops_named(&all, "map_pirq_msi")[1]["pirq"].clone();
 
-    // New data for entry 1 while unmasked: bound again with the new vector, same pirq.
+    // New data for entry 1 while bound: Linux masks it (Xen's msixtbl does that, no ioreq),
+    // writes the message (forwarded, latched), unmasks (forwarded because the message
+    // changed): one rebind with the new vector, same pirq.
     let m = dm_ops(&h).len();
+    let tbl_before = h.sim.report(DOMID).msixtbl_accesses;
+    v.mmio_write(table + 16 + 12, 4, 1).unwrap();
     v.mmio_write(table + 16 + 8, 4, 0x61).unwrap();
+    assert!(pt_ops_since(&h, m).is_empty(), "latched until the unmask");
+    v.mmio_write(table + 16 + 12, 4, 0).unwrap();
     let ops = pt_ops_since(&h, m);
     assert_eq!(names(&ops), ["bind_pt_irq_msi"], "{ops:?}");
     assert_eq!(ops[0]["gvec"], 0x61);
     assert_eq!(ops[0]["pirq"], pirq1);
 
-    // Mask entry 2: unbound and unmapped; unmask: mapped and bound again.
+    // Mask and unmask entry 2: Xen's msixtbl does both itself (the DM never sees them), and
+    // nothing is unbound.
     let m = dm_ops(&h).len();
     v.mmio_write(table + 32 + 12, 4, 1).unwrap();
-    assert_eq!(
-        names(&pt_ops_since(&h, m)),
-        ["unbind_pt_irq_msi", "unmap_pirq"]
-    );
-    let m = dm_ops(&h).len();
     v.mmio_write(table + 32 + 12, 4, 0).unwrap();
-    assert_eq!(
-        names(&pt_ops_since(&h, m)),
-        ["map_pirq_msi", "bind_pt_irq_msi"]
+    assert!(pt_ops_since(&h, m).is_empty());
+    assert!(
+        h.sim.report(DOMID).msixtbl_accesses >= tbl_before + 3,
+        "the masks of bound entries are Xen's"
     );
 
     // The PBA reads from the device (it shows entry 1 pending).
     assert_eq!(v.mmio_read(0xF101_2000, 8).unwrap(), 2);
 
-    // Disable: every bound entry unbound and unmapped.
+    // Disable: every bound entry unbound and unmapped, the device's Enable off.
     let m = dm_ops(&h).len();
     cfg_wr(&mut v, VF_SLOT, cap + 2, 2, 0x0000);
     let ops = pt_ops_since(&h, m);
     assert_eq!(ops_named(&ops, "unbind_pt_irq_msi").len(), 3, "{ops:?}");
     assert_eq!(ops_named(&ops, "unmap_pirq").len(), 3);
     assert!(ops.iter().all(|o| o["rc"] == 0), "{ops:?}");
+    assert_eq!(msix_control_writes(&h, cap).last(), Some(&0x0004));
 
-    // Enable again with one entry live, then SIGTERM: unmap BARs, unbind, deassign, revoke.
+    // Enable again and unmask entry 0 (its message is still there), then SIGTERM: Bus
+    // Master off, unmap the BARs, unbind, reset, release_msix, deassign (from the guest,
+    // then from DOMID_IO where Xen quarantined it), revoke.
     cfg_wr(&mut v, VF_SLOT, cap + 2, 2, 0x8000);
+    v.mmio_write(table + 12, 4, 0).unwrap();
     let m = dm_ops(&h).len();
     let codes = h.stop_all();
     assert_eq!(codes, vec![Some(0)]);
@@ -338,15 +366,14 @@ fn vf_without_ioapic_msix_bound_lazily() {
     assert_eq!(
         names(&ops),
         [
+            "get_domain_info",
             "memory_mapping",
             "memory_mapping",
             "memory_mapping",
             "unbind_pt_irq_msi",
             "unmap_pirq",
-            "unbind_pt_irq_msi",
-            "unmap_pirq",
-            "unbind_pt_irq_msi",
-            "unmap_pirq",
+            "release_msix",
+            "deassign_device",
             "deassign_device",
             "iomem_permission",
             "iomem_permission"
@@ -360,6 +387,11 @@ fn vf_without_ioapic_msix_bound_lazily() {
     assert!(ops_named(&ops, "iomem_permission")
         .iter()
         .all(|o| o["allow"] == false));
+    let d = ops_named(&ops, "deassign_device");
+    assert_eq!(
+        (d[0]["from_dom_io"].clone(), d[1]["from_dom_io"].clone()),
+        (false.into(), true.into())
+    );
     let r = h.sim.report(DOMID);
     assert!(r.crashed.is_none() && r.stuck.is_empty(), "{r:?}");
 }
@@ -435,6 +467,26 @@ fn bridge_status(h: &Harness) -> Value {
     )
     .expect("status");
     r["status"]["devices"][0]["state"]["functions"][0].clone()
+}
+
+/// The snapshot's recorded writes of MSI-X Message Control (at `cap + 2`), as values; any
+/// other write to the capability fails the test (Xen refuses them from dom0).
+fn msix_control_writes(h: &Harness, cap: u16) -> Vec<u64> {
+    bridge_status(h)["backend"]["last_config_writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            let o = w["offset"].as_u64().unwrap();
+            o >= u64::from(cap) && o < u64::from(cap) + 12
+        })
+        .map(|w| {
+            assert_eq!(w["offset"], u64::from(cap) + 2, "{w}");
+            let d = w["data"].as_array().unwrap();
+            assert_eq!(d.len(), 2, "a 16-bit write: {w}");
+            d[0].as_u64().unwrap() | d[1].as_u64().unwrap() << 8
+        })
+        .collect()
 }
 
 /// The recorded writes of the command register's high byte (Interrupt Disable lives in bit 2).
@@ -542,6 +594,10 @@ fn intx_through_the_ioapic_process() {
     let codes = h.stop_all();
     assert_eq!(codes, vec![Some(0), Some(0)]);
     let ops = dm_ops(&h);
-    assert_eq!(ops_named(&ops, "deassign_device").len(), 1);
+    // Deassigned from the guest, then taken back from DOMID_IO (Xen's quarantine).
+    let d = ops_named(&ops, "deassign_device");
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(d[1]["from_dom_io"], true);
+    assert!(ops_named(&ops, "release_msix").len() == 1);
     drop(sock);
 }

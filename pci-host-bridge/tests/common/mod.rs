@@ -48,7 +48,13 @@ pub fn one_dev(dev: SnapshotDevice) -> One {
 /// A bridge with one snapshot device at guest 00:SLOT.0, host function `host`, started over a
 /// default fake Xen.
 pub fn one_at(dev: SnapshotDevice, host: PciAddress, slot: u8) -> One {
-    one_with(dev, host, slot, PciConfig::default(), XenLikeConfig::default())
+    one_with(
+        dev,
+        host,
+        slot,
+        PciConfig::default(),
+        XenLikeConfig::default(),
+    )
 }
 
 /// [`one_at`] with a `[pci]` base config (its devices are replaced) and Xen knobs of the
@@ -252,9 +258,8 @@ pub fn ioapic_line(
     let mut srv = IrqLineServer::unbound(24).unwrap();
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     srv.adopt(a).unwrap();
-    let reg = std::thread::spawn(move || {
-        IrqLine::register_on(b, pin, std::time::Duration::from_secs(5))
-    });
+    let reg =
+        std::thread::spawn(move || IrqLine::register_on(b, pin, std::time::Duration::from_secs(5)));
     let mut changes = Vec::new();
     while !reg.is_finished() {
         for fd in srv.fds() {
