@@ -436,10 +436,13 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         }
     );
     step!("xl unpause", ro.xl.unpause(domid));
+    state.phase = Phase::Running;
+    if ro.detach {
+        state.supervisor = None;
+    }
+    let _ = state.save(&dir);
     println!("{domid}");
     let _ = std::io::stdout().flush();
-    state.phase = Phase::Running;
-    let _ = state.save(&dir);
     info!(domid, name = %plan.name, "guest running");
     crate::notify::notify(&format!(
         "READY=1\nSTATUS=guest {} running as domid {domid}",
@@ -448,8 +451,6 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
 
     if ro.detach {
         // The device models run on without us; their pids are in state.json.
-        state.supervisor = None;
-        let _ = state.save(&dir);
         std::mem::forget(std::mem::take(&mut rb.dms));
         return exit::OK;
     }

@@ -80,6 +80,22 @@ pub fn run(o: &Opts) -> i32 {
              passthrough on this version (guests without devices still run)"
         ));
     }
+    // The real test of the interface: one getdomaininfo domctl for dom0 with 4.17's
+    // interface version, through ioreq-server's transport (which checks xen_version first).
+    {
+        use ioreq_server::transport::Transport as _;
+        match ioreq_server::transport::xen::XenTransport::open(0) {
+            Ok(mut t) => match t.passthrough(&ioreq_server::passthrough::PtOp::GetDomainInfo) {
+                Ok(pages) => r.ok(format!(
+                    "domctl interface 0x15: getdomaininfo(dom0) answered (max_pages {pages})"
+                )),
+                Err(e) => r.fail(format!(
+                    "getdomaininfo(dom0) with domctl interface 0x15: {e}"
+                )),
+            },
+            Err(e) => r.fail(format!("hypervisor handles for the domctl check: {e}")),
+        }
+    }
     match read(Path::new("/proc/xen/capabilities")) {
         Some(c) if c.contains("control_d") => {
             r.ok("running in dom0 (/proc/xen/capabilities: control_d)")

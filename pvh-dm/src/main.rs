@@ -144,7 +144,7 @@ enum Cmd {
         removed. Works after the supervisor was killed."
     )]
     Destroy {
-        /// Domid (or guest name).
+        /// Domid, guest name, or xl config path.
         target: String,
     },
     /// Check this host: Xen, its version and IOMMU, device nodes, xenstore, candidate devices.

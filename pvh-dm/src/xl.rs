@@ -133,22 +133,30 @@ pub enum DomainState {
 
 /// Parse `xl list -v` output for `domid` (see tools/xl/xl_info.c `list_domains`: name, id,
 /// mem, vcpus, state `rbpsRd` where R is the reason letter, time, uuid, reason code in hex
-/// when shut down, security label).
+/// when shut down, security label). The state column is found by its shape and the domid
+/// must be the token three before it, so a name or memory size that looks like the domid
+/// cannot mislead it.
 pub fn parse_list_verbose(out: &str, domid: u32) -> Option<DomainState> {
     let id = domid.to_string();
+    let is_state = |w: &str| {
+        let c: Vec<char> = w.chars().collect();
+        c.len() == 6
+            && matches!(c[0], 'r' | '-')
+            && matches!(c[1], 'b' | '-')
+            && matches!(c[2], 'p' | '-')
+            && matches!(c[3], 's' | '-')
+            && matches!(c[4], '-' | 'r' | 's' | 'c' | 'w' | 'S' | '?')
+            && matches!(c[5], 'd' | '-')
+    };
     for line in out.lines().skip(1) {
         let t: Vec<&str> = line.split_whitespace().collect();
-        let Some(i) = t.iter().position(|w| *w == id) else {
+        let Some(si) = (3..t.len()).find(|&i| is_state(t[i]) && t[i - 3] == id) else {
             continue;
         };
-        let Some(state) = t.get(i + 3) else { continue };
-        let s: Vec<char> = state.chars().collect();
-        if s.len() != 6 {
-            continue;
-        }
+        let s: Vec<char> = t[si].chars().collect();
         if s[3] == 's' {
             let code = t
-                .get(i + 6)
+                .get(si + 3)
                 .and_then(|c| u32::from_str_radix(c, 16).ok())
                 .map(ShutdownReason::from_code);
             let r = code
@@ -353,6 +361,12 @@ mod tests {
         );
         let dying = format!("{HDR}(null)  5   0     2     -----d       0.6 3f0c1c5e-0000-0000-0000-000000000000        -                -\n");
         assert_eq!(parse_list_verbose(&dying, 5), Some(DomainState::Dying));
+        // A guest named like its domid, with a memory size like it too.
+        let odd = format!("{HDR}256  256   256     2     ---sr-       0.6 3f0c1c5e-0000-0000-0000-000000000000        1                -\n");
+        assert_eq!(
+            parse_list_verbose(&odd, 256),
+            Some(DomainState::Shutdown(ShutdownReason::Reboot))
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn install_unit_writes_the_template() {
             .display()
     )));
     assert!(out.contains("ExecStop=") && out.contains("shutdown /etc/xen/%i.cfg"));
+    assert!(out.contains(" destroy /etc/xen/%i.cfg") && out.contains("KillMode=control-group"));
     assert!(!out.contains("@PVH_DM@"));
     let d = r.dir().join("units");
     let o = r

@@ -497,3 +497,41 @@ fn a_stale_staging_dir_is_cleared() {
     let o = r.cmd(&["destroy", "guest1"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
+
+#[test]
+fn after_kill_9_of_the_launcher_destroy_cleans_up() {
+    let r = Rig::new("kill9");
+    r.write_toml("[pci]\n");
+    let (mut child, _xs) = supervised(&r, &[]);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let o = r.cmd(&["status"]).output().unwrap();
+    let (out, _) = text(&o);
+    assert!(out.contains("GONE (orphaned"), "{out}");
+    assert!(
+        out.contains("pm-trap") && out.contains("uptime"),
+        "device models still answer: {out}"
+    );
+    let o = r
+        .cmd(&["destroy", &r.xl_cfg().to_string_lossy()])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(r.xl_log().contains("destroy 7"), "{}", r.xl_log());
+    assert!(
+        err.contains("pci-host-bridge") && err.contains("exited after SIGTERM"),
+        "{err}"
+    );
+    let dm = r.dm_log();
+    let order: Vec<&str> = dm
+        .lines()
+        .filter(|l| l.contains("sigterm"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(order, ["pci-host-bridge", "pm-trap"], "{dm}");
+    for pid in started_pids(&dm) {
+        assert!(!alive(pid), "device model {pid} still runs");
+    }
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
