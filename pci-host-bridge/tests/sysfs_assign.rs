@@ -1,7 +1,9 @@
 //! The sysfs backend's assignment helpers against a fake sysfs tree in a temporary directory
 //! (never the real /sys): dom0's driver unbound at start and the function re-probed when the
-//! backend is dropped, uio_pci_generic kept and its /dev/uioN found for INTx, and a VF
-//! cross-checked against its PF's SR-IOV capability.
+//! backend is dropped, uio_pci_generic kept and its /dev/uioN found for INTx, a VF
+//! cross-checked against its PF's SR-IOV capability, decode on/off and reset through the
+//! `enable` and `reset` files, and BAR forwarding through an mmap of `resourceN` (regular
+//! files here) with exactly the guest's access width.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -179,5 +181,92 @@ fn vf_cross_checked_against_its_pf() {
         v.bars[0],
         d.bar(0),
         "the kernel's BAR equals the derived one"
+    );
+}
+
+const MEM32: u64 = 0x0004_0200;
+
+#[test]
+fn decode_and_reset_through_sysfs_files() {
+    let t = TempDir::new("decode");
+    let root = &t.0;
+    let d = fake_fn(
+        root,
+        "0000:03:00.0",
+        (0x8086, 0x1572),
+        &[(0, &[0x86, 0x80, 0x72, 0x15])],
+        &[(0xfa00_0000, 0xfa7f_ffff, MEM64_PREF)],
+        None,
+    );
+    let addr: PciAddress = "0000:03:00.0".parse().unwrap();
+    let mut dev = SysfsDevice::open(root, addr, true).unwrap();
+    // No `reset` file: the function has no reset method.
+    assert!(!dev.reset().unwrap());
+    std::fs::write(d.join("reset"), "").unwrap();
+    assert!(dev.reset().unwrap());
+    assert_eq!(std::fs::read_to_string(d.join("reset")).unwrap(), "1");
+    // pciback's pci_enable_device / pci_disable_device: sysfs `enable`.
+    dev.enable_decode().unwrap();
+    assert_eq!(std::fs::read_to_string(d.join("enable")).unwrap(), "1");
+    dev.disable_decode().unwrap();
+    assert_eq!(std::fs::read_to_string(d.join("enable")).unwrap(), "0");
+    // Read-only: nothing is written.
+    let mut ro = SysfsDevice::open(root, addr, false).unwrap();
+    assert!(ro.enable_decode().is_err());
+    assert!(ro.reset().is_err());
+    assert_eq!(std::fs::read_to_string(d.join("reset")).unwrap(), "1");
+}
+
+/// Memory BARs are forwarded through an mmap of `resourceN` with one access of exactly the
+/// guest's width; a sub-page BAR's first byte sits at its offset in the page the kernel maps.
+#[test]
+fn bar_forwarding_through_resource_mmap() {
+    let t = TempDir::new("barmap");
+    let root = &t.0;
+    let d = fake_fn(
+        root,
+        "0000:04:00.0",
+        (0x1234, 0x5678),
+        &[],
+        // BAR0: 8 KiB; BAR1: a 128-byte BAR at 0xf80 into its page.
+        &[
+            (0xfe00_0000, 0xfe00_1fff, MEM32),
+            (0xfe00_2f80, 0xfe00_2fff, MEM32),
+        ],
+        None,
+    );
+    std::fs::write(d.join("resource0"), vec![0u8; 0x2000]).unwrap();
+    std::fs::write(d.join("resource1"), vec![0u8; 0x1000]).unwrap();
+    let addr: PciAddress = "0000:04:00.0".parse().unwrap();
+    let mut dev = SysfsDevice::open(root, addr, true).unwrap();
+    dev.write_bar(0, 0x10, &0xA1B2_C3D4u32.to_le_bytes())
+        .unwrap();
+    dev.write_bar(0, 0x1FF8, &0x1122_3344_5566_7788u64.to_le_bytes())
+        .unwrap();
+    let file = std::fs::read(d.join("resource0")).unwrap();
+    assert_eq!(file[0x10..0x14], 0xA1B2_C3D4u32.to_le_bytes());
+    assert_eq!(file[0x1FF8..0x2000], 0x1122_3344_5566_7788u64.to_le_bytes());
+    let mut b2 = [0u8; 2];
+    dev.read_bar(0, 0x12, &mut b2).unwrap();
+    assert_eq!(u16::from_le_bytes(b2), 0xA1B2);
+    let mut b1 = [0u8; 1];
+    dev.read_bar(0, 0x13, &mut b1).unwrap();
+    assert_eq!(b1[0], 0xA1);
+    // Not naturally aligned, not a 1/2/4/8-byte access, or past the BAR: refused.
+    assert!(dev.read_bar(0, 0x11, &mut b2).is_err());
+    let mut b3 = [0u8; 3];
+    assert!(dev.read_bar(0, 0x10, &mut b3).is_err());
+    assert!(dev.write_bar(0, 0x12, &[1, 2, 3, 4]).is_err());
+    assert!(dev.read_bar(0, 0x2000, &mut b1).is_err());
+    // The sub-page BAR: byte 0 is at 0xf80 of the mapped page.
+    dev.write_bar(1, 0x4, &0xBEEFu16.to_le_bytes()).unwrap();
+    let file = std::fs::read(d.join("resource1")).unwrap();
+    assert_eq!(file[0xF84..0xF86], 0xBEEFu16.to_le_bytes());
+    let mut b4 = [0u8; 4];
+    dev.read_bar(1, 0x4, &mut b4).unwrap();
+    assert_eq!(u32::from_le_bytes(b4), 0xBEEF);
+    assert!(
+        dev.read_bar(1, 0x80, &mut b4).is_err(),
+        "past the 128 bytes"
     );
 }
