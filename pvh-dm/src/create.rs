@@ -227,12 +227,6 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     for w in &plan.warnings {
         warn!("{w}");
     }
-    if plan.iommu_wrapper.is_some() && !opts.skip_iommu_check {
-        if let Err(r) = plan::check_iommu(&ro.xl) {
-            eprintln!("pvh-dm: refused (nothing changed): {r}");
-            return exit::REFUSED;
-        }
-    }
     let sig = match signal_fd() {
         Ok(s) => s,
         Err(e) => {
@@ -251,6 +245,16 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
                 );
                 return exit::REFUSED;
             }
+        }
+    }
+    if let Err(r) = plan::check_name_free(&ro.xl, &plan.name) {
+        eprintln!("pvh-dm: refused (nothing changed): {r}");
+        return exit::REFUSED;
+    }
+    if plan.iommu_wrapper.is_some() && !opts.skip_iommu_check {
+        if let Err(r) = plan::check_iommu(&ro.xl) {
+            eprintln!("pvh-dm: refused (nothing changed): {r}");
+            return exit::REFUSED;
         }
     }
     if ro.dry_run {
@@ -655,6 +659,15 @@ impl Supervisor<'_> {
             error!("{msg}");
         } else {
             info!("{msg}");
+        }
+        let bridge_died = matches!(&why, End::DmDied(w) if w.starts_with("pci-host-bridge "));
+        if bridge_died && !self.state.devices.is_empty() {
+            error!(
+                "pci-host-bridge died, so nobody hands back {}: once the domain is destroyed Xen quarantines them \
+                 (owner dom_io); dom0 gets them back only after a reset, PHYSDEVOP_release_msix and \
+                 XEN_DOMCTL_deassign_device from DOMID_IO (what the bridge does on SIGTERM; on the rig: rig-xc dequarantine SBDF)",
+                self.state.devices.join(", ")
+            );
         }
         if matches!(why, End::Reason(_) | End::DmDied(_)) {
             if let Err(e) = self.xl.destroy(&self.domid.to_string()) {

@@ -317,6 +317,33 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
             dm_config.display()
         ));
     }
+    if intx
+        && inputs
+            .pci
+            .as_ref()
+            .is_some_and(|p| p.ioapic_socket.is_none())
+        && inputs.ioapic.as_ref().is_some_and(|i| i.socket.is_none())
+    {
+        return refuse(format!(
+            "{}: a [[pci.device]] forwards INTx but neither [pci] ioapic_socket nor [ioapic] socket is set \
+             (pci-host-bridge reaches the ioapic's pins through it)",
+            dm_config.display()
+        ));
+    }
+    if let Some(sock) = inputs.ioapic.as_ref().and_then(|i| i.socket.clone()) {
+        if let Some((domid, name)) = ioapic_socket_users(&opts.run_dir)
+            .into_iter()
+            .find(|(p, _, _)| *p == sock)
+            .map(|(_, d, n)| (d, n))
+        {
+            return refuse(format!(
+                "{}: [ioapic] socket {} is already the ioapic socket of guest {name} (domid {domid}); give each \
+                 guest its own (e.g. /run/pvh-dm/NAME-ioapic.sock)",
+                dm_config.display(),
+                sock.display()
+            ));
+        }
+    }
     if inputs.ioapic.is_some() && !intx {
         warnings.push(format!(
             "{}: [ioapic] without a device that forwards INTx: ioapic is started anyway, because the MADT \
@@ -458,6 +485,38 @@ pub fn in_use_by_other_guests(run: &Path) -> Vec<(String, u32, String)> {
         }
     }
     out
+}
+
+/// The `[ioapic] socket` paths of the other pvh-dm guests (from their guest TOMLs):
+/// (path, domid, name).
+pub fn ioapic_socket_users(run: &Path) -> Vec<(PathBuf, u32, String)> {
+    let mut out = Vec::new();
+    for (_, st) in crate::runtime::list(run) {
+        let Ok(st) = st else { continue };
+        let Ok(g) = GuestConfig::load(&st.dm_config) else {
+            continue;
+        };
+        if let Some(sock) = g
+            .ioapic
+            .as_ref()
+            .and_then(|v| v.get("socket"))
+            .and_then(|v| v.as_str())
+        {
+            out.push((PathBuf::from(sock), st.domid, st.name.clone()));
+        }
+    }
+    out
+}
+
+/// A domain of this name must not exist yet (runs `xl domid NAME`).
+pub fn check_name_free(xl: &crate::xl::Xl, name: &str) -> Result<(), Refused> {
+    match xl.domid(name) {
+        Ok(d) => refuse(format!(
+            "a domain named {name} already exists (domid {d}){}",
+            " (a pvh-dm guest whose supervisor was killed? `pvh-dm status`, `pvh-dm destroy`)"
+        )),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The IOMMU check (runs `xl info`; only for guests that pass devices through).

@@ -113,7 +113,11 @@ fn dry_run_validates_and_changes_nothing() {
         "{out}"
     );
     assert!(out.contains("ssdt, apic, mcfg"), "{out}");
-    assert_eq!(r.xl_log(), "");
+    assert_eq!(
+        r.xl_log(),
+        "domid guest1 | PVH_DM_IOMMU= LD_PRELOAD=\n",
+        "only the name check"
+    );
     assert!(r.run_entries().is_empty());
 }
 
@@ -138,17 +142,18 @@ fn unpause_failure_undoes_everything() {
     assert!(err.contains("domain 7 destroyed"), "{err}");
     let xl = r.xl_log();
     let calls: Vec<&str> = xl.lines().map(|l| l.split(" | ").next().unwrap()).collect();
-    assert_eq!(calls[0], "info", "{xl}");
+    assert_eq!(calls[0], "domid guest1", "the name is free: {xl}");
+    assert_eq!(calls[1], "info", "{xl}");
     assert!(
-        calls[1].starts_with("create -p ") && !calls[1].contains(" -e "),
+        calls[2].starts_with("create -p ") && !calls[2].contains(" -e "),
         "{xl}"
     );
-    assert!(xl.lines().nth(1).unwrap().contains(&format!(
+    assert!(xl.lines().nth(2).unwrap().contains(&format!(
         "PVH_DM_IOMMU=1 LD_PRELOAD={}",
         r.dir().join("cdf-iommu.so").display()
     )));
     assert_eq!(
-        &calls[2..],
+        &calls[3..],
         ["domid guest1", "unpause 7", "destroy 7"],
         "{xl}"
     );
@@ -480,7 +485,7 @@ fn no_iommu_in_xen_is_refused_before_create() {
     );
     assert_eq!(
         r.xl_log().lines().count(),
-        1,
+        2,
         "only `xl info`: {}",
         r.xl_log()
     );
@@ -534,4 +539,66 @@ fn after_kill_9_of_the_launcher_destroy_cleans_up() {
         assert!(!alive(pid), "device model {pid} still runs");
     }
     assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn an_existing_domain_of_that_name_is_refused() {
+    let r = Rig::new("exists");
+    r.touch("domain");
+    let o = r.create(&["--detach"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("a domain named guest1 already exists (domid 7)"),
+        "{err}"
+    );
+    assert_eq!(r.xl_log().lines().count(), 1);
+}
+
+#[test]
+fn two_guests_cannot_share_an_ioapic_socket() {
+    let r = Rig::new("ioapic-sock");
+    let sock = r.dir().join("pins.sock");
+    r.write_toml(&format!("[ioapic]\nsocket = \"{}\"\n", sock.display()));
+    let o = r.create(&["--detach"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    // A second guest (another name) with the same TOML.
+    std::fs::write(
+        r.dir().join("guest2.cfg"),
+        std::fs::read_to_string(r.xl_cfg())
+            .unwrap()
+            .replace("guest1", "guest2"),
+    )
+    .unwrap();
+    let mut c = r.cmd(&["create"]);
+    c.arg(r.dir().join("guest2.cfg"))
+        .arg("--dm-config")
+        .arg(r.dir().join("guest1.toml"))
+        .arg("--detach");
+    let o = c.output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("already the ioapic socket of guest guest1 (domid 7)"),
+        "{err}"
+    );
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
+
+#[test]
+fn a_dead_bridge_names_the_devices_left_in_quarantine() {
+    let r = Rig::new("bridgedies");
+    r.add_function("0000:03:10.1", Some("pciback"));
+    r.write_toml(PT_DEVICE);
+    let (mut child, _xs) = supervised(&r, &[("FAKE_DM_DIE", "pci-host-bridge:1000")]);
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(20), "{err}");
+    assert!(err.contains("device model pci-host-bridge (pid"), "{err}");
+    assert!(
+        err.contains("nobody hands back 0000:03:10.1") && err.contains("dom_io"),
+        "{err}"
+    );
+    assert!(r.xl_log().contains("destroy 7"));
 }
