@@ -215,6 +215,31 @@ fn pending_stop(sig: &SignalFd) -> Option<Signal> {
     None
 }
 
+/// Undo, say what failed and what was undone, record it in `RUN/ended/NAME.json`.
+fn setup_failed(rb: &mut Rollback<'_>, run: &Path, name: &str, what: &str) -> i32 {
+    let domid = rb.domid;
+    let undone = rb.undo();
+    let undone_text = if undone.is_empty() {
+        "nothing to undo".to_string()
+    } else {
+        undone.join("; ")
+    };
+    eprintln!("pvh-dm: {what}; undone: {undone_text}");
+    runtime::record_end(
+        run,
+        name,
+        &serde_json::json!({
+            "name": name,
+            "domid": domid,
+            "exit_code": exit::SETUP_FAILED,
+            "end": "setup_failed",
+            "message": what,
+            "undone": undone,
+        }),
+    );
+    exit::SETUP_FAILED
+}
+
 /// Run `create`; returns the process exit code.
 pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     let plan = match plan::build(opts) {
@@ -301,33 +326,18 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
             match $e {
                 Ok(v) => {
                     if let Some(s) = pending_stop(&sig) {
-                        let undone = rb.undo();
-                        eprintln!(
-                            "pvh-dm: create interrupted by {s} after step '{}'; undone: {}",
-                            $name,
-                            if undone.is_empty() {
-                                "nothing to undo".into()
-                            } else {
-                                undone.join("; ")
-                            }
-                        );
-                        return exit::SETUP_FAILED;
+                        let what = format!("create interrupted by {s} after step '{}'", $name);
+                        return setup_failed(&mut rb, run_dir, &plan.name, &what);
                     }
                     v
                 }
                 Err(e) => {
-                    let undone = rb.undo();
-                    eprintln!(
-                        "pvh-dm: create failed at step '{}': {:#}; undone: {}",
+                    let what = format!(
+                        "create failed at step '{}': {:#}",
                         $name,
-                        anyhow::Error::from(e),
-                        if undone.is_empty() {
-                            "nothing to undo".into()
-                        } else {
-                            undone.join("; ")
-                        }
+                        anyhow::Error::from(e)
                     );
-                    return exit::SETUP_FAILED;
+                    return setup_failed(&mut rb, run_dir, &plan.name, &what);
                 }
             }
         };
@@ -684,6 +694,25 @@ impl Supervisor<'_> {
         eprintln!(
             "pvh-dm: {msg}; device models stopped ({}); exit {code}",
             stopped.join(", ")
+        );
+        runtime::record_end(
+            self.dir.parent().unwrap_or(Path::new("/")),
+            &self.name,
+            &serde_json::json!({
+                "name": self.name,
+                "domid": self.domid,
+                "exit_code": code,
+                "end": match &why {
+                    End::Reason(_) => "shutdown",
+                    End::Gone => "destroyed_from_outside",
+                    End::Forced => "forced",
+                    End::DmDied(_) => "device_model_died",
+                },
+                "reason": match &why { End::Reason(r) => Some(r.to_string()), _ => None },
+                "reason_code": match &why { End::Reason(r) => Some(r.code()), _ => None },
+                "message": msg,
+                "device_models": stopped,
+            }),
         );
         code
     }

@@ -13,6 +13,8 @@
 //!                              domain is built)
 //!     NAME.log                 a device model's stderr (with --detach or --dm-log-files)
 //!     pm-trap.sock ...         the device models' control sockets
+//!   ended/NAME.json            how the last run of guest NAME ended (exit code, reason,
+//!                              message, device models' ends); kept after DOMID/ is removed
 //! ```
 
 use std::io;
@@ -75,6 +77,22 @@ pub struct State {
     pub devices: Vec<String>,
     /// Whether the domain was created with an IOMMU context.
     pub passthrough: bool,
+}
+
+/// Where the outcome of a guest's last run is kept: `RUN/ended/NAME.json`.
+pub fn ended_path(run: &Path, name: &str) -> PathBuf {
+    run.join("ended").join(format!("{name}.json"))
+}
+
+/// Record how a guest's run ended (one JSON object per guest name, the latest run), for
+/// scripts and `ExecStopPost`; failures to write are logged only.
+pub fn record_end(run: &Path, name: &str, v: &serde_json::Value) {
+    let p = ended_path(run, name);
+    let r = std::fs::create_dir_all(p.parent().expect("has a parent"))
+        .and_then(|()| std::fs::write(&p, format!("{v}\n")));
+    if let Err(e) = r {
+        tracing::warn!("recording the outcome in {}: {e}", p.display());
+    }
 }
 
 /// The guest directory of `domid`.

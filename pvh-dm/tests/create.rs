@@ -140,6 +140,13 @@ fn unpause_failure_undoes_everything() {
     assert!(err.contains("step 'xl unpause'"), "{err}");
     assert!(err.contains("fake unpause failure"), "{err}");
     assert!(err.contains("domain 7 destroyed"), "{err}");
+    let e = ended(&r, "guest1");
+    assert_eq!(e["exit_code"], 4);
+    assert_eq!(e["end"], "setup_failed");
+    assert!(
+        e["message"].as_str().unwrap().contains("step 'xl unpause'"),
+        "{e}"
+    );
     let xl = r.xl_log();
     let calls: Vec<&str> = xl.lines().map(|l| l.split(" | ").next().unwrap()).collect();
     assert_eq!(calls[0], "domid guest1", "the name is free: {xl}");
@@ -338,6 +345,12 @@ fn supervised_poweroff_stops_everything_and_exits_0() {
     let err = stderr_of(&mut child);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("shut down: poweroff"), "{err}");
+    let e = ended(&r, "guest1");
+    assert_eq!(e["exit_code"], 0);
+    assert_eq!(e["end"], "shutdown");
+    assert_eq!(e["reason"], "poweroff");
+    assert_eq!(e["reason_code"], 0);
+    assert_eq!(e["domid"], 7);
     assert!(r.xl_log().contains("destroy 7"), "{}", r.xl_log());
     let dm = r.dm_log();
     let order: Vec<&str> = dm
@@ -387,6 +400,7 @@ fn a_dying_device_model_destroys_the_domain() {
     assert_eq!(status.code(), Some(20), "{err}");
     assert!(err.contains("device model pm-trap (pid"), "{err}");
     assert!(err.contains("exited with status 3"), "{err}");
+    assert_eq!(ended(&r, "guest1")["end"], "device_model_died");
     assert!(r.xl_log().contains("destroy 7"), "{}", r.xl_log());
     assert!(
         r.dm_log().contains("pci-host-bridge sigterm 7"),

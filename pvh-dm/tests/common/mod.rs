@@ -215,12 +215,13 @@ impl Rig {
         self.create_cmd(args).output().unwrap()
     }
 
-    /// Names in the run dir.
+    /// Names in the run dir (without `ended/`, the outcome records).
     pub fn run_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.run_dir())
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "ended")
             .collect();
         v.sort();
         v
@@ -361,4 +362,13 @@ pub fn stderr_of(child: &mut Child) -> String {
         let _ = e.read_to_string(&mut s);
     }
     s
+}
+
+/// `RUN/ended/NAME.json`.
+pub fn ended(r: &Rig, name: &str) -> serde_json::Value {
+    let p = r.run_dir().join("ended").join(format!("{name}.json"));
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
