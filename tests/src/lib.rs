@@ -2,5 +2,6 @@
 //! state machine) and a harness that starts xen-sim in-process and device-model processes.
 #![deny(missing_docs)]
 
+pub mod fleet;
 pub mod harness;
 pub mod scratch;

@@ -7,7 +7,23 @@
 //!   round trip can cost here;
 //! - `dispatch_ns_p50`: one in-process dispatch of an emulated register read (decode,
 //!   range lookup, device read), no I/O;
-//! - `rss_kib`, `startup_ms`, `idle_wakeups_per_min` of a device-model process.
+//! - `rss_kib`, `startup_ms`, `idle_wakeups_per_min` of a device-model process;
+//! - scale (`--guests N`, 64 by default, 0 to skip): N guests against ONE xen-sim, each with
+//!   its three device-model processes (pm-trap, ioapic, pci-host-bridge without
+//!   passed-through functions), all serving. `guests_n`; `start_all_ms`, from starting the
+//!   first process until every one answers `{"cmd":"status"}` on its control socket, and
+//!   `start_all_floor_ms`, starting and reaping as many processes that exit at once (this
+//!   binary), with `start_all_ratio` between them; `guests_served`, guests whose three device
+//!   models each answered an ioreq from the guest's vCPU through xen-sim (checked before
+//!   measuring memory); `pss_total_kib` / `rss_total_kib`, the sums over all device-model
+//!   processes of /proc/PID/smaps_rollup Pss / Rss, and `pss_per_guest_kib`, per model
+//!   `pss_per_process_kib`. PSS divides every shared page among the processes mapping it,
+//!   so the shared text of the 3N processes is counted once in the sum, by construction; RSS
+//!   counts it in every process. `pss_goal_met`: the goal of 256 guests in 1 GiB of
+//!   PSS, i.e. `pss_per_guest_kib` ≤ 4096 (with N < 256 conservative: shared pages are then
+//!   divided among fewer processes). `xen_sim_threads` / `xen_sim_fds`: threads and open
+//!   files of this process, which hosts xen-sim (a thread and a socket per device model),
+//!   while the fleet serves; `rlimit_nofile`, its open-files limit (raised to the hard one).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -34,9 +50,110 @@ struct Args {
     /// Seconds of idleness over which wakeups are counted.
     #[arg(long, default_value_t = 5)]
     idle_secs: u64,
+    /// Guests for the scale figures (three device-model processes each, one xen-sim); 0
+    /// skips them.
+    #[arg(long, default_value_t = 64)]
+    guests: u16,
     /// Internal: run as the ping-pong child (eventfds on stdin and stdout).
     #[arg(long, hide = true)]
     pingpong_child: bool,
+    /// Internal: exit at once (the floor of `start_all_ms`).
+    #[arg(long, hide = true)]
+    noop_child: bool,
+}
+
+/// The goal: 256 guests × 3 device models in 1 GiB of PSS.
+const PSS_GOAL_GUESTS: u64 = 256;
+const PSS_GOAL_KIB: u64 = 1 << 20;
+
+/// The floor of `start_all_ms`: start `n` processes that exit at once (this binary, started
+/// as the device models are, in one process group) and reap them all; milliseconds.
+fn spawn_floor(n: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    let mut pgid = None;
+    for _ in 0..n {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--noop-child").stdin(std::process::Stdio::null());
+        let c = tests::fleet::spawn_in_group(&mut cmd, pgid)?;
+        pgid.get_or_insert(nix::unistd::Pid::from_raw(c.id() as i32));
+        children.push(c);
+    }
+    for c in &mut children {
+        c.wait()?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// N guests against one xen-sim: the scale figures (keys listed in the module doc).
+fn scale(bin_dir: &std::path::Path, guests: u16) -> anyhow::Result<serde_json::Value> {
+    let nofile = tests::fleet::raise_nofile();
+    let nproc = 3 * usize::from(guests);
+
+    let floor_before = spawn_floor(nproc)?;
+    let mut fleet = tests::fleet::Fleet::new(guests)?;
+    let t = Instant::now();
+    fleet.spawn_all(bin_dir)?;
+    anyhow::ensure!(
+        fleet.wait_all_serving(Duration::from_secs(120)),
+        "not every device model came up within 120 s; rerun with PVH_DM_LOG=info"
+    );
+    let start_all_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let served = fleet
+        .domids
+        .iter()
+        .filter(|&&d| fleet.guest_served(d))
+        .count();
+
+    // PSS divides each shared page among the processes that map it: summed over all the
+    // device-model processes, their shared text and libraries are counted once.
+    let mut pss_total = 0;
+    let mut rss_total = 0;
+    let mut by_model = serde_json::Map::new();
+    for m in tests::fleet::MODELS {
+        let pids: Vec<u32> = fleet
+            .procs
+            .iter()
+            .filter(|p| p.model == m)
+            .map(|p| p.pid)
+            .collect();
+        let pss: u64 = pids
+            .iter()
+            .map(|&p| tests::fleet::smaps_rollup_kib(p, "Pss"))
+            .sum();
+        pss_total += pss;
+        rss_total += pids
+            .iter()
+            .map(|&p| tests::fleet::smaps_rollup_kib(p, "Rss"))
+            .sum::<u64>();
+        by_model.insert(m.into(), json!(pss / pids.len().max(1) as u64));
+    }
+    let running = fleet.running();
+    let sim_threads = proc_status(std::process::id(), "Threads:");
+    let sim_fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    fleet.kill_all();
+    drop(fleet);
+    // The machine is shared: the floor is taken before and after, the lesser kept.
+    let floor_ms = floor_before.min(spawn_floor(nproc)?);
+    let pss_per_guest = pss_total / u64::from(guests);
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "guests_n": guests,
+        "processes": nproc,
+        "processes_running": running,
+        "guests_served": served,
+        "start_all_ms": round2(start_all_ms),
+        "start_all_floor_ms": round2(floor_ms),
+        "start_all_ratio": round2(start_all_ms / floor_ms),
+        "pss_total_kib": pss_total,
+        "rss_total_kib": rss_total,
+        "pss_per_guest_kib": pss_per_guest,
+        "pss_per_process_kib": by_model,
+        "pss_goal_met": pss_per_guest * PSS_GOAL_GUESTS <= PSS_GOAL_KIB,
+        "xen_sim_threads": sim_threads,
+        "xen_sim_fds": sim_fds,
+        "rlimit_nofile": nofile,
+    }))
 }
 
 fn percentile(v: &mut [u64], p: f64) -> u64 {
@@ -100,6 +217,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.pingpong_child {
         pingpong_child();
+    }
+    if args.noop_child {
+        return Ok(());
     }
     let bin_dir: PathBuf = std::env::current_exe()?
         .parent()
@@ -186,7 +306,15 @@ fn main() -> anyhow::Result<()> {
         percentile(&mut samples, 0.5)
     };
 
-    let out = json!({
+    let _ = h.stop_all();
+    drop(h);
+    let scale = if args.guests > 0 {
+        Some(scale(&bin_dir, args.guests)?)
+    } else {
+        None
+    };
+
+    let mut out = json!({
         "roundtrip_ns": stats(rt),
         "floor_ns": stats(fl),
         "ratio_p50": (rt_p50 as f64 / fl_p50 as f64 * 100.0).round() / 100.0,
@@ -197,7 +325,9 @@ fn main() -> anyhow::Result<()> {
         "iterations": n,
         "device_model": "pm-trap",
     });
+    if let (Some(o), Some(serde_json::Value::Object(s))) = (out.as_object_mut(), scale) {
+        o.extend(s);
+    }
     println!("{out}");
-    let _ = h.stop_all();
     Ok(())
 }
