@@ -5,7 +5,8 @@
 //!
 //! Environment: `FAKE_DM_LOG=FILE` appends `NAME start DOMID`, `NAME sigterm DOMID`;
 //! `FAKE_DM_FAIL=NAME` makes that one exit 1 at once; `FAKE_DM_DIE=NAME:MS` makes that one exit
-//! 3 after MS milliseconds; `FAKE_DM_IGNORE_TERM=NAME` makes that one ignore SIGTERM.
+//! 3 after MS milliseconds; `FAKE_DM_IGNORE_TERM=NAME` makes that one ignore SIGTERM;
+//! `FAKE_DM_DELAY=NAME:MS` makes that one open its control socket only after MS.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -74,6 +75,21 @@ fn main() {
     set.thread_block().unwrap();
     let sig = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK).unwrap();
 
+    if let Some(ms) = std::env::var("FAKE_DM_DELAY").ok().and_then(|v| {
+        let (n, ms) = v.split_once(':')?;
+        (n == name).then(|| ms.parse::<u64>().ok()).flatten()
+    }) {
+        // Slow start-up: the control socket appears only after MS (SIGTERM still ends it).
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(ms) {
+            let mut fds = [PollFd::new(sig.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(50u16));
+            if let Ok(Some(_)) = sig.read_signal() {
+                log(&name, "sigterm", domid);
+                std::process::exit(0);
+            }
+        }
+    }
     let sock = cfg.control_socket(&name);
     std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&sock);

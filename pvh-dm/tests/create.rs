@@ -616,3 +616,53 @@ fn a_dead_bridge_names_the_devices_left_in_quarantine() {
     );
     assert!(r.xl_log().contains("destroy 7"));
 }
+
+#[test]
+fn a_device_model_that_never_answers_times_out_and_is_undone() {
+    let r = Rig::new("dmslow");
+    let mut c = r.cmd(&["create"]);
+    c.arg(r.xl_cfg())
+        .args(["--dm-timeout", "1", "--dm-stop-timeout", "3", "--detach"])
+        .env("FAKE_DM_DELAY", "pm-trap:60000");
+    let o = c.output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("step 'start pm-trap'") && err.contains("within 1 s"),
+        "{err}"
+    );
+    assert!(r.dm_log().contains("pm-trap sigterm 7"), "{}", r.dm_log());
+    assert!(r.xl_log().contains("destroy 7"));
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
+
+#[test]
+fn sigterm_during_create_undoes_it() {
+    let r = Rig::new("termcreate");
+    let mut c = r.create_cmd(&["--detach"]);
+    c.env("FAKE_DM_DELAY", "pm-trap:1500");
+    let mut child = spawn(c);
+    let start = std::time::Instant::now();
+    while !r.dm_log().contains("pm-trap start") && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("create interrupted by SIGTERM after step 'start pm-trap'"),
+        "{err}"
+    );
+    assert!(
+        r.xl_log().contains("destroy 7") && !r.xl_log().contains("unpause"),
+        "{}",
+        r.xl_log()
+    );
+    assert!(r.dm_log().contains("pm-trap sigterm 7"), "{}", r.dm_log());
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
