@@ -24,7 +24,9 @@ Exit codes of `pvh-dm create` (supervised):
   15  a stop request (SIGTERM) was not obeyed within --shutdown-timeout: domain destroyed
   20  a device model died: the domain was destroyed (the message names the process and its status/signal)
   21  the xenstore connection was lost: guest and device models keep running unsupervised
-With --detach: 0 once the domain runs (its domid on stdout), else 3 or 4.";
+With --detach: 0 once the domain runs (its domid on stdout), else 3 or 4.
+Every run's outcome (exit code, reason, message, device models' ends) is also written to
+RUN/ended/NAME.json; the running guest's state is RUN/DOMID/state.json.";
 
 /// Launch and supervise Xen PVH guests with the project's device models.
 #[derive(Parser)]
@@ -90,7 +92,7 @@ enum Cmd {
         pciback/pcifront path.\n\n\
         Validation (nothing is changed when it fails): both files; every [[pci.device]] host function exists in \
         sysfs, is not bound to a dom0 driver other than pciback/pci-stub/vfio-pci/uio_pci_generic and is not used \
-        by another pvh-dm guest; guest RAM (libxl fills [0, memory) below its 64 MiB PVH hole at 0xFC000000) stays \
+        by another pvh-dm guest; guest RAM (libxl fills [0, max(memory, maxmem)) below its 64 MiB PVH hole at 0xFC000000) stays \
         below the lowest PCI window (ECAM default 0xF0000000); the device-model binaries exist; with passthrough, \
         the IOMMU wrapper exists and `xl info` shows hvm_directio.\n\n\
         ACPI tables: the SSDT (\\_S5, PCI root), MADT (IOAPIC) and MCFG are generated from the guest TOML and \
@@ -216,7 +218,8 @@ struct CreateCmd {
         value_name = "PATH"
     )]
     iommu_wrapper: PathBuf,
-    /// Do not ask `xl info` whether Xen has an IOMMU.
+    /// Do not ask `xl info` whether Xen has an IOMMU, nor require the wrapper's
+    /// "added XEN_DOMCTL_CDF_iommu" line from `xl create` (for another way to get the context).
     #[arg(long)]
     skip_iommu_check: bool,
     /// Seconds a device model may take to answer on its control socket.

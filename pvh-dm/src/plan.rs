@@ -212,6 +212,13 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
         ));
     }
     let guest = GuestConfig::load(&dm_config).map_err(|e| Refused(e.to_string()))?;
+    if guest.transport == ioreq_server::transport::TransportKind::Sim {
+        warnings.push(format!(
+            "{}: transport = \"sim\": the device models serve xen-sim's domain (socket {}), not the domain xl creates",
+            dm_config.display(),
+            guest.sim.socket.display()
+        ));
+    }
     let vcpus = num_key(&xl, "vcpus")?.unwrap_or(1);
     let maxvcpus = num_key(&xl, "maxvcpus")?.unwrap_or(vcpus);
     if let Some(v) = guest.vcpus {
