@@ -25,6 +25,17 @@ pub const PM1A_EVT: u16 = 0xB000;
 /// The IOAPIC's MMIO base.
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 
+/// The guest slot of the passed-through function of [`Fleet::with_function`].
+pub const FUNCTION_SLOT: u8 = 2;
+
+/// The host function guest `domid` gets: 0000:BB:DD.F with BB = 0x40 + domid / 256 and
+/// DD.F = domid % 256 (one function each: Xen assigns a function to one domain only).
+pub fn host_function(domid: u16) -> String {
+    let bus = 0x40 + (domid >> 8);
+    let devfn = domid & 0xFF;
+    format!("0000:{bus:02x}:{:02x}.{}", devfn >> 3, devfn & 7)
+}
+
 /// One device-model process.
 pub struct Process {
     /// Its guest.
@@ -48,6 +59,7 @@ pub struct Fleet {
     children: Vec<Child>,
     pgid: Option<Pid>,
     guard: Option<(Child, OwnedFd)>,
+    function: bool,
 }
 
 /// Start a guard for process group `pgid`: a shell in its own process group (out of reach of
@@ -84,6 +96,13 @@ impl Fleet {
     /// Start xen-sim with domains 1..=`guests` (1 vCPU, 16 MiB each) and write each guest's
     /// config; no process runs yet.
     pub fn new(guests: u16) -> std::io::Result<Fleet> {
+        Self::with_function(guests, None)
+    }
+
+    /// Like [`Fleet::new`], each guest's bridge also passing through one function backed by
+    /// `snapshot` (a config-space snapshot) at slot [`FUNCTION_SLOT`], a distinct host function
+    /// per guest ([`host_function`]).
+    pub fn with_function(guests: u16, snapshot: Option<&Path>) -> std::io::Result<Fleet> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("pvh-dm-fleet-{}-{n}", std::process::id()));
@@ -101,12 +120,22 @@ impl Fleet {
             children: Vec::new(),
             pgid: None,
             guard: None,
+            function: false,
         };
         for domid in 1..=guests {
             fleet
                 .sim
                 .create_domain_with(domid, &DomainConfig::default())?;
-            std::fs::write(fleet.config(domid), fleet.config_text(domid))?;
+            let mut text = fleet.config_text(domid);
+            if let Some(snap) = snapshot {
+                text += &format!(
+                    "\n[[pci.device]]\nhost = \"{}\"\nslot = {FUNCTION_SLOT}\nbackend = \"snapshot\"\nsnapshot = \"{}\"\n",
+                    host_function(domid),
+                    snap.display()
+                );
+            }
+            fleet.function = snapshot.is_some();
+            std::fs::write(fleet.config(domid), text)?;
             fleet.domids.push(domid);
         }
         Ok(fleet)
@@ -183,7 +212,7 @@ impl Fleet {
     /// Guest `domid` touches each of its device models once through xen-sim's guest API
     /// (a PIO read of pm-trap's PM1a_EVT, an MMIO read of the IOAPIC's version register, a
     /// CF8/CFC read of the host bridge's IDs); true if all three answered (Xen's null handler
-    /// would have read all-ones).
+    /// would have read all-ones), and the passed-through function's IDs if there is one.
     pub fn guest_served(&self, domid: u16) -> bool {
         let mut v = self.sim.vcpu(domid, 0);
         let pm = v.pio_read(PM1A_EVT, 4);
@@ -193,7 +222,13 @@ impl Fleet {
         let bridge = v
             .pio_write(0xCF8, 4, 0x8000_0000)
             .and_then(|_| v.pio_read(0xCFC, 4));
-        [pm, ioapic, bridge]
+        let function = if self.function {
+            v.pio_write(0xCF8, 4, 0x8000_0000 | u64::from(FUNCTION_SLOT) << 11)
+                .and_then(|_| v.pio_read(0xCFC, 4))
+        } else {
+            Ok(0)
+        };
+        [pm, ioapic, bridge, function]
             .iter()
             .all(|r| r.as_ref().is_ok_and(|&x| x != 0xFFFF_FFFF))
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tests::fleet::{smaps_rollup_kib, Fleet, MODELS};
+use tests::fleet::{host_function, smaps_rollup_kib, Fleet, FUNCTION_SLOT, MODELS};
 use tests::harness::bin_path;
 
 #[test]
@@ -36,4 +36,23 @@ fn three_guests_serve_and_leave_nothing_behind() {
         "a process of the fleet's group survived"
     );
     assert!(!dir.exists());
+}
+
+#[test]
+fn each_guest_gets_its_own_snapshot_backed_function() {
+    let bin = bin_path("pm-trap");
+    let snap = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../pci-host-bridge/testdata/real/virtio-net-1af4-1041.json");
+    let mut fleet = Fleet::with_function(2, Some(&snap)).unwrap();
+    fleet.spawn_all(bin.parent().unwrap()).unwrap();
+    assert!(fleet.wait_all_serving(Duration::from_secs(30)));
+    assert_ne!(host_function(1), host_function(2));
+    assert_eq!(host_function(257), "0000:41:00.1");
+    for d in fleet.domids.clone() {
+        assert!(fleet.guest_served(d), "guest {d} not served");
+        let mut v = fleet.sim.vcpu(d, 0);
+        v.pio_write(0xCF8, 4, 0x8000_0000 | u64::from(FUNCTION_SLOT) << 11)
+            .unwrap();
+        assert_eq!(v.pio_read(0xCFC, 4).unwrap(), 0x1041_1af4, "guest {d}");
+    }
 }

@@ -54,6 +54,10 @@ struct Args {
     /// skips them.
     #[arg(long, default_value_t = 64)]
     guests: u16,
+    /// In the scale figures, pass one snapshot-backed function through to each guest
+    /// (pci-host-bridge's testdata/real/virtio-net-1af4-1041.json).
+    #[arg(long)]
+    with_function: bool,
     /// Internal: run as the ping-pong child (eventfds on stdin and stdout).
     #[arg(long, hide = true)]
     pingpong_child: bool,
@@ -86,12 +90,24 @@ fn spawn_floor(n: usize) -> anyhow::Result<f64> {
 }
 
 /// N guests against one xen-sim: the scale figures (keys listed in the module doc).
-fn scale(bin_dir: &std::path::Path, guests: u16) -> anyhow::Result<serde_json::Value> {
+fn scale(
+    bin_dir: &std::path::Path,
+    guests: u16,
+    with_function: bool,
+) -> anyhow::Result<serde_json::Value> {
     let nofile = tests::fleet::raise_nofile();
     let nproc = 3 * usize::from(guests);
 
     let floor_before = spawn_floor(nproc)?;
-    let mut fleet = tests::fleet::Fleet::new(guests)?;
+    let snapshot = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../pci-host-bridge/testdata/real/virtio-net-1af4-1041.json");
+    anyhow::ensure!(
+        !with_function || snapshot.exists(),
+        "{} missing",
+        snapshot.display()
+    );
+    let mut fleet =
+        tests::fleet::Fleet::with_function(guests, with_function.then_some(snapshot.as_path()))?;
     let t = Instant::now();
     fleet.spawn_all(bin_dir)?;
     anyhow::ensure!(
@@ -139,6 +155,7 @@ fn scale(bin_dir: &std::path::Path, guests: u16) -> anyhow::Result<serde_json::V
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
     Ok(json!({
         "guests_n": guests,
+        "passed_through_functions": if with_function { guests } else { 0 },
         "processes": nproc,
         "processes_running": running,
         "guests_served": served,
@@ -309,7 +326,7 @@ fn main() -> anyhow::Result<()> {
     let _ = h.stop_all();
     drop(h);
     let scale = if args.guests > 0 {
-        Some(scale(&bin_dir, args.guests)?)
+        Some(scale(&bin_dir, args.guests, args.with_function)?)
     } else {
         None
     };
