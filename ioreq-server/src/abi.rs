@@ -456,6 +456,8 @@ pub const XENVER_VERSION: u64 = 0;
 pub const XEN_DOMCTL_INTERFACE_VERSION_4_17: u32 = 0x15;
 
 pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
+/// `XEN_DOMINF_dying` in `xen_domctl_getdomaininfo.flags`: the domain is being destroyed.
+pub const XEN_DOMINF_DYING: u32 = 1;
 pub const XEN_DOMCTL_IRQ_PERMISSION: u32 = 19;
 pub const XEN_DOMCTL_IOMEM_PERMISSION: u32 = 20;
 pub const XEN_DOMCTL_IOPORT_PERMISSION: u32 = 21;

@@ -369,22 +369,6 @@ impl PassthroughExecutor {
         Ok(())
     }
 
-    /// Revoke every permission granted through this executor.
-    pub fn revoke_all_permissions(&mut self) -> Result<(), PtError> {
-        let mut first_err = None;
-        for (mfn, nr) in self.iomem.clone() {
-            if let Err(e) = self.iomem_permission(mfn, nr, false) {
-                first_err.get_or_insert(e);
-            }
-        }
-        for (port, nr) in self.ioports.clone() {
-            if let Err(e) = self.ioport_permission(port, nr, false) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
     /// Whether the guest has an IOMMU context and `sbdf` could be assigned to it: Xen's
     /// `test_assign_device` against the guest (EOPNOTSUPP: no IOMMU context,
     /// xen/drivers/passthrough/iommu.c:615-622 in 4.17; EINVAL: owned by another domain or

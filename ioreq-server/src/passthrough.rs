@@ -301,7 +301,8 @@ impl PtOp {
     /// The value of a successful call, from the hypercall's non-negative return value `rc`
     /// and the argument buffer after the call (`out`, the bytes [`PtOp::encode_4_17`] made):
     /// - `map_pirq_msi`: the pirq Xen allocated;
-    /// - `get_domain_info`: `max_pages`, or `Err` if Xen answered for another domain;
+    /// - `get_domain_info`: `max_pages`, or `Err` if Xen answered for another domain or the
+    ///   domain is dying (`XEN_DOMINF_dying`);
     /// - `memory_mapping`: `rc`, which is the number of frames done when it is positive
     ///   (`map_mmio_regions` stops after 64 iterations, xen/arch/x86/mm/p2m.c:1670-1738 in 4.17;
     ///   `return i == nr ? 0 : i ?: ret`), 0 when all were done;
@@ -322,6 +323,14 @@ impl PtOp {
                     return Err(format!(
                         "getdomaininfo answered for domain {echoed:?}, not {domid}: the domain is gone"
                     ));
+                }
+                let flags = out
+                    .get(p + 4..p + 8)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                if flags & XEN_DOMINF_DYING != 0 {
+                    // Being destroyed: its p2m and pirqs are going, unmaps fail with EINVAL.
+                    return Err(format!("domain {domid} is dying"));
                 }
                 word(p + 16).ok_or_else(|| "getdomaininfo: short buffer".into())
             }

@@ -55,6 +55,8 @@ pub enum Step {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Lifecycle {
     done: Vec<Step>,
+    /// Permissions this function was granted: `(io, first, count)` (frames or ports).
+    granted: Vec<(bool, u64, u64)>,
     /// The last stop's failures (for the status socket and the exit log).
     stop_errors: Vec<String>,
 }
@@ -169,15 +171,18 @@ impl Lifecycle {
         for b in &bars {
             match permission_of(b) {
                 Some((true, port, nr)) => {
-                    let (Ok(port), Ok(nr)) = (u32::try_from(port), u32::try_from(nr)) else {
+                    let (Ok(p), Ok(n)) = (u32::try_from(port), u32::try_from(nr)) else {
                         continue;
                     };
-                    exec.ioport_permission(port, nr, true)
+                    exec.ioport_permission(p, n, true)
                         .map_err(|e| pt("XEN_DOMCTL_ioport_permission", e))?;
+                    self.granted.push((true, port, nr));
                 }
-                Some((false, mfn, nr)) => exec
-                    .iomem_permission(mfn, nr, true)
-                    .map_err(|e| pt("XEN_DOMCTL_iomem_permission", e))?,
+                Some((false, mfn, nr)) => {
+                    exec.iomem_permission(mfn, nr, true)
+                        .map_err(|e| pt("XEN_DOMCTL_iomem_permission", e))?;
+                    self.granted.push((false, mfn, nr));
+                }
                 None => {}
             }
         }
@@ -234,9 +239,20 @@ impl Lifecycle {
                 errs.push(format!("XEN_DOMCTL_deassign_device: {e}"));
             }
         }
+        if !guest_alive {
+            self.granted.clear();
+        }
         if has(Step::Permitted, &self.done) && guest_alive {
-            if let Err(e) = exec.revoke_all_permissions() {
-                errs.push(format!("revoking permissions: {e}"));
+            // Only this function's: another function of the guest may still be mapped.
+            for (io, first, nr) in std::mem::take(&mut self.granted) {
+                let r = if io {
+                    exec.ioport_permission(first as u32, nr as u32, false)
+                } else {
+                    exec.iomem_permission(first, nr, false)
+                };
+                if let Err(e) = r {
+                    errs.push(format!("revoking permission {first:#x}+{nr:#x}: {e}"));
+                }
             }
         }
         if has(Step::DecodeOn, &self.done) {

@@ -305,6 +305,7 @@ int main(void)
     CONST(XENVER_version);
     CONST(XEN_DOMCTL_INTERFACE_VERSION);
     CONST(XEN_DOMCTL_getdomaininfo);
+    CONST(XEN_DOMINF_dying);
     CONST(XEN_DOMCTL_irq_permission);
     CONST(XEN_DOMCTL_iomem_permission);
     CONST(XEN_DOMCTL_ioport_permission);

@@ -224,6 +224,7 @@ fn constants() -> Vec<(&'static str, u64, &'static str)> {
         XEN_DOMCTL_PAYLOAD_OFFSET => "offset xen_domctl u",
         XEN_DOMCTL_ASSIGN_DEVICE_SBDF_OFFSET => "offset xen_domctl_assign_device u.pci.machine_sbdf",
         XEN_DOMCTL_GETDOMAININFO => "const XEN_DOMCTL_getdomaininfo",
+        XEN_DOMINF_DYING => "const XEN_DOMINF_dying",
         XEN_DOMCTL_IRQ_PERMISSION => "const XEN_DOMCTL_irq_permission",
         XEN_DOMCTL_IOMEM_PERMISSION => "const XEN_DOMCTL_iomem_permission",
         XEN_DOMCTL_IOPORT_PERMISSION => "const XEN_DOMCTL_ioport_permission",

@@ -383,6 +383,19 @@ impl SysfsDevice {
         }
     }
 
+    /// The driver bound to the function now, if any.
+    fn bound_driver(&self) -> Option<String> {
+        std::fs::read_link(self.dir.join("driver"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    fn sysfs_read(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
     fn sysfs_write(&self, file: &str, value: &str) -> Result<(), Error> {
         if !self.writable {
             return Err(self.err("opened read-only".into()));
@@ -528,11 +541,20 @@ impl HostDevice for SysfsDevice {
     }
 
     fn enable_decode(&mut self) -> Result<(), Error> {
+        // sysfs `enable` refuses (EBUSY) while a driver is bound (drivers/pci/pci-sysfs.c
+        // enable_store); a driver we keep (uio_pci_generic for INTx, pciback) enabled the
+        // device in its probe already.
+        if self.bound_driver().is_some() {
+            return Ok(());
+        }
         self.sysfs_write("enable", "1")
     }
 
     fn disable_decode(&mut self) -> Result<(), Error> {
-        // `enable` = 0 calls pci_disable_device only when the device is enabled.
+        // As above; and `enable` = 0 on a device that is not enabled is EIO.
+        if self.bound_driver().is_some() || self.sysfs_read("enable").as_deref() == Some("0") {
+            return Ok(());
+        }
         self.sysfs_write("enable", "0")
     }
 
