@@ -242,6 +242,21 @@ fn setup_failed(rb: &mut Rollback<'_>, run: &Path, name: &str, what: &str) -> i3
 
 /// Run `create`; returns the process exit code.
 pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
+    // Held until this guest's claim (the staging state.json) is on disk.
+    let lock = if ro.dry_run {
+        None
+    } else {
+        match runtime::create_lock(run_dir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "pvh-dm: cannot take the create lock on {}: {e}",
+                    run_dir.display()
+                );
+                return exit::ERROR;
+            }
+        }
+    };
     let plan = match plan::build(opts) {
         Ok(p) => p,
         Err(r) => {
@@ -348,6 +363,21 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     let staging = run_dir.join(format!(".create-{}-{}", plan.name, std::process::id()));
     rb.dirs.push(staging.clone());
     let cfg = step!("prepare runtime files", prepare_files(&plan, &staging));
+    let mut state = State {
+        domid: 0,
+        name: plan.name.clone(),
+        xl_config: std::fs::canonicalize(&plan.xl_path).unwrap_or(plan.xl_path.clone()),
+        dm_config: std::fs::canonicalize(&plan.dm_config).unwrap_or(plan.dm_config.clone()),
+        phase: Phase::Starting,
+        supervisor: (!ro.detach).then(std::process::id),
+        created: now_secs(),
+        device_models: Vec::new(),
+        devices: plan.devices.clone(),
+        passthrough: plan.iommu_wrapper.is_some(),
+    };
+    // The claim on the devices and the ioapic socket; other creates now see it.
+    step!("prepare runtime files", state.save(&staging));
+    drop(lock);
 
     // 2-3. The domain.
     let t0 = Instant::now();
@@ -380,18 +410,8 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
 
     // 4. Runtime dir.
     let dir = runtime::guest_dir(run_dir, domid);
-    let mut state = State {
-        domid,
-        name: plan.name.clone(),
-        xl_config: std::fs::canonicalize(&plan.xl_path).unwrap_or(plan.xl_path.clone()),
-        dm_config: std::fs::canonicalize(&plan.dm_config).unwrap_or(plan.dm_config.clone()),
-        phase: Phase::Starting,
-        supervisor: (!ro.detach).then(std::process::id),
-        created: now_secs(),
-        device_models: Vec::new(),
-        devices: plan.devices.clone(),
-        passthrough: plan.iommu_wrapper.is_some(),
-    };
+    state.domid = domid;
+    state.created = now_secs();
     step!("runtime dir", {
         clear_stale(&dir, domid, ro.dm_stop_timeout);
         std::fs::rename(&staging, &dir)

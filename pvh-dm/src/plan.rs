@@ -484,7 +484,7 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
 /// Host functions in use by other pvh-dm guests: (address, domid, name).
 pub fn in_use_by_other_guests(run: &Path) -> Vec<(String, u32, String)> {
     let mut out = Vec::new();
-    for (_, st) in crate::runtime::list(run) {
+    for (_, st) in crate::runtime::list_with_staging(run) {
         if let Ok(st) = st {
             for d in st.devices {
                 out.push((d, st.domid, st.name.clone()));
@@ -498,7 +498,7 @@ pub fn in_use_by_other_guests(run: &Path) -> Vec<(String, u32, String)> {
 /// (path, domid, name).
 pub fn ioapic_socket_users(run: &Path) -> Vec<(PathBuf, u32, String)> {
     let mut out = Vec::new();
-    for (_, st) in crate::runtime::list(run) {
+    for (_, st) in crate::runtime::list_with_staging(run) {
         let Ok(st) = st else { continue };
         let Ok(g) = GuestConfig::load(&st.dm_config) else {
             continue;

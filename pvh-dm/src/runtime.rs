@@ -149,6 +149,40 @@ pub fn list(run: &Path) -> Vec<(PathBuf, io::Result<State>)> {
     out
 }
 
+/// [`list`] plus the staging dirs of creates still running (`.create-NAME-PID/` with a
+/// `state.json` and a live PID): the guests whose devices and sockets are taken.
+pub fn list_with_staging(run: &Path) -> Vec<(PathBuf, io::Result<State>)> {
+    let mut out = list(run);
+    let Ok(rd) = std::fs::read_dir(run) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(".create-") else {
+            continue;
+        };
+        let live = rest
+            .rsplit('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p != std::process::id() && pid_alive(p));
+        if live && e.path().join(STATE_FILE).exists() {
+            out.push((e.path(), State::load(&e.path())));
+        }
+    }
+    out
+}
+
+/// The create lock (an flock on the runtime directory itself): held from validation until
+/// the guest's claim on its devices and sockets is on disk, so that two creates (several
+/// units at boot) cannot both take the same device.
+pub fn create_lock(run: &Path) -> io::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(run)?;
+    let f = std::fs::File::open(run)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io::Error::from(e))
+}
+
 /// Whether process `pid` exists (signal 0).
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(p) = i32::try_from(pid) else {

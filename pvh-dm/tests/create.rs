@@ -666,3 +666,40 @@ fn sigterm_during_create_undoes_it() {
     assert!(r.dm_log().contains("pm-trap sigterm 7"), "{}", r.dm_log());
     assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
 }
+
+#[test]
+fn a_second_create_sees_the_first_ones_claim_while_it_starts() {
+    let r = Rig::new("claim");
+    r.add_function("0000:03:10.1", Some("pciback"));
+    r.write_toml(PT_DEVICE);
+    let mut first = r.create_cmd(&["--detach"]);
+    first.env("FAKE_DM_DELAY", "pm-trap:2000");
+    let mut first = spawn(first);
+    let start = std::time::Instant::now();
+    while !r.dm_log().contains("pm-trap start") && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(
+        r.dir().join("guest2.cfg"),
+        std::fs::read_to_string(r.xl_cfg())
+            .unwrap()
+            .replace("guest1", "guest2"),
+    )
+    .unwrap();
+    let mut c = r.cmd(&["create"]);
+    c.arg(r.dir().join("guest2.cfg"))
+        .arg("--dm-config")
+        .arg(r.dir().join("guest1.toml"))
+        .arg("--detach");
+    let o = c.output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("0000:03:10.1") && err.contains("already passed through to guest guest1"),
+        "{err}"
+    );
+    let st = wait_timeout(&mut first, Duration::from_secs(20)).unwrap();
+    assert_eq!(st.code(), Some(0), "{}", stderr_of(&mut first));
+    let o = r.cmd(&["destroy", "guest1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
