@@ -445,7 +445,7 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         rb.dms.push(started);
         let st = step!(
             format!("start {}", d.name),
-            rb.dms.last_mut().unwrap().wait_ready(ro.dm_timeout)
+            rb.dms.last_mut().unwrap().wait_ready(domid, ro.dm_timeout)
         );
         info!(dm = d.name, secs = t.elapsed().as_secs_f32(), vcpus = %st["status"]["vcpus"], "device model up");
         state.device_models = rb.dms.iter().map(|d| d.rec.clone()).collect();

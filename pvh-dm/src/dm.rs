@@ -160,7 +160,10 @@ impl RunningDm {
             "--domid".into(),
             domid.to_string().into(),
         ];
-        c.args(&args).stdin(Stdio::null());
+        // Only pvh-dm talks to systemd (NotifyAccess=main).
+        c.args(&args)
+            .stdin(Stdio::null())
+            .env_remove("NOTIFY_SOCKET");
         if let Some(l) = &log {
             let f = std::fs::File::create(l).map_err(|source| DmError::Spawn {
                 binary: binary.into(),
@@ -202,8 +205,13 @@ impl RunningDm {
         self.exited
     }
 
-    /// Wait until its control socket answers `status`, it dies, or `timeout` passes.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<serde_json::Value, DmError> {
+    /// Wait until its control socket answers `status` for `domid`, it dies, or `timeout`
+    /// passes.
+    pub fn wait_ready(
+        &mut self,
+        domid: u32,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, DmError> {
         let start = Instant::now();
         let mut last = String::new();
         loop {
@@ -218,7 +226,15 @@ impl RunningDm {
             }
             if self.rec.socket.exists() {
                 match status(&self.rec.socket) {
-                    Ok(v) => return Ok(v),
+                    // Another process answering for another domain (a stale socket our
+                    // device model has not replaced yet): not ready.
+                    Ok(v) => match v["status"]["domid"].as_u64() {
+                        Some(d) if d != u64::from(domid) => last = format!(
+                            "the socket answers for domain {d}, not {domid}: another {} holds it",
+                            self.rec.name
+                        ),
+                        _ => return Ok(v),
+                    },
                     Err(e) => last = e,
                 }
             }

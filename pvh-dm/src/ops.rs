@@ -89,10 +89,13 @@ pub fn status(run: &Path, domid: Option<u32>, json: bool) -> i32 {
             ),
         };
         human.push_str(&format!(
-            "domid {} {} {:?} {}{}\n",
+            "domid {} {} {} {}{}\n",
             st.domid,
             st.name,
-            st.phase,
+            serde_json::to_value(st.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             sup_text,
             if st.devices.is_empty() {
                 String::new()

@@ -216,7 +216,9 @@ impl Xl {
         let cmdline = self.cmdline(args, env);
         tracing::debug!(%cmdline, "xl");
         let mut c = Command::new(&self.bin);
-        c.args(args).stdin(Stdio::null());
+        c.args(args)
+            .stdin(Stdio::null())
+            .env_remove("NOTIFY_SOCKET");
         for (k, v) in env {
             c.env(k, v);
         }

@@ -331,7 +331,7 @@ fn supervised_poweroff_stops_everything_and_exits_0() {
     let st = r.cmd(&["status"]).output().unwrap();
     let (out, _) = text(&st);
     assert!(
-        out.contains("domid 7 guest1 Running supervisor pid"),
+        out.contains("domid 7 guest1 running supervisor pid"),
         "{out}"
     );
     assert!(
