@@ -563,7 +563,15 @@ impl Supervisor<'_> {
                         match Signal::try_from(si.ssi_signo as i32) {
                             Ok(Signal::SIGCHLD) => {
                                 if let Some(why) = self.dead_dm() {
-                                    return self.end(End::DmDied(why));
+                                    // A device model may exit because the domain went away
+                                    // (its event channels die with it): then that is the end.
+                                    return match self.xl.state(self.domid) {
+                                        Ok(DomainState::Shutdown(r)) => self.end(End::Reason(r)),
+                                        Ok(DomainState::Dying | DomainState::Gone) => {
+                                            self.end(End::Gone)
+                                        }
+                                        _ => self.end(End::DmDied(why)),
+                                    };
                                 }
                             }
                             Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {

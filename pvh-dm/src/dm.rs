@@ -229,10 +229,12 @@ impl RunningDm {
                     // Another process answering for another domain (a stale socket our
                     // device model has not replaced yet): not ready.
                     Ok(v) => match v["status"]["domid"].as_u64() {
-                        Some(d) if d != u64::from(domid) => last = format!(
+                        Some(d) if d != u64::from(domid) => {
+                            last = format!(
                             "the socket answers for domain {d}, not {domid}: another {} holds it",
                             self.rec.name
-                        ),
+                        )
+                        }
                         _ => return Ok(v),
                     },
                     Err(e) => last = e,

@@ -703,3 +703,18 @@ fn a_second_create_sees_the_first_ones_claim_while_it_starts() {
     let o = r.cmd(&["destroy", "guest1"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
+
+#[test]
+fn a_device_model_exiting_because_the_domain_went_away_is_not_blamed() {
+    // The guest powers off and pm-trap exits at about the same time: the end is the poweroff.
+    let r = Rig::new("dm-after-poweroff");
+    let (mut child, _xs) = supervised(&r, &[("FAKE_DM_DIE", "pm-trap:1500")]);
+    // The initial watch event has seen the domain alive; now it shuts down, and no watch
+    // event is sent: pm-trap's exit is what pvh-dm notices first.
+    std::thread::sleep(Duration::from_millis(300));
+    r.set_state("---s-- 0");
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("shut down: poweroff"), "{err}");
+}
