@@ -18,8 +18,7 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-#[test]
-fn real_device_models_come_up_answer_and_stop() {
+fn missing_binaries() -> bool {
     let bins = bin_dir();
     let missing: Vec<&str> = ["xen-sim", "pm-trap", "ioapic", "pci-host-bridge"]
         .into_iter()
@@ -31,15 +30,20 @@ fn real_device_models_come_up_answer_and_stop() {
             missing.join(", "),
             bins.display()
         );
-        return;
     }
-    let r = Rig::new("real");
+    !missing.is_empty()
+}
+
+/// xen-sim serving domid 7, and a guest TOML for it with all three device models.
+fn sim_rig(tag: &str) -> (Rig, std::process::Child) {
+    let bins = bin_dir();
+    let r = Rig::new(tag);
     let sim = r.dir().join("sim.sock");
-    let mut xen_sim = Command::new(bins.join("xen-sim"))
+    let xen_sim = Command::new(bins.join("xen-sim"))
         .args(["serve", "--domid", "7", "--vcpus", "2", "--socket"])
         .arg(&sim)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -58,6 +62,72 @@ fn real_device_models_come_up_answer_and_stop() {
         ),
     )
     .unwrap();
+    (r, xen_sim)
+}
+
+fn stop_sim(mut xen_sim: std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(xen_sim.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = wait_timeout(&mut xen_sim, Duration::from_secs(10));
+}
+
+#[test]
+fn supervised_real_device_models_a_killed_one_ends_the_guest() {
+    if missing_binaries() {
+        return;
+    }
+    let (r, xen_sim) = sim_rig("real-kill");
+    let xs = fake_xenstored(r.dir());
+    let mut c = r.create_cmd(&["--xenstore", &xs.path.to_string_lossy()]);
+    c.env("PVH_DM_BIN_DIR", bin_dir());
+    let mut child = spawn(c);
+    let line = first_line(&mut child, Duration::from_secs(30));
+    assert_eq!(line.as_deref(), Some("7"), "{}", stderr_of(&mut child));
+    let st = runtime_state(&r);
+    let pm = st["device_models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "pm-trap")
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pm),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("pvh-dm exits");
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(20), "{err}");
+    assert!(
+        err.contains("device model pm-trap (pid") && err.contains("SIGKILL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pci-host-bridge exited with status 0"),
+        "{err}"
+    );
+    assert!(err.contains("ioapic exited with status 0"), "{err}");
+    assert!(r.xl_log().contains("destroy 7"));
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+    stop_sim(xen_sim);
+}
+
+fn runtime_state(r: &Rig) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(r.run_dir().join("7/state.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn real_device_models_come_up_answer_and_stop() {
+    if missing_binaries() {
+        return;
+    }
+    let bins = bin_dir();
+    let (r, xen_sim) = sim_rig("real");
     let o = r
         .create_cmd(&["--detach"])
         .env("PVH_DM_BIN_DIR", &bins)
@@ -94,9 +164,5 @@ fn real_device_models_come_up_answer_and_stop() {
         assert!(!alive(p), "device model {p} still runs");
     }
     assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(xen_sim.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = wait_timeout(&mut xen_sim, Duration::from_secs(10));
+    stop_sim(xen_sim);
 }
