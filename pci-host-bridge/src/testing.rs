@@ -493,6 +493,10 @@ impl XenState {
                     ));
                     return Err(libc::EEXIST);
                 }
+                let used: u32 = self.pirqs.values().map(|b| b.nvec).sum();
+                if cfg.pirq_limit.is_some_and(|l| used + nvec > l) {
+                    return Err(libc::ENOSPC);
+                }
                 let base = self.next_pirq.max(64).next_multiple_of(nvec);
                 self.next_pirq = base + nvec;
                 self.pirqs.insert(
@@ -565,6 +569,9 @@ pub struct XenLikeConfig {
     pub intremap: bool,
     /// The domain has an IOMMU context (assignment is refused without it).
     pub iommu: bool,
+    /// At most this many pirqs mapped at once (`map_pirq` then fails with ENOSPC, as Xen does
+    /// when the domain's `nr_pirqs` are used up); `None`: no limit.
+    pub pirq_limit: Option<u32>,
 }
 
 impl Default for XenLikeConfig {
@@ -574,6 +581,7 @@ impl Default for XenLikeConfig {
             frames_per_call: 64,
             intremap: false,
             iommu: true,
+            pirq_limit: None,
         }
     }
 }
@@ -820,11 +828,15 @@ struct Func {
     raw: RawCaps,
 }
 
-/// The guest-visible interrupt state of a function before an access.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The guest-visible interrupt state of a function (and what Xen has bound of its MSI-X).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct IrqView {
     msix: Option<(bool, bool)>,
     msi: bool,
+    /// MSI-X entries bound in Xen.
+    msix_bound: BTreeSet<u32>,
+    /// The guest address of the MSI-X table.
+    gtable: Option<u64>,
 }
 
 /// The invariant checker (see the module docs).
@@ -958,6 +970,7 @@ impl Checker {
     }
 
     fn irq_views(&self, bridge: &PciHostBridge) -> BTreeMap<PciAddress, IrqView> {
+        let x = self.xen();
         self.funcs
             .iter()
             .filter_map(|(a, fc)| {
@@ -971,6 +984,17 @@ impl Checker {
                             .msi
                             .and_then(|(c, ctl)| guest_msi(f, c, ctl))
                             .is_some_and(|m| m.0),
+                        msix_bound: x
+                            .bound_of(f.host_address().sbdf())
+                            .iter()
+                            .filter(|(_, (b, _))| b.table_base != 0)
+                            .map(|(e, _)| *e)
+                            .collect(),
+                        gtable: fc.raw.msix.and_then(|m| {
+                            f.bars()
+                                .bar(usize::from(m.table.0))
+                                .map(|b| b.guest.wrapping_add(m.table.1))
+                        }),
                     },
                 ))
             })
@@ -1138,8 +1162,8 @@ impl Checker {
                     "{a}: the bridge lists {own:x?} bound, Xen has {xen:x?}"
                 ));
             }
-            let view = after.get(a).copied().unwrap_or_default();
-            let was = before.get(a).copied().unwrap_or_default();
+            let view = after.get(a).cloned().unwrap_or_default();
+            let was = before.get(a).cloned().unwrap_or_default();
             let msix_on = view.msix.is_some_and(|m| m.0);
             let cfg = fc.handle.config();
             // MSI.
@@ -1205,6 +1229,29 @@ impl Checker {
                         "{a}: entry {e} bound with gtable {:#x}, the guest's table is at {table_guest:x?}",
                         v.gtable
                     ));
+                }
+            }
+            // While MSI-X stays enabled (and MSI off) and the table stays where it is, a
+            // config write (the Function Mask, say: written through, Xen tracks it) never
+            // unbinds an entry, and nothing but an unmask binds one from the table.
+            if matches!(op, Op::CfgWrite { .. })
+                && was.msix.is_some_and(|m| m.0)
+                && msix_on
+                && !was.msi
+                && !view.msi
+                && was.gtable == view.gtable
+                && !was.msix_bound.is_subset(&view.msix_bound)
+            {
+                return Err(format!(
+                    "{a}: a config write unbound MSI-X entries {:?} while MSI-X stayed enabled",
+                    was.msix_bound
+                        .difference(&view.msix_bound)
+                        .collect::<Vec<_>>()
+                ));
+            }
+            if let Op::MmioWrite { .. } = op {
+                if !was.msix_bound.is_subset(&view.msix_bound) {
+                    return Err(format!("{a}: an MMIO write unbound MSI-X entries"));
                 }
             }
             if was.msix.is_some_and(|m| m.0) && !msix_on {
@@ -1524,18 +1571,24 @@ impl Checker {
     /// and the bridge's and executor's own lists.
     fn check_mappings(&self, bridge: &PciHostBridge) -> Result<(), String> {
         let windows = bridge.config().windows();
-        let (want_mem, want_io) = self.expected_mappings(bridge, &windows);
+        let (want_mem, want_io, rom) = self.expected_mappings(bridge, &windows);
         let x = self.xen();
-        if x.p2m != want_mem {
-            let extra: Vec<_> = x
-                .p2m
+        // The ROM's frames are allowed, not required (see expected_mappings).
+        let p2m: BTreeMap<u64, u64> = x
+            .p2m
+            .iter()
+            .filter(|(g, m)| rom.get(g) != Some(m))
+            .map(|(g, m)| (*g, *m))
+            .collect();
+        if p2m != want_mem {
+            let extra: Vec<_> = p2m
                 .iter()
                 .filter(|(g, m)| want_mem.get(g) != Some(m))
                 .take(4)
                 .collect();
             let missing: Vec<_> = want_mem
                 .iter()
-                .filter(|(g, m)| x.p2m.get(g) != Some(m))
+                .filter(|(g, m)| p2m.get(g) != Some(m))
                 .take(4)
                 .collect();
             return Err(format!(
@@ -1593,14 +1646,16 @@ impl Checker {
 
     /// What the guest's placement and decode ask to be mapped: guest frame -> host frame and
     /// guest port -> host port (computed from the backend's BARs and the raw MSI-X
-    /// capability; BARs whose guest ranges overlap another decoded BAR are not mapped).
+    /// capability; BARs whose guest ranges overlap another decoded BAR are not mapped). The
+    /// third map holds the frames of an enabled ROM, which may be mapped or not (whether the
+    /// bridge maps the ROM at all is open; Xen refuses it without an iomem permission).
     pub fn expected_mappings(
         &self,
         bridge: &PciHostBridge,
         windows: &Windows,
-    ) -> (BTreeMap<u64, u64>, BTreeMap<u32, u32>) {
-        // (is_io, guest start, guest len, mappable host BAR, trapped pages)
-        type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>);
+    ) -> (BTreeMap<u64, u64>, BTreeMap<u32, u32>, BTreeMap<u64, u64>) {
+        // (is_io, guest start, guest len, mappable host BAR, trapped pages, is the ROM)
+        type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>, bool);
         let mut decoded: Vec<Decoded> = Vec::new();
         for f in bridge.functions() {
             let cmd = f.command();
@@ -1614,7 +1669,7 @@ impl Checker {
                 }
                 if h.kind == BarKind::Io {
                     if cmd & 1 != 0 && windows.contains_io(v.guest, h.size) {
-                        decoded.push((true, v.guest, h.size, Some(h), BTreeSet::new()));
+                        decoded.push((true, v.guest, h.size, Some(h), BTreeSet::new(), false));
                     }
                     continue;
                 }
@@ -1624,7 +1679,7 @@ impl Checker {
                 }
                 let mappable = h.host_addr % PAGE_SIZE == 0 && h.size % PAGE_SIZE == 0;
                 let trapped = raw.map(|m| m.pages(i as u8)).unwrap_or_default();
-                decoded.push((false, v.guest, emu, mappable.then_some(h), trapped));
+                decoded.push((false, v.guest, emu, mappable.then_some(h), trapped, false));
             }
             if let (Some(h), Some(v)) = (f.device().rom(), f.bars().rom()) {
                 let emu = h.size.next_power_of_two().max(PAGE_SIZE);
@@ -1632,11 +1687,19 @@ impl Checker {
                     guest_reg(f, 0x30).is_some_and(|r| r & 1 != 0) || f.bars().rom_enabled();
                 if cmd & 2 != 0 && rom_on && v.guest != 0 && windows.contains_mmio(v.guest, emu) {
                     let mappable = h.host_addr % PAGE_SIZE == 0 && h.size % PAGE_SIZE == 0;
-                    decoded.push((false, v.guest, emu, mappable.then_some(h), BTreeSet::new()));
+                    decoded.push((
+                        false,
+                        v.guest,
+                        emu,
+                        mappable.then_some(h),
+                        BTreeSet::new(),
+                        true,
+                    ));
                 }
             }
         }
         let mut mem = BTreeMap::new();
+        let mut rom = BTreeMap::new();
         let mut io = BTreeMap::new();
         for (k, d) in decoded.iter().enumerate() {
             let overlaps = decoded.iter().enumerate().any(|(j, o)| {
@@ -1653,14 +1716,15 @@ impl Checker {
                     io.insert((d.1 + p) as u32, (h.host_addr + p) as u32);
                 }
             } else {
+                let out = if d.5 { &mut rom } else { &mut mem };
                 for p in 0..h.size / PAGE_SIZE {
                     if !d.4.contains(&p) {
-                        mem.insert(d.1 / PAGE_SIZE + p, h.host_addr / PAGE_SIZE + p);
+                        out.insert(d.1 / PAGE_SIZE + p, h.host_addr / PAGE_SIZE + p);
                     }
                 }
             }
         }
-        (mem, io)
+        (mem, io, rom)
     }
 
     /// Check the start the bridge just made (the calls from log index `from` on): for each
