@@ -15,7 +15,7 @@
 //! Mapping rule ([`Bars::desired_mappings`]): with memory decode on, every memory BAR whose
 //! guest range lies inside a configured MMIO window and whose host range is whole pages
 //! (page-aligned address, size a multiple of 4 KiB) is mapped (`XEN_DOMCTL_memory_mapping`), minus the pages holding the MSI-X table
-//! or PBA; the ROM likewise when also its enable bit is set. With I/O decode on, every I/O BAR
+//! or PBA; never the ROM (see [`Bars::desired_mappings`]). With I/O decode on, every I/O BAR
 //! inside the I/O window is mapped (`XEN_DOMCTL_ioport_mapping`). A BAR at 0 or outside the
 //! windows is never mapped (it is unplaced, or in the middle of a sizing probe). A memory BAR
 //! smaller than a page is never mapped either: the rest of its host page may belong to another
@@ -307,11 +307,11 @@ impl Bars {
                 }
             }
         }
-        if let Some(r) = &self.rom {
-            if mem_on && self.rom_enabled {
-                push_mem_runs(&mut out, windows, 6, r, Vec::new());
-            }
-        }
+        // The expansion ROM is never mapped: its host decoder is enabled by its own enable bit,
+        // which stays the bridge's (virtual), so mapped ROM frames would read whatever the
+        // device decodes with the ROM off (review S2-5; QEMU's xen_pt passes the enable bit
+        // through instead). Guest reads of a placed ROM arrive as ioreqs and read all-ones:
+        // "no ROM image" to a driver.
         out
     }
 }

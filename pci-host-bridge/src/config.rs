@@ -153,6 +153,11 @@ pub struct PciDeviceConfig {
     /// not forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intx: Option<String>,
+    /// Snapshot backend only: a file the device's config space is mirrored into after every
+    /// change, so that another process (xen-sim, which models Xen's view of the physical
+    /// function, e.g. whether its MSI-X Enable is set) sees the "device" as Xen would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_mirror: Option<PathBuf>,
 }
 
 fn default_ecam_base() -> u64 {
@@ -339,6 +344,11 @@ impl PciConfig {
                 }
                 _ => {}
             }
+            if d.config_mirror.is_some() && d.backend != BackendKind::Snapshot {
+                return err(format!(
+                    "{name}: config_mirror is only allowed with backend \"snapshot\""
+                ));
+            }
             match (d.backend, d.intx.as_deref()) {
                 (_, None) => {}
                 (_, Some("")) => return err(format!("{name}: intx is empty")),
@@ -387,6 +397,7 @@ mod tests {
             backend: BackendKind::Sysfs,
             snapshot: None,
             intx: None,
+            config_mirror: None,
         };
         let bad = [
             PciConfig {
@@ -430,6 +441,7 @@ mod tests {
             PciConfig {
                 devices: vec![PciDeviceConfig {
                     intx: Some("eventfd".into()),
+            config_mirror: None,
                     ..dev(2, 0)
                 }],
                 ..Default::default()

@@ -122,13 +122,21 @@ host = "{VF_HOST}"
 slot = {VF_SLOT}
 backend = "snapshot"
 snapshot = "{vf}"
+config_mirror = "{mirror}"
 "#,
         s5a = S5[0],
         s5b = S5[1],
         ioapic_sock = h.dir.join("ioapic.sock").display(),
         snapshot = snapshot.display(),
         vf = vf.display(),
+        mirror = vf_config_mirror(h).display(),
     )
+}
+
+/// Where the VF's snapshot backend mirrors its config space, for the sim to read the
+/// physical function's MSI-X Enable as Xen would.
+fn vf_config_mirror(h: &Harness) -> PathBuf {
+    h.dir.join("vf-config.bin")
 }
 
 /// Run the demo and return its report.
@@ -149,7 +157,10 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     .context("starting xen-sim")?;
     // What Xen reads from the VF itself (read_pci_mem_bar through its PF's SR-IOV capability,
     // the MSI-X capability): the facts of sriov-nic-vf.json and its PF.
-    h.sim.add_host_device(demo_vf_facts());
+    h.sim.add_host_device(xen_sim::HostPciDevice {
+        config_file: Some(vf_config_mirror(&h)),
+        ..demo_vf_facts()
+    });
     if keep {
         h.keep_dir();
     }

@@ -241,6 +241,9 @@ pub fn open(dev: &PciDeviceConfig, sysfs_root: &Path) -> Result<Box<dyn HostDevi
                 ))
             })?;
             let mut d = snapshot::SnapshotDevice::open_at(path, Some(dev.host))?;
+            if let Some(m) = &dev.config_mirror {
+                d.set_config_mirror(m);
+            }
             if let Some(intx) = &dev.intx {
                 d.enable_intx()?;
                 d.publish_intx(Path::new(intx))?;

@@ -462,9 +462,21 @@ struct State {
     /// What [`HostDevice::reset`] answers: `Some(true)` (has a reset method, the default),
     /// `Some(false)` (none), `None` (fails).
     reset: Option<bool>,
+    /// The file the config space is mirrored into ([`SnapshotDevice::set_config_mirror`]).
+    mirror: Option<PathBuf>,
 }
 
 impl State {
+    /// Write the whole config space to the mirror file (a temp file renamed over it, so a
+    /// reader never sees half of it).
+    fn mirror(&self) {
+        let Some(p) = &self.mirror else { return };
+        let tmp = p.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, &self.config).and_then(|()| std::fs::rename(&tmp, p)) {
+            tracing::warn!("snapshot config mirror {}: {e}", p.display());
+        }
+    }
+
     fn event(&mut self, kind: DeviceEventKind) {
         self.events.push(DeviceEvent {
             seq: next_seq(),
@@ -559,6 +571,7 @@ impl SnapshotHandle {
         if let Some(dst) = s.config.get_mut(offset..offset + data.len()) {
             dst.copy_from_slice(data);
         }
+        s.mirror();
     }
 }
 
@@ -713,6 +726,14 @@ impl SnapshotDevice {
     /// The VF identity derived from the PF snapshot, for a VF snapshot with `physfn`.
     pub fn vf_identity(&self) -> Option<&VfIdentity> {
         self.vf.as_ref()
+    }
+
+    /// Mirror the config space into `path` from now on (written at once and after every
+    /// change; see [`crate::config::PciDeviceConfig::config_mirror`]).
+    pub fn set_config_mirror(&mut self, path: &Path) {
+        let mut st = self.lock();
+        st.mirror = Some(path.to_path_buf());
+        st.mirror();
     }
 
     /// Give the device an INTx eventfd ([`super::intx_eventfd`]); a no-op if it has one.
@@ -886,6 +907,7 @@ impl HostDevice for SnapshotDevice {
             offset,
             data: data.to_vec(),
         });
+        st.mirror();
         Ok(())
     }
 
