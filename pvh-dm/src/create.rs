@@ -122,6 +122,10 @@ impl Rollback<'_> {
         }
         for f in self.extra_files.drain(..) {
             let _ = std::fs::remove_file(&f);
+            // The device models' [control] dir/DOMID, if it is not ours and now empty.
+            if let Some(d) = f.parent() {
+                let _ = std::fs::remove_dir(d);
+            }
         }
         for d in self.dirs.drain(..).rev() {
             if d.exists() {
@@ -182,8 +186,13 @@ fn prepare_files(plan: &Plan, dir: &Path) -> anyhow::Result<PathBuf> {
     }
     let cfg = dir.join("xl.cfg");
     let header = format!(
-        "# Derived by pvh-dm from {} (ramdisk: ACPI tables + the original ramdisk).\n",
-        plan.xl_path.display()
+        "# Derived by pvh-dm from {} ({}).\n",
+        plan.xl_path.display(),
+        if plan.tables.is_some() {
+            "ramdisk: ACPI tables + the original ramdisk"
+        } else {
+            "unchanged: no ACPI table upgrade"
+        }
     );
     std::fs::write(&cfg, header + &text).with_context(|| format!("writing {}", cfg.display()))?;
     Ok(cfg)
@@ -715,6 +724,9 @@ impl Supervisor<'_> {
         let stopped = dm::stop_all(&mut self.dms, self.stop_timeout);
         for f in &self.extra_files {
             let _ = std::fs::remove_file(f);
+            if let Some(d) = f.parent() {
+                let _ = std::fs::remove_dir(d);
+            }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             warn!("removing {}: {e}", self.dir.display());

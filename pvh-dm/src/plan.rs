@@ -360,11 +360,20 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
     }
 
     // Kernel and ramdisk.
-    let Some(kernel) = kernel else {
-        return refuse("xl config: no `kernel` (a PVH guest boots a kernel directly)");
-    };
-    let kind = kernel::classify(Path::new(&kernel))
-        .map_err(|e| Refused(format!("xl config: kernel {kernel}: {e}")))?;
+    let (kernel, kind) =
+        match kernel {
+            Some(k) => {
+                let kind = kernel::classify(Path::new(&k))
+                    .map_err(|e| Refused(format!("xl config: kernel {k}: {e}")))?;
+                (k, kind)
+            }
+            // Without the table upgrade the kernel is xl's business (e.g. `firmware = ...`).
+            None if opts.no_acpi_upgrade => (String::new(), KernelKind::Unknown),
+            None => return refuse(
+                "xl config: no `kernel`: the ACPI tables travel through a Linux kernel's initrd \
+                 (a PVH guest boots its kernel directly; --no-acpi-upgrade leaves booting to xl)",
+            ),
+        };
     let ramdisk = str_key(&xl, "ramdisk")?.map(PathBuf::from);
     if let Some(r) = &ramdisk {
         if let Err(e) = std::fs::metadata(r) {

@@ -718,3 +718,54 @@ fn a_device_model_exiting_because_the_domain_went_away_is_not_blamed() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("shut down: poweroff"), "{err}");
 }
+
+#[test]
+fn a_control_dir_outside_the_runtime_dir_is_cleaned_too() {
+    let r = Rig::new("ctldir");
+    let ctl = r.dir().join("ctl");
+    std::fs::write(
+        r.dir().join("guest1.toml"),
+        format!(
+            "domid = 0\n[control]\ndir = \"{}\"\n[pm_trap]\nmode = \"guest\"\n",
+            ctl.display()
+        ),
+    )
+    .unwrap();
+    let (mut child, xs) = supervised(&r, &[]);
+    assert!(ctl.join("7/pm-trap.sock").exists());
+    r.set_state("---s-- 0");
+    xs.fire.send(()).unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut child));
+    assert!(!ctl.join("7").exists(), "control dir left behind");
+    // Detached, then destroyed from state.json.
+    let o = r.create(&["--detach"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(ctl.join("7/pm-trap.sock").exists());
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(!ctl.join("7").exists(), "control dir left behind");
+}
+
+#[test]
+fn without_the_table_upgrade_any_kernel_and_no_ramdisk_will_do() {
+    let r = Rig::new("noupgrade");
+    std::fs::write(r.dir().join("other.elf"), b"\x7fELF a unikernel").unwrap();
+    r.write_xl(
+        &XL_CFG
+            .replace("KERNEL", &r.dir().join("other.elf").to_string_lossy())
+            .replace("ramdisk = \"RAMDISK\"\n", ""),
+    );
+    let o = r.create(&["--detach", "--no-acpi-upgrade"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(out.trim(), "7");
+    let cfg = std::fs::read_to_string(r.dir().join("xl/cfg-seen")).unwrap();
+    assert!(
+        !cfg.contains("ramdisk =") && cfg.contains("no ACPI table upgrade"),
+        "{cfg}"
+    );
+    assert!(!r.dir().join("xl/initrd-seen").exists());
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
