@@ -168,6 +168,7 @@ pub fn snapshot_device_config(slot: u8, function: u8) -> PciDeviceConfig {
         backend: crate::BackendKind::Snapshot,
         snapshot: Some("embedded".into()),
         intx: None,
+        config_mirror: None,
     }
 }
 
@@ -1526,24 +1527,17 @@ impl Checker {
     }
 
     /// Whether guest frames `[gfn, +nr)` -> host frames `[mfn, +nr)` are the guest placement
-    /// of part of one memory BAR (or the ROM) of a function, off its MSI-X pages.
+    /// of part of one memory BAR of a function (never the ROM), off its MSI-X pages.
     fn frames_of_a_bar(&self, bridge: &PciHostBridge, gfn: u64, mfn: u64, nr: u64) -> bool {
         for f in bridge.functions() {
             let raw = self.funcs.get(&f.guest_address()).and_then(|c| c.raw.msix);
-            let bars = (0..6u8)
-                .filter_map(|i| {
-                    Some((
-                        i,
-                        f.device().bar(usize::from(i))?,
-                        f.bars().bar(usize::from(i))?.guest,
-                    ))
-                })
-                .chain(
-                    f.device()
-                        .rom()
-                        .zip(f.bars().rom())
-                        .map(|(h, v)| (6, h, v.guest)),
-                );
+            let bars = (0..6u8).filter_map(|i| {
+                Some((
+                    i,
+                    f.device().bar(usize::from(i))?,
+                    f.bars().bar(usize::from(i))?.guest,
+                ))
+            });
             for (i, h, g) in bars {
                 if h.kind == BarKind::Io
                     || mfn * PAGE_SIZE < h.host_addr
@@ -1571,16 +1565,10 @@ impl Checker {
     /// and the bridge's and executor's own lists.
     fn check_mappings(&self, bridge: &PciHostBridge) -> Result<(), String> {
         let windows = bridge.config().windows();
-        let (want_mem, want_io, rom) = self.expected_mappings(bridge, &windows);
+        let (want_mem, want_io) = self.expected_mappings(bridge, &windows);
         let x = self.xen();
-        // The ROM's frames are allowed, not required (see expected_mappings).
-        let p2m: BTreeMap<u64, u64> = x
-            .p2m
-            .iter()
-            .filter(|(g, m)| rom.get(g) != Some(m))
-            .map(|(g, m)| (*g, *m))
-            .collect();
-        if p2m != want_mem {
+        let p2m = &x.p2m;
+        if *p2m != want_mem {
             let extra: Vec<_> = p2m
                 .iter()
                 .filter(|(g, m)| want_mem.get(g) != Some(m))
@@ -1647,13 +1635,13 @@ impl Checker {
     /// What the guest's placement and decode ask to be mapped: guest frame -> host frame and
     /// guest port -> host port (computed from the backend's BARs and the raw MSI-X
     /// capability; BARs whose guest ranges overlap another decoded BAR are not mapped). The
-    /// third map holds the frames of an enabled ROM, which may be mapped or not (whether the
-    /// bridge maps the ROM at all is open; Xen refuses it without an iomem permission).
+    /// expansion ROM is never mapped (its host decoder stays off: its enable bit is
+    /// virtual), but a decoded ROM still keeps a BAR it overlaps unmapped.
     pub fn expected_mappings(
         &self,
         bridge: &PciHostBridge,
         windows: &Windows,
-    ) -> (BTreeMap<u64, u64>, BTreeMap<u32, u32>, BTreeMap<u64, u64>) {
+    ) -> (BTreeMap<u64, u64>, BTreeMap<u32, u32>) {
         // (is_io, guest start, guest len, mappable host BAR, trapped pages, is the ROM)
         type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>, bool);
         let mut decoded: Vec<Decoded> = Vec::new();
@@ -1686,20 +1674,11 @@ impl Checker {
                 let rom_on =
                     guest_reg(f, 0x30).is_some_and(|r| r & 1 != 0) || f.bars().rom_enabled();
                 if cmd & 2 != 0 && rom_on && v.guest != 0 && windows.contains_mmio(v.guest, emu) {
-                    let mappable = h.host_addr % PAGE_SIZE == 0 && h.size % PAGE_SIZE == 0;
-                    decoded.push((
-                        false,
-                        v.guest,
-                        emu,
-                        mappable.then_some(h),
-                        BTreeSet::new(),
-                        true,
-                    ));
+                    decoded.push((false, v.guest, emu, None, BTreeSet::new(), true));
                 }
             }
         }
         let mut mem = BTreeMap::new();
-        let mut rom = BTreeMap::new();
         let mut io = BTreeMap::new();
         for (k, d) in decoded.iter().enumerate() {
             let overlaps = decoded.iter().enumerate().any(|(j, o)| {
@@ -1716,15 +1695,14 @@ impl Checker {
                     io.insert((d.1 + p) as u32, (h.host_addr + p) as u32);
                 }
             } else {
-                let out = if d.5 { &mut rom } else { &mut mem };
                 for p in 0..h.size / PAGE_SIZE {
                     if !d.4.contains(&p) {
-                        out.insert(d.1 / PAGE_SIZE + p, h.host_addr / PAGE_SIZE + p);
+                        mem.insert(d.1 / PAGE_SIZE + p, h.host_addr / PAGE_SIZE + p);
                     }
                 }
             }
         }
-        (mem, io, rom)
+        (mem, io)
     }
 
     /// Check the start the bridge just made (the calls from log index `from` on): for each

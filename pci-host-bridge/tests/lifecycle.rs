@@ -355,3 +355,34 @@ fn guest_ram_reaching_the_windows_is_refused() {
     assert!(t.bridge.start(&mut a).is_err());
     assert_eq!(VF_SBDF, VF_HOST.sbdf());
 }
+
+/// Xen's assign_device refuses a function whose MSI-X Function Mask is set (EBUSY,
+/// msi.c:1213-1233): the start clears it in the host, after the reset and before the
+/// assignment, with one 16-bit write of Message Control.
+#[test]
+fn host_function_mask_cleared_before_assign() {
+    let mut t = unstarted(
+        vf_dev(),
+        VF_HOST,
+        3,
+        PciConfig::default(),
+        XenLike::new(XenLikeConfig::default()),
+    );
+    t.handle.poke_config(0x72, &[0x04, 0x40]);
+    let mut a = Actions::new();
+    t.bridge.start(&mut a).unwrap();
+    assert_eq!(
+        timeline(&t.xen, 0, &t.handle, 0),
+        [
+            "get_domain_info",
+            "test_assign_device",
+            "device: decode on",
+            "prepare_msix",
+            "device: reset",
+            "device: config write 0x72 = 0004",
+            "assign_device",
+            "iomem_permission 0x3800020+16 true",
+            "iomem_permission 0x3800108+4 true",
+        ]
+    );
+}
