@@ -147,16 +147,20 @@ pub fn status(run: &Path, domid: Option<u32>, json: bool) -> i32 {
     exit::OK
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+fn wait_until(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
     f()
 }
+
+const OFTEN: Duration = Duration::from_millis(100);
+/// Between `xl list` calls (each one a process; slow under emulation).
+const XL_POLL: Duration = Duration::from_millis(500);
 
 /// Stop what an unsupervised guest left: its device models (reverse order) and its dir.
 fn cleanup_unsupervised(dir: &Path, st: &State) {
@@ -199,7 +203,7 @@ pub fn destroy(run: &Path, xl: &Xl, target: &str) -> i32 {
     }
     if let Some(pid) = supervisor_alive(st.supervisor) {
         // The supervisor sees @releaseDomain, stops the device models, removes the dir.
-        if wait_until(Duration::from_secs(60), || !dir.exists()) {
+        if wait_until(Duration::from_secs(60), OFTEN, || !dir.exists()) {
             eprintln!("pvh-dm: supervisor {pid} stopped the device models");
             return rc;
         }
@@ -225,7 +229,7 @@ pub fn shutdown(run: &Path, xl: &Xl, target: &str, timeout: Duration) -> i32 {
             st.name, st.domid
         );
         // Its own --shutdown-timeout applies; allow for it and the device models' stop.
-        if wait_until(timeout + Duration::from_secs(30), || {
+        if wait_until(timeout + Duration::from_secs(30), OFTEN, || {
             supervisor_alive(Some(pid)).is_none()
         }) {
             return exit::OK;
@@ -237,7 +241,7 @@ pub fn shutdown(run: &Path, xl: &Xl, target: &str, timeout: Duration) -> i32 {
         eprintln!("pvh-dm: {e}: destroying");
         return destroy(run, xl, target);
     }
-    let down = wait_until(timeout, || {
+    let down = wait_until(timeout, XL_POLL, || {
         matches!(
             xl.state(st.domid),
             Ok(DomainState::Gone | DomainState::Shutdown(_) | DomainState::Dying)

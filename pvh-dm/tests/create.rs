@@ -769,3 +769,62 @@ fn without_the_table_upgrade_any_kernel_and_no_ramdisk_will_do() {
     let o = r.cmd(&["destroy", "7"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
+
+#[test]
+fn shutdown_subcommand_supervised_and_detached() {
+    // Supervised: `pvh-dm shutdown NAME` asks the supervisor (SIGTERM) and waits for it.
+    let r = Rig::new("shutdown-sup");
+    r.touch("obey-shutdown");
+    let (mut child, xs) = supervised(&r, &[]);
+    let fire = xs.fire.clone();
+    let dir = r.dir().to_path_buf();
+    // xenstored would fire @releaseDomain once the guest has shut down.
+    let t = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while !dir.join("xl/shutdown-requested").exists()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fire.send(());
+    });
+    let o = r.cmd(&["shutdown", "guest1"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("asked supervisor"), "{err}");
+    t.join().unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(5)).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut child));
+    assert!(r.run_entries().is_empty());
+
+    // Detached, obeyed: xl shutdown, the domain shuts down, destroyed, device models stopped.
+    let r = Rig::new("shutdown-det");
+    r.touch("obey-shutdown");
+    assert_eq!(r.create(&["--detach"]).status.code(), Some(0));
+    let o = r
+        .cmd(&["shutdown", "7", "--timeout", "5"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let xl = r.xl_log();
+    assert!(
+        xl.contains("shutdown 7") && xl.contains("destroy 7"),
+        "{xl}"
+    );
+    assert!(r.dm_log().contains("pm-trap sigterm 7"));
+    assert!(r.run_entries().is_empty());
+
+    // Detached, ignored: destroyed after the timeout, exit 15.
+    let r = Rig::new("shutdown-ign");
+    assert_eq!(r.create(&["--detach"]).status.code(), Some(0));
+    let o = r
+        .cmd(&["shutdown", "7", "--timeout", "1"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(15), "{err}");
+    assert!(err.contains("did not shut down within 1 s"), "{err}");
+    assert!(r.xl_log().contains("destroy 7"));
+    assert!(r.run_entries().is_empty());
+}

@@ -54,7 +54,7 @@ case "$1" in
     [ -e "$D/fail-unpause" ] && { echo "libxl: error: fake unpause failure" >&2; exit 1; }
     exit 0 ;;
   destroy) rm -f "$D/domain"; exit 0 ;;
-  shutdown) touch "$D/shutdown-requested"; exit 0 ;;
+  shutdown) touch "$D/shutdown-requested"; [ -e "$D/obey-shutdown" ] && echo "---s-- 0" > "$D/state"; exit 0 ;;
   list)
     id="${@: -1}"
     [ -e "$D/domain" ] || { echo "Error: Domain '$id' does not exist." >&2; exit 1; }
