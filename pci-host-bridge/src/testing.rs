@@ -1086,7 +1086,20 @@ impl Checker {
             .map_err(|e| format!("{op:?}: {e}"))?;
         self.check_ops(bridge, op, &new_ops, &pre_bound)
             .map_err(|e| format!("{op:?}: {e}; calls {}", brief(&new_ops)))?;
-        if matches!(op, Op::CfgWrite { .. })
+        // The guest's placement and decode change only with the command register, a BAR or
+        // the ROM register (or an ECAM write running into the next function); Xen's p2m only
+        // with a mapping call.
+        let placement = match op {
+            Op::CfgWrite { reg, size, .. } => {
+                let (a, z) = (usize::from(reg), usize::from(reg) + usize::from(size));
+                z > 4096
+                    || [(4, 6), (0x10, 0x28), (0x30, 0x34)]
+                        .iter()
+                        .any(|&(x, y)| a < y && x < z)
+            }
+            _ => false,
+        };
+        if placement
             || new_ops.iter().any(|l| {
                 matches!(
                     l.op,
