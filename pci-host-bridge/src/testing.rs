@@ -856,7 +856,7 @@ pub struct Checker {
     pub ops: u64,
     /// Device writes checked.
     pub device_writes: u64,
-    /// `memory_mapping` (add) calls seen.
+    /// `memory_mapping` and `ioport_mapping` (add) calls seen.
     pub maps: u64,
     /// Of those, answered with a partial count.
     pub partial_maps: u64,
@@ -1371,6 +1371,7 @@ impl Checker {
                     nr,
                     add: true,
                 } => {
+                    self.maps += 1;
                     if !windows.contains_io(u64::from(gport), u64::from(nr)) {
                         return Err(format!("I/O mapping {gport:#x}+{nr} outside the window"));
                     }
