@@ -57,6 +57,12 @@ fn main() {
             std::process::exit(2)
         });
     cfg.domid = domid;
+    // Signals first, so that a SIGTERM right after the start is seen and logged.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().unwrap();
+    let sig = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK).unwrap();
     log(&name, "start", domid);
     if std::env::var("FAKE_DM_FAIL").is_ok_and(|f| f == name) {
         eprintln!("{name}: fake failure at start-up");
@@ -69,11 +75,6 @@ fn main() {
     });
     let ignore_term = std::env::var("FAKE_DM_IGNORE_TERM").is_ok_and(|f| f == name);
 
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.thread_block().unwrap();
-    let sig = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK).unwrap();
 
     if let Some(ms) = std::env::var("FAKE_DM_DELAY").ok().and_then(|v| {
         let (n, ms) = v.split_once(':')?;
