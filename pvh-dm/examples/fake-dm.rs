@@ -75,7 +75,6 @@ fn main() {
     });
     let ignore_term = std::env::var("FAKE_DM_IGNORE_TERM").is_ok_and(|f| f == name);
 
-
     if let Some(ms) = std::env::var("FAKE_DM_DELAY").ok().and_then(|v| {
         let (n, ms) = v.split_once(':')?;
         (n == name).then(|| ms.parse::<u64>().ok()).flatten()

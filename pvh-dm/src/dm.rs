@@ -276,7 +276,11 @@ impl RunningDm {
         match self.child.wait() {
             Ok(st) => {
                 self.exited = Some(st);
-                format!("{} after SIGKILL", describe(st))
+                format!(
+                    "did not exit within {} s of SIGTERM: SIGKILLed ({})",
+                    timeout.as_secs(),
+                    describe(st)
+                )
             }
             Err(e) => format!("could not be reaped: {e}"),
         }

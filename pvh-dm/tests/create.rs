@@ -828,3 +828,24 @@ fn shutdown_subcommand_supervised_and_detached() {
     assert!(r.xl_log().contains("destroy 7"));
     assert!(r.run_entries().is_empty());
 }
+
+#[test]
+fn a_device_model_that_ignores_sigterm_is_killed() {
+    let r = Rig::new("ignoreterm");
+    r.touch("fail-unpause");
+    let mut c = r.cmd(&["create"]);
+    c.arg(r.xl_cfg())
+        .args(["--dm-stop-timeout", "1", "--detach"])
+        .env("FAKE_DM_IGNORE_TERM", "pm-trap");
+    let o = c.output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("pm-trap did not exit within 1 s of SIGTERM: SIGKILLed"),
+        "{err}"
+    );
+    for pid in started_pids(&r.dm_log()) {
+        assert!(!alive(pid), "device model {pid} still runs");
+    }
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+}
