@@ -445,6 +445,14 @@ impl PassthroughExecutor {
         Ok(())
     }
 
+    /// Take over a `prepare_msix` another process made (a device model that died), so that
+    /// [`PassthroughExecutor::release_msix`] releases it.
+    pub fn adopt_prepared(&mut self, sbdf: u32) {
+        if !self.prepared.contains(&sbdf) {
+            self.prepared.push(sbdf);
+        }
+    }
+
     /// `PHYSDEVOP_release_msix` (only if this executor prepared it). Xen wants exactly the
     /// prepare's own entry in use then (`used_entries == 1`, msi.c:1154), i.e. every pirq of
     /// the function unmapped first.

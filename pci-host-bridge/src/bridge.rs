@@ -141,6 +141,37 @@ impl PciHostBridge {
         self.exec.as_ref()
     }
 
+    /// Hand back every function after a bridge died (see
+    /// [`crate::lifecycle::Lifecycle::reclaim`]). Refused while the domain still exists: its
+    /// p2m may still map the functions' BARs, and only the dead bridge knew where.
+    pub fn reclaim(&mut self) -> Result<(), Error> {
+        let Some(exec) = self.exec.as_mut() else {
+            return Err(Error::Config("reclaim needs a passthrough executor".into()));
+        };
+        if exec.domain_alive() {
+            return Err(Error::Config(format!(
+                "domain {} still exists: destroy it first (xl destroy {}); its p2m may still map the devices",
+                exec.domid(),
+                exec.domid()
+            )));
+        }
+        let mut failed = Vec::new();
+        for f in self.functions.values_mut() {
+            let host = f.host_address();
+            let errs = f.reclaim(exec);
+            if errs.is_empty() {
+                tracing::info!(%host, "reclaimed: back with dom0");
+            } else {
+                failed.push(format!("{host}: {}", errs.join("; ")));
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!("reclaim incomplete: {}", failed.join(" | "))))
+        }
+    }
+
     /// The lowest guest address of a window below 4 GiB (ECAM or BARs) and the configured
     /// windows above it, checked against the guest's RAM: a PVH domain without a device model
     /// has only a small hole below 4 GiB (libxl_dom.c:1081-1110 in 4.17: 4G minus the special

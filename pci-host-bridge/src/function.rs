@@ -746,6 +746,12 @@ impl PassthroughFunction {
         self.bindings = bindings;
     }
 
+    /// Hand back a function that a dead bridge left assigned to a domain that is gone
+    /// ([`Lifecycle::reclaim`]); returns the failed steps.
+    pub fn reclaim(&mut self, exec: &mut PassthroughExecutor) -> Vec<String> {
+        Lifecycle::reclaim(self.host, self.dev.as_mut(), self.caps.msix.is_some(), exec)
+    }
+
     /// The lifecycle steps done.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle

@@ -271,6 +271,34 @@ impl Lifecycle {
         self.stop_errors = errs;
     }
 
+    /// Hand back a function a bridge that died left assigned, once its domain is gone
+    /// (`pci-host-bridge reclaim`): Xen freed the guest's mappings, pirqs and permissions and
+    /// quarantined the function in dom_io; what is left is dom0's side, as [`Lifecycle::stop`]
+    /// does it for a dead guest — Bus Master off, reset, `release_msix` (if MSI-X: the dead
+    /// bridge prepared it), deassign from `DOMID_IO`, decode off, and dom0's driver re-probed.
+    /// Returns the failed steps (empty: all done).
+    pub fn reclaim(
+        host: PciAddress,
+        dev: &mut dyn HostDevice,
+        msix: bool,
+        exec: &mut PassthroughExecutor,
+    ) -> Vec<String> {
+        let mut l = Lifecycle::default();
+        l.done.push(Step::DecodeOn);
+        if msix {
+            // The executor releases only what it prepared: record the dead bridge's prepare.
+            exec.adopt_prepared(host.sbdf());
+            l.done.push(Step::MsixPrepared);
+        }
+        l.done.push(Step::Assigned);
+        l.stop(host, dev, exec, false, &mut |_, _| Vec::new());
+        let mut errs = l.stop_errors;
+        if let Err(e) = dev.reprobe_host_driver() {
+            errs.push(format!("re-probing dom0's driver: {e}"));
+        }
+        errs
+    }
+
     /// The failures of the last stop.
     pub fn stop_errors(&self) -> &[String] {
         &self.stop_errors

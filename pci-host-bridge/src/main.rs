@@ -49,6 +49,13 @@ enum Cmd {
         #[arg(long, default_value = "/sys", hide = true)]
         sysfs: PathBuf,
     },
+    /// Hand the configured functions back to dom0 after a pci-host-bridge for this guest died
+    /// (SIGKILL, a crash) and its domain was destroyed: Xen then holds them quarantined in
+    /// dom_io. Does what the bridge's own teardown would have done for a dead guest: Bus Master
+    /// off, reset, PHYSDEVOP_release_msix, XEN_DOMCTL_deassign_device from DOMID_IO, decode
+    /// off, dom0's driver re-probed. Refuses while the domain exists. `pvh-dm` runs it when it
+    /// sees the bridge die.
+    Reclaim(RunArgs),
 }
 
 #[derive(Args)]
@@ -85,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Cmd::Run(r)) => run(r),
+        Some(Cmd::Reclaim(r)) => reclaim(r),
         None => run(cli.run),
     }
 }
@@ -114,6 +122,22 @@ fn connect_intx(dev: &mut PciHostBridge, socket: &Path) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+fn reclaim(r: RunArgs) -> anyhow::Result<()> {
+    init_logging(&r.common.log);
+    let cfg = r.common.load()?;
+    let pci: PciConfig = cfg.section("pci")?;
+    if pci.devices.is_empty() {
+        anyhow::bail!("the config passes no function through: nothing to reclaim");
+    }
+    let mut dev = PciHostBridge::from_config(&pci)?;
+    dev.set_executor(ioreq_server::cli::passthrough_executor(
+        &cfg,
+        "pci-host-bridge",
+    )?);
+    dev.reclaim()?;
+    Ok(())
 }
 
 fn run(r: RunArgs) -> anyhow::Result<()> {

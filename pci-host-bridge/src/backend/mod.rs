@@ -158,6 +158,12 @@ pub trait HostDevice {
         Ok(false)
     }
 
+    /// Let dom0's kernel probe a driver for the function again (sysfs `drivers_probe`), for
+    /// a function whose driver this process did not unbind itself (`reclaim`).
+    fn reprobe_host_driver(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Keep dom0's driver off the device before it is assigned (sysfs: unbind it). Returns the
     /// driver that was unbound, if any.
     fn detach_host_driver(&mut self) -> Result<Option<String>, Error> {

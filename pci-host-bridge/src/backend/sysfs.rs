@@ -540,6 +540,14 @@ impl HostDevice for SysfsDevice {
         Ok(())
     }
 
+    fn reprobe_host_driver(&mut self) -> Result<(), Error> {
+        if !self.writable || self.bound_driver().is_some() {
+            return Ok(());
+        }
+        let probe = self.sysfs_root.join("bus/pci/drivers_probe");
+        std::fs::write(&probe, self.addr.to_string()).map_err(|e| Error::io(&probe, e))
+    }
+
     fn enable_decode(&mut self) -> Result<(), Error> {
         // sysfs `enable` refuses (EBUSY) while a driver is bound (drivers/pci/pci-sysfs.c
         // enable_store); a driver we keep (uio_pci_generic for INTx, pciback) enabled the
