@@ -535,6 +535,39 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
+    /// The bridge died: once the domain is destroyed, `pci-host-bridge reclaim` does dom0's
+    /// side of the hand-back for the functions Xen now holds in dom_io.
+    fn reclaim_devices(&self) {
+        let Some(rec) = self
+            .state
+            .device_models
+            .iter()
+            .find(|r| r.name == "pci-host-bridge")
+        else {
+            return;
+        };
+        let out = std::process::Command::new(&rec.binary)
+            .arg("reclaim")
+            .arg("--config")
+            .arg(&self.state.dm_config)
+            .arg("--domid")
+            .arg(self.domid.to_string())
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => info!(
+                devices = %self.state.devices.join(", "),
+                "pci-host-bridge reclaim: the functions are back with dom0"
+            ),
+            Ok(o) => error!(
+                "pci-host-bridge reclaim failed ({}): {}",
+                crate::describe_status(o.status),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => error!("running {} reclaim: {e}", rec.binary.display()),
+        }
+    }
+
     fn run(mut self, sig: &SignalFd, xs: &mut Xenstore) -> i32 {
         let mut deadline: Option<Instant> = None;
         let mut requested = false;
@@ -710,9 +743,9 @@ impl Supervisor<'_> {
         let bridge_died = matches!(&why, End::DmDied(w) if w.starts_with("pci-host-bridge "));
         if bridge_died && !self.state.devices.is_empty() {
             error!(
-                "pci-host-bridge died, so nobody hands back {}: once the domain is destroyed Xen quarantines them \
-                 (owner dom_io); dom0 gets them back only after a reset, PHYSDEVOP_release_msix and \
-                 XEN_DOMCTL_deassign_device from DOMID_IO (what the bridge does on SIGTERM; on the rig: rig-xc dequarantine SBDF)",
+                "pci-host-bridge died without handing back {}: once the domain is destroyed Xen quarantines them \
+                 (owner dom_io); `pci-host-bridge reclaim` does the reset, PHYSDEVOP_release_msix and \
+                 XEN_DOMCTL_deassign_device from DOMID_IO next",
                 self.state.devices.join(", ")
             );
         }
@@ -722,6 +755,9 @@ impl Supervisor<'_> {
             }
         }
         let stopped = dm::stop_all(&mut self.dms, self.stop_timeout);
+        if bridge_died && !self.state.devices.is_empty() {
+            self.reclaim_devices();
+        }
         for f in &self.extra_files {
             let _ = std::fs::remove_file(f);
             if let Some(d) = f.parent() {

@@ -611,7 +611,9 @@ fn a_dead_bridge_names_the_devices_left_in_quarantine() {
     assert_eq!(status.code(), Some(20), "{err}");
     assert!(err.contains("device model pci-host-bridge (pid"), "{err}");
     assert!(
-        err.contains("nobody hands back 0000:03:10.1") && err.contains("dom_io"),
+        err.contains("without handing back 0000:03:10.1")
+            && err.contains("dom_io")
+            && err.contains("reclaim"),
         "{err}"
     );
     assert!(r.xl_log().contains("destroy 7"));
