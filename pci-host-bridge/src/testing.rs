@@ -214,6 +214,72 @@ pub struct Bound {
     pub gtable: u64,
 }
 
+/// A set of frames (or ports) kept as disjoint half-open intervals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Intervals(BTreeMap<u64, u64>);
+
+impl Intervals {
+    /// Add `[a, a + n)`.
+    pub fn add(&mut self, a: u64, n: u64) {
+        let (mut lo, mut hi) = (a, a.saturating_add(n));
+        if lo >= hi {
+            return;
+        }
+        let touching: Vec<(u64, u64)> = self
+            .0
+            .range(..=hi)
+            .filter(|(_, &e)| e >= lo)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.0.remove(&s);
+            lo = lo.min(s);
+            hi = hi.max(e);
+        }
+        self.0.insert(lo, hi);
+    }
+
+    /// Remove `[a, a + n)`.
+    pub fn remove(&mut self, a: u64, n: u64) {
+        let (lo, hi) = (a, a.saturating_add(n));
+        let hit: Vec<(u64, u64)> = self
+            .0
+            .range(..hi)
+            .filter(|(_, &e)| e > lo)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in hit {
+            self.0.remove(&s);
+            if s < lo {
+                self.0.insert(s, lo);
+            }
+            if e > hi {
+                self.0.insert(hi, e);
+            }
+        }
+    }
+
+    /// Whether all of `[a, a + n)` is in the set.
+    pub fn covers(&self, a: u64, n: u64) -> bool {
+        n == 0
+            || self
+                .0
+                .range(..=a)
+                .next_back()
+                .is_some_and(|(_, &e)| e >= a.saturating_add(n))
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many frames (ports) the set holds.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
 /// Xen's state as the fake keeps it.
 #[derive(Debug, Default)]
 pub struct XenState {
@@ -226,7 +292,7 @@ pub struct XenState {
     /// Guest port -> host port.
     pub io: BTreeMap<u32, u32>,
     /// Host frames the guest may access.
-    pub iomem: BTreeSet<u64>,
+    pub iomem: Intervals,
     /// Host ports the guest may access.
     pub ioports: BTreeSet<u32>,
     /// Functions assigned to the guest.
@@ -309,7 +375,7 @@ impl XenState {
         self.io.clear();
         self.pirqs.clear();
         self.bound.clear();
-        self.iomem.clear();
+        self.iomem = Intervals::default();
         self.ioports.clear();
         let a = std::mem::take(&mut self.assigned);
         self.quarantined.extend(a);
@@ -394,12 +460,10 @@ impl XenState {
                 Ok(0)
             }
             PtOp::IomemPermission { mfn, nr, allow } => {
-                for f in mfn..mfn.saturating_add(nr) {
-                    if allow {
-                        self.iomem.insert(f);
-                    } else {
-                        self.iomem.remove(&f);
-                    }
+                if allow {
+                    self.iomem.add(mfn, nr);
+                } else {
+                    self.iomem.remove(mfn, nr);
                 }
                 Ok(0)
             }
@@ -421,7 +485,7 @@ impl XenState {
                 }
                 // domctl.c: the guest must be permitted the whole range (iomem_permission),
                 // else EPERM and nothing is done.
-                if !(mfn..mfn.saturating_add(nr)).all(|f| self.iomem.contains(&f)) {
+                if !self.iomem.covers(mfn, nr) {
                     return Err(libc::EPERM);
                 }
                 let n = nr.min(cfg.frames_per_call);
@@ -970,10 +1034,32 @@ impl Checker {
         }
     }
 
-    fn irq_views(&self, bridge: &PciHostBridge) -> BTreeMap<PciAddress, IrqView> {
+    /// The functions whose interrupt programming `op` can change (`None`: all of them).
+    fn touched(bridge: &PciHostBridge, op: Op) -> Option<Vec<PciAddress>> {
+        match op {
+            Op::CfgRead { .. } | Op::MmioRead { .. } => Some(Vec::new()),
+            // An ECAM write running into the next function: all of them.
+            Op::CfgWrite { reg, size, .. } if usize::from(reg) + usize::from(size) > 4096 => None,
+            Op::CfgWrite { addr, .. } => Some(vec![addr]),
+            Op::MmioWrite { addr, size, .. } => Some(
+                bridge
+                    .functions()
+                    .filter(|f| f.claims_mmio(addr, usize::from(size)))
+                    .map(|f| f.guest_address())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn irq_views(
+        &self,
+        bridge: &PciHostBridge,
+        only: &Option<Vec<PciAddress>>,
+    ) -> BTreeMap<PciAddress, IrqView> {
         let x = self.xen();
         self.funcs
             .iter()
+            .filter(|(a, _)| only.as_ref().is_none_or(|v| v.contains(a)))
             .filter_map(|(a, fc)| {
                 let f = bridge.function(*a)?;
                 Some((
@@ -1005,8 +1091,13 @@ impl Checker {
     /// Perform `op` on `bridge` through the [`Device`] interface and check every invariant.
     pub fn apply(&mut self, bridge: &mut PciHostBridge, op: Op) -> Result<(), String> {
         self.ops += 1;
-        let before = self.irq_views(bridge);
-        let pre_bound = self.xen().bound.clone();
+        let touched = Self::touched(bridge, op);
+        let before = self.irq_views(bridge, &touched);
+        let pre_bound = if matches!(op, Op::CfgWrite { .. }) {
+            self.xen().bound.clone()
+        } else {
+            BTreeMap::new()
+        };
         let mut actions = Actions::new();
         let ecam = bridge.ecam();
         match op {
@@ -1113,7 +1204,7 @@ impl Checker {
         if matches!(op, Op::CfgRead { .. } | Op::MmioRead { .. }) {
             return Ok(());
         }
-        let after = self.irq_views(bridge);
+        let after = self.irq_views(bridge, &touched);
         self.check_interrupts_after(bridge, op, &before, &after)
             .map_err(|e| format!("{op:?}: {e}; calls {}", brief(&new_ops)))
     }
@@ -1121,7 +1212,7 @@ impl Checker {
     /// Check the interrupt invariants against the bridge's current state without an access
     /// (after an event, say).
     pub fn check_interrupts(&self, bridge: &PciHostBridge) -> Result<(), String> {
-        let v = self.irq_views(bridge);
+        let v = self.irq_views(bridge, &None);
         self.check_interrupts_after(
             bridge,
             Op::MmioRead {
@@ -1141,7 +1232,8 @@ impl Checker {
         after: &BTreeMap<PciAddress, IrqView>,
     ) -> Result<(), String> {
         let x = self.xen();
-        for (a, fc) in &self.funcs {
+        // The functions in `after` (those the access could change).
+        for (a, fc) in self.funcs.iter().filter(|(a, _)| after.contains_key(a)) {
             let Some(f) = bridge.function(*a) else {
                 continue;
             };
@@ -1179,7 +1271,6 @@ impl Checker {
             let view = after.get(a).cloned().unwrap_or_default();
             let was = before.get(a).cloned().unwrap_or_default();
             let msix_on = view.msix.is_some_and(|m| m.0);
-            let cfg = fc.handle.config();
             // MSI.
             if let Some((cap, raw_ctl)) = fc.raw.msi {
                 let m = guest_msi(f, cap, raw_ctl);
@@ -1206,7 +1297,7 @@ impl Checker {
                     }
                     _ => {}
                 }
-                let dev_on = cfg[usize::from(cap) + 2] & 1 != 0;
+                let dev_on = fc.handle.config_bytes(usize::from(cap) + 2, 1)[0] & 1 != 0;
                 if dev_on != msi_bound.is_some() {
                     return Err(format!(
                         "{a}: the device's MSI Enable is {dev_on} but the vector is {}bound",
@@ -1316,10 +1407,8 @@ impl Checker {
             // The device gets the guest's MSI-X Enable / Function Mask.
             if view.msix != was.msix {
                 if let Some((en, ma)) = view.msix {
-                    let ctl = u16::from_le_bytes([
-                        cfg[usize::from(rm.cap) + 2],
-                        cfg[usize::from(rm.cap) + 3],
-                    ]);
+                    let c = fc.handle.config_bytes(usize::from(rm.cap) + 2, 2);
+                    let ctl = u16::from_le_bytes([c[0], c[1]]);
                     if (ctl & 0x8000 != 0, ctl & 0x4000 != 0) != (en, ma) {
                         return Err(format!(
                             "{a}: the guest's MSI-X Enable/Function Mask are {en}/{ma}, the device's control is {ctl:#06x}"
@@ -1582,21 +1671,41 @@ impl Checker {
         let (want_mem, want_io) = self.expected_mappings(bridge, &windows);
         let x = self.xen();
         let p2m = &x.p2m;
-        if *p2m != want_mem {
+        // Runs of (gfn, mfn, nr) equal a per-frame map when they hold as many frames and each
+        // is there frame by frame (the runs do not overlap).
+        let same = |runs: &[(u64, u64, u64)]| -> Option<String> {
+            let total: u64 = runs.iter().map(|r| r.2).sum();
+            if total != p2m.len() as u64 {
+                return Some(format!("{total} frames, Xen's p2m has {}", p2m.len()));
+            }
+            for &(g, m, n) in runs {
+                let mut k = 0;
+                for (&gg, &mm) in p2m.range(g..g + n) {
+                    if gg != g + k || mm != m + k {
+                        return Some(format!(
+                            "frame {:#x} should map {:#x}, Xen has {gg:#x} -> {mm:#x}",
+                            g + k,
+                            m + k
+                        ));
+                    }
+                    k += 1;
+                }
+                if k != n {
+                    return Some(format!(
+                        "run {g:#x} -> {m:#x} +{n}: only {k} frames in Xen's p2m"
+                    ));
+                }
+            }
+            None
+        };
+        if let Some(e) = same(&want_mem) {
             let extra: Vec<_> = p2m
                 .iter()
-                .filter(|(g, m)| want_mem.get(g) != Some(m))
-                .take(4)
-                .collect();
-            let missing: Vec<_> = want_mem
-                .iter()
-                .filter(|(g, m)| p2m.get(g) != Some(m))
+                .filter(|(g, _)| !want_mem.iter().any(|r| **g >= r.0 && **g < r.0 + r.2))
                 .take(4)
                 .collect();
             return Err(format!(
-                "Xen's p2m ({} frames) is not what the guest's placement asks for ({} frames): extra {extra:x?}, missing {missing:x?}",
-                x.p2m.len(),
-                want_mem.len()
+                "Xen's p2m is not what the guest's placement asks for: {e}; frames outside the wanted runs {extra:x?}"
             ));
         }
         if x.io != want_io {
@@ -1605,16 +1714,12 @@ impl Checker {
                 x.io
             ));
         }
-        let mut own = BTreeMap::new();
+        let mut own = Vec::new();
         let mut own_io = BTreeMap::new();
         for f in bridge.functions() {
             for m in f.mappings() {
                 match *m {
-                    Mapping::Mem { gfn, mfn, nr, .. } => {
-                        for k in 0..nr {
-                            own.insert(gfn + k, mfn + k);
-                        }
-                    }
+                    Mapping::Mem { gfn, mfn, nr, .. } => own.push((gfn, mfn, nr)),
                     Mapping::Io {
                         gport, mport, nr, ..
                     } => {
@@ -1625,29 +1730,30 @@ impl Checker {
                 }
             }
         }
-        if own != x.p2m || own_io != x.io {
+        if let Some(e) = same(&own) {
             return Err(format!(
-                "the bridge lists {} frames / {} ports mapped, Xen has {} / {}",
-                own.len(),
+                "the bridge's own list of mappings is not Xen's: {e}"
+            ));
+        }
+        if own_io != x.io {
+            return Err(format!(
+                "the bridge lists {} ports mapped, Xen has {}",
                 own_io.len(),
-                x.p2m.len(),
                 x.io.len()
             ));
         }
         if let Some(e) = bridge.executor() {
-            let n: u64 = e.memory_runs().map(|r| r.nr).sum();
-            if n != x.p2m.len() as u64 {
-                return Err(format!(
-                    "the executor records {n} frames mapped, Xen has {}",
-                    x.p2m.len()
-                ));
+            let runs: Vec<(u64, u64, u64)> =
+                e.memory_runs().map(|r| (r.gfn, r.mfn, r.nr)).collect();
+            if let Some(err) = same(&runs) {
+                return Err(format!("the executor's record is not Xen's p2m: {err}"));
             }
         }
         Ok(())
     }
 
-    /// What the guest's placement and decode ask to be mapped: guest frame -> host frame and
-    /// guest port -> host port (computed from the backend's BARs and the raw MSI-X
+    /// What the guest's placement and decode ask to be mapped: runs of (guest frame, host
+    /// frame, frames) and guest port -> host port (computed from the backend's BARs and the raw MSI-X
     /// capability; BARs whose guest ranges overlap another decoded BAR are not mapped). The
     /// expansion ROM is never mapped (its host decoder stays off: its enable bit is
     /// virtual), but a decoded ROM still keeps a BAR it overlaps unmapped.
@@ -1655,7 +1761,7 @@ impl Checker {
         &self,
         bridge: &PciHostBridge,
         windows: &Windows,
-    ) -> (BTreeMap<u64, u64>, BTreeMap<u32, u32>) {
+    ) -> (Vec<(u64, u64, u64)>, BTreeMap<u32, u32>) {
         // (is_io, guest start, guest len, mappable host BAR, trapped pages, is the ROM)
         type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>, bool);
         let mut decoded: Vec<Decoded> = Vec::new();
@@ -1692,7 +1798,7 @@ impl Checker {
                 }
             }
         }
-        let mut mem = BTreeMap::new();
+        let mut mem: Vec<(u64, u64, u64)> = Vec::new();
         let mut io = BTreeMap::new();
         for (k, d) in decoded.iter().enumerate() {
             let overlaps = decoded.iter().enumerate().any(|(j, o)| {
@@ -1709,9 +1815,15 @@ impl Checker {
                     io.insert((d.1 + p) as u32, (h.host_addr + p) as u32);
                 }
             } else {
-                for p in 0..h.size / PAGE_SIZE {
-                    if !d.4.contains(&p) {
-                        mem.insert(d.1 / PAGE_SIZE + p, h.host_addr / PAGE_SIZE + p);
+                // The BAR's frames minus the trapped pages, as runs.
+                let (g0, h0) = (d.1 / PAGE_SIZE, h.host_addr / PAGE_SIZE);
+                let mut start = 0;
+                for p in 0..=h.size / PAGE_SIZE {
+                    if p == h.size / PAGE_SIZE || d.4.contains(&p) {
+                        if p > start {
+                            mem.push((g0 + start, h0 + start, p - start));
+                        }
+                        start = p + 1;
                     }
                 }
             }
@@ -1810,8 +1922,9 @@ impl Checker {
                 let ok = if b.kind == BarKind::Io {
                     (b.host_addr..b.host_addr + b.size).all(|p| x.ioports.contains(&(p as u32)))
                 } else {
-                    (b.host_addr / PAGE_SIZE..=(b.host_addr + b.size - 1) / PAGE_SIZE)
-                        .all(|m| x.iomem.contains(&m))
+                    let first = b.host_addr / PAGE_SIZE;
+                    x.iomem
+                        .covers(first, (b.host_addr + b.size - 1) / PAGE_SIZE + 1 - first)
                 };
                 if !ok {
                     return Err(format!("{a}: BAR {i} ({b:x?}) not permitted to the guest"));
