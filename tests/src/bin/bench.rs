@@ -10,7 +10,9 @@
 //! - `rss_kib`, `startup_ms`, `idle_wakeups_per_min` of a device-model process;
 //! - scale (`--guests N`, 64 by default, 0 to skip): N guests against ONE xen-sim, each with
 //!   its three device-model processes (pm-trap, ioapic, pci-host-bridge without
-//!   passed-through functions), all serving. `guests_n`; `start_all_ms`, from starting the
+//!   passed-through functions; `--with-function`: one snapshot-backed function each,
+//!   `passed_through_functions`), all serving. `guests_n`, `processes` (3N) and
+//!   `processes_running` (still alive when measured); `start_all_ms`, from starting the
 //!   first process until every one answers `{"cmd":"status"}` on its control socket, and
 //!   `start_all_floor_ms`, starting and reaping as many processes that exit at once (this
 //!   binary), with `start_all_ratio` between them; `guests_served`, guests whose three device
