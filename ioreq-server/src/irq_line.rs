@@ -691,7 +691,12 @@ impl IrqLineServer {
     /// the server is dropped.
     pub fn bind(path: impl AsRef<Path>, pins: usize) -> Result<Self, IrqLineError> {
         let path = path.as_ref();
-        let listener = match UnixListener::bind(path) {
+        // Mode 0600 from the start (the umask applies at bind): only root and our uid may
+        // connect, and SO_PEERCRED is checked again on every connection.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = match bound {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 // Only a socket nobody answers on may be replaced.
@@ -863,6 +868,14 @@ impl IrqLineServer {
             };
             match accepted {
                 Ok((stream, _)) => {
+                    if !peer_is_root_or_us(&stream) {
+                        if self.warn.allow() {
+                            tracing::warn!(
+                                "irq-line: connection from a foreign uid refused (SO_PEERCRED)"
+                            );
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.adopt(stream) {
                         // The stream is dropped (closed): the peer sees end of file.
                         if self.warn.allow() {
@@ -1102,6 +1115,13 @@ impl Drop for IrqLineServer {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Whether the peer of `s` is root or runs as our effective uid (`SO_PEERCRED`).
+fn peer_is_root_or_us(s: &UnixStream) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(s, PeerCredentials)
+        .is_ok_and(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
 }
 
 /// Checks that `fd` is an eventfd, where `/proc/self/fd` can tell (it may be absent in a
