@@ -651,6 +651,9 @@ impl Default for XenLikeConfig {
     }
 }
 
+/// A run of mapped frames: (first guest frame, first host frame, frames).
+pub type Run = (u64, u64, u64);
+
 /// A fault to inject: `Some(errno)` makes the fake refuse that call (before looking at it).
 pub type Fault = Box<dyn FnMut(&PtOp) -> Option<i32>>;
 
@@ -1804,7 +1807,7 @@ impl Checker {
         &self,
         bridge: &PciHostBridge,
         windows: &Windows,
-    ) -> (Vec<(u64, u64, u64)>, BTreeMap<u32, u32>) {
+    ) -> (Vec<Run>, BTreeMap<u32, u32>) {
         // (is_io, guest start, guest len, mappable host BAR, trapped pages, is the ROM)
         type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>, bool);
         let mut decoded: Vec<Decoded> = Vec::new();
@@ -2423,6 +2426,8 @@ fn bind_rollback(ops: &[LoggedOp], b: PirqBlock) -> bool {
     })
 }
 
+/// Whether a device write is the bridge's own Interrupt Disable management: one byte at the
+/// command register's high byte of a function that forwards INTx, changing only bit 10, to
 /// the state the function wants.
 fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRecord) -> bool {
     let Some(i) = f.intx() else { return false };
@@ -2433,8 +2438,6 @@ fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRec
     let (d, b) = (w.data[0], w.before[0]);
     (d ^ b) & !bit == 0 && i.device_masked() == Some(d & bit != 0)
 }
-
-/// The vectors the guest's programming asks Xen to bind, by entry, computed from the
 
 /// Interesting config offsets of a function: header registers, capability starts and a few
 /// bytes into each, the extended space's start.
