@@ -483,6 +483,9 @@ impl XenState {
                     self.violation("memory_mapping of 0 frames".into());
                     return Err(EINVAL);
                 }
+                if cfg.e2big_above.is_some_and(|m| nr > m) {
+                    return Err(libc::E2BIG);
+                }
                 // domctl.c: the guest must be permitted the whole range (iomem_permission),
                 // else EPERM and nothing is done.
                 if !self.iomem.covers(mfn, nr) {
@@ -637,6 +640,9 @@ pub struct XenLikeConfig {
     /// At most this many pirqs mapped at once (`map_pirq` then fails with ENOSPC, as Xen does
     /// when the domain's `nr_pirqs` are used up); `None`: no limit.
     pub pirq_limit: Option<u32>,
+    /// `memory_mapping` of more frames than this fails with E2BIG (as Xen on Arm does above
+    /// 64; libxenctrl then halves the batch); `None`: never.
+    pub e2big_above: Option<u64>,
 }
 
 impl Default for XenLikeConfig {
@@ -647,6 +653,7 @@ impl Default for XenLikeConfig {
             intremap: false,
             iommu: true,
             pirq_limit: None,
+            e2big_above: None,
         }
     }
 }

@@ -592,3 +592,46 @@ fn intx_through_the_ioapic_and_forced_off_by_msi() {
     assert!(!srv.level(gsi), "Interrupt Disable deasserts INTx");
     let _ = resample_fd.as_raw_fd();
 }
+
+/// Xen refuses a pirq (the domain's pirqs are used up: ENOSPC): the entry the guest unmasked
+/// reads back masked, nothing of it stays mapped, and the others are not disturbed.
+#[test]
+fn refused_msix_entry_reads_back_masked() {
+    let mut t = one_with(
+        SnapshotDevice::open_at(&testdata(VF), Some(VF_HOST)).unwrap(),
+        VF_HOST,
+        3,
+        PciConfig::default(),
+        XenLikeConfig {
+            pirq_limit: Some(1),
+            ..Default::default()
+        },
+    );
+    place_vf(&mut t);
+    t.wr(0x72, 2, 0x8000);
+    for i in 0..2u64 {
+        t.mmio_wr(VF_TABLE + 16 * i, 4, 0xFEE0_0000);
+        t.mmio_wr(VF_TABLE + 16 * i + 8, 4, 0x41 + i);
+    }
+    assert_eq!(
+        names(&t.mmio_wr_act(VF_TABLE + 12, 4, 0)),
+        ["map_pirq_msi", "bind_pt_irq_msi"]
+    );
+    assert_eq!(
+        t.mmio_wr_act(VF_TABLE + 16 + 12, 4, 0),
+        vec![map_pirq(VF_SBDF, 1, 0x38_0010_8000, 1)]
+    );
+    assert_eq!(lock(&t.xen).log.last().unwrap().result, Err(libc::ENOSPC));
+    assert_eq!(
+        t.mmio_rd(VF_TABLE + 16 + 12, 4),
+        1,
+        "refused: reads back masked"
+    );
+    assert_eq!(
+        t.mmio_rd(VF_TABLE + 12, 4),
+        0,
+        "entry 0 stays unmasked and bound"
+    );
+    assert_eq!(t.func().bindings().msix_bound(), 1);
+    assert_eq!(lock(&t.xen).pirqs.len(), 1);
+}

@@ -307,3 +307,36 @@ fn partial_memory_mapping_is_looped_to_completion() {
     assert_eq!(a.len(), 4);
     assert!(lock(&t.xen).p2m.is_empty());
 }
+
+/// A Xen answering E2BIG for large batches: the executor halves the batch until Xen takes it,
+/// and the whole BAR still ends up mapped.
+#[test]
+fn e2big_batches_are_halved_until_mapped() {
+    let json = r#"{
+        "format": "pci-host-bridge-snapshot/1",
+        "config_len": 256,
+        "config": { "0x00": "34 12 79 56", "0x08": "00 00 00 02" },
+        "bars": [ { "index": 0, "kind": "mem32", "host_addr": "0xfe000000", "size": "0x100000" } ]
+    }"#;
+    let dev = pci_host_bridge::backend::snapshot::SnapshotDevice::from_json(json, "1mib").unwrap();
+    let mut t = one_with(
+        dev,
+        dev_cfg(2, 0).host,
+        2,
+        PciConfig::default(),
+        XenLikeConfig {
+            e2big_above: Some(40),
+            ..Default::default()
+        },
+    );
+    t.wr(0x10, 4, 0xF110_0000);
+    let a = t.wr(4, 2, 0x0002);
+    let x = lock(&t.xen);
+    assert_eq!(x.p2m.len(), 256, "{a:?}");
+    assert!(x.log.iter().any(|l| l.result == Err(libc::E2BIG)));
+    // Every call that went through asked for at most 40 frames.
+    assert!(x.log.iter().all(|l| match l.op {
+        PtOp::MemoryMapping { nr, .. } => l.result.is_err() || nr <= 40,
+        _ => true,
+    }));
+}
