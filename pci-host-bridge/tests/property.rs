@@ -104,9 +104,13 @@ fn run_one(name: &str, make: &dyn Fn() -> SnapshotDevice) -> (u64, u64) {
             devices: vec![dev_cfg(2, 0)],
             ..Default::default()
         };
-        // Every other seed on a host with interrupt remapping (multi-vector MSI allowed).
+        // Every other seed on a host with interrupt remapping (multi-vector MSI allowed);
+        // every third with a Xen that answers E2BIG above 40 frames, some with 16 frames per
+        // memory_mapping call instead of 64.
         let xen = XenLike::new(XenLikeConfig {
             intremap: seed % 2 == 1,
+            e2big_above: (seed % 3 == 2).then_some(40),
+            frames_per_call: if seed % 4 == 3 { 16 } else { 64 },
             ..Default::default()
         });
         let (mut bridge, mut checker) = bridge_with_xen(&config, vec![make()], xen).unwrap();
