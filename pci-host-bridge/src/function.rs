@@ -682,6 +682,7 @@ impl PassthroughFunction {
                 host: self.host,
                 dev: self.dev.as_mut(),
                 msix_cap: self.caps.msix.map(|m| m.cap),
+                msi_cap: self.caps.msi,
             },
             exec,
         );

@@ -9,8 +9,9 @@
 //!    location only then; without it the first MSI-X `map_pirq` of the guest's function fails
 //!    with ENODATA, xen/arch/x86/msi.c:821-886 and physdev.c:483-494 in 4.17);
 //! 4. reset (sysfs `reset`), so that nothing of dom0's use reaches the guest;
-//! 5. MSI-X Function Mask cleared in the host (`assign_device` refuses a function with it set:
-//!    EBUSY, xen/arch/x86/msi.c:1213-1233);
+//! 5. MSI-X Function Mask (and Enable) and MSI Enable cleared in the host, as the guest sees
+//!    them (`assign_device` refuses a function whose Function Mask is set: EBUSY,
+//!    xen/arch/x86/msi.c:1213-1233);
 //! 6. `XEN_DOMCTL_assign_device` (after `test_assign_device` told us the domain has an IOMMU
 //!    context, xen/drivers/passthrough/iommu.c:615-622);
 //! 7. `iomem_permission` / `ioport_permission` for the BARs.
@@ -69,6 +70,8 @@ pub struct Target<'a> {
     pub dev: &'a mut dyn HostDevice,
     /// The MSI-X capability's config offset, if it has one.
     pub msix_cap: Option<u16>,
+    /// The MSI capability's config offset, if it has one.
+    pub msi_cap: Option<u16>,
 }
 
 /// Message Control of MSI-X, relative to the capability (PCI Local Bus 3.0, 6.8.2.3).
@@ -153,11 +156,21 @@ impl Lifecycle {
             }
             Err(e) => return Err(e),
         }
+        // The guest starts with MSI and MSI-X disabled; so does the device (dom0's driver may
+        // have left Enable set, and a reset method need not clear it). One 16-bit write each.
         if let Some(cap) = t.msix_cap {
             let ctl = t.dev.read_config_word(cap + MSIX_CONTROL)?;
-            if ctl & crate::msix::FLAGS_MASKALL != 0 {
-                let v = ctl & !crate::msix::FLAGS_MASKALL;
+            let off = crate::msix::FLAGS_MASKALL | crate::msix::FLAGS_ENABLE;
+            if ctl & off != 0 {
+                let v = ctl & !off;
                 t.dev.write_config(cap + MSIX_CONTROL, &v.to_le_bytes())?;
+            }
+        }
+        if let Some(cap) = t.msi_cap {
+            let ctl = t.dev.read_config_word(cap + 2)?;
+            if ctl & crate::msi::FLAGS_ENABLE != 0 {
+                let v = ctl & !crate::msi::FLAGS_ENABLE;
+                t.dev.write_config(cap + 2, &v.to_le_bytes())?;
             }
         }
         let domid = exec.domid();
