@@ -168,7 +168,10 @@ impl PciHostBridge {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(Error::Config(format!("reclaim incomplete: {}", failed.join(" | "))))
+            Err(Error::Config(format!(
+                "reclaim incomplete: {}",
+                failed.join(" | ")
+            )))
         }
     }
 

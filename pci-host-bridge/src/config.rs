@@ -441,7 +441,7 @@ mod tests {
             PciConfig {
                 devices: vec![PciDeviceConfig {
                     intx: Some("eventfd".into()),
-            config_mirror: None,
+                    config_mirror: None,
                     ..dev(2, 0)
                 }],
                 ..Default::default()

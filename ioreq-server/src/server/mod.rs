@@ -251,7 +251,10 @@ impl<T: Transport> Server<T> {
         for i in 0..devices.len() {
             let mut actions = Actions::new();
             let mut r = devices[i].start(&mut actions);
-            if let Some(sig) = signals.as_mut().and_then(|s| s.read_signal().ok().flatten()) {
+            if let Some(sig) = signals
+                .as_mut()
+                .and_then(|s| s.read_signal().ok().flatten())
+            {
                 r = r.and(Err(format!(
                     "signal {} during setup: undoing what was set up",
                     sig.ssi_signo
