@@ -10,7 +10,8 @@
 //! No timer runs while idle: the poll timeout is only set while a failed action waits for
 //! its retry.
 //!
-//! Teardown (7.3): disable, destroy, unmap, unbind, close; also on SIGTERM/SIGINT.
+//! Teardown (7.3): disable, answer what is posted, stop the devices, answer again, destroy,
+//! unmap, unbind, close; also on SIGTERM/SIGINT.
 
 pub mod dispatch;
 pub mod guest_mem;
@@ -665,7 +666,23 @@ impl<T: Transport> Server<T> {
             return;
         }
         self.torn_down = true;
-        // The devices undo what they did (unmap BARs, unbind interrupts, deassign) first.
+        // Disable first: Xen then sends the guest's new accesses to no server (a read of them
+        // answers all-ones, xen/arch/x86/hvm/ioreq.c's null handler), so nothing of the
+        // device is reachable through us while the devices stop (a BAR unmapped by the bridge
+        // must not turn into ioreqs nobody answers). Requests already posted are answered
+        // before and after the devices stop: a destroyed server leaves a waiting vCPU blocked.
+        let id = self.id;
+        if let Err(e) = self
+            .transport
+            .dm_op(&DmOp::SetIoreqServerState { id, enabled: false })
+        {
+            warn!("disabling server {id}: {e}");
+        }
+        let mut none = Vec::new();
+        if let Err(e) = self.service(&mut none) {
+            debug!("answering the last requests: {e}");
+        }
+        // The devices undo what they did (unmap BARs, unbind interrupts, deassign).
         let mut actions = Actions::new();
         for d in self.dispatcher.devices.iter_mut() {
             d.stop(&mut actions);
@@ -675,12 +692,8 @@ impl<T: Transport> Server<T> {
                 warn!(action = ?a, "teardown action failed: {e}");
             }
         }
-        let id = self.id;
-        if let Err(e) = self
-            .transport
-            .dm_op(&DmOp::SetIoreqServerState { id, enabled: false })
-        {
-            warn!("disabling server {id}: {e}");
+        if let Err(e) = self.service(&mut none) {
+            debug!("answering the last requests: {e}");
         }
         if let Err(e) = self.transport.dm_op(&DmOp::DestroyIoreqServer { id }) {
             warn!("destroying server {id}: {e}");
