@@ -281,26 +281,14 @@ pub fn smaps_rollup_kib(pid: u32, key: &str) -> u64 {
 /// Raise RLIMIT_NOFILE's soft limit to the hard limit (xen-sim holds a socket, eventfds and
 /// memfds per device model and domain); returns the new soft limit.
 pub fn raise_nofile() -> u64 {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
     };
-    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 0;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                l = want;
-            }
-        }
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
     }
-    l.rlim_cur
+    soft
 }
 
 #[cfg(test)]
