@@ -23,7 +23,8 @@
 //! - [`host_bridge`]: the emulated 00:00.0;
 //! - [`bridge`]: [`PciHostBridge`], the [`ioreq_server::device::Device`] implementation;
 //! - [`backend`]: the [`HostDevice`] trait with the `sysfs` and `snapshot` backends;
-//! - [`list`] and [`pci_ids`]: the host's PCI functions as a PF/VF tree with names;
+//! - [`list`] and [`pci_ids`]: the host's PCI functions as a PF/VF tree with names (the
+//!   `pci-ids` crate's embedded database under the host's own pci.ids);
 //! - `testing` (feature `testing`, for the tests and the fuzz targets only): a Xen-like fake
 //!   behind the passthrough executor, the invariant checker and pseudo-random guest access
 //!   sequences.

@@ -50,7 +50,7 @@ pub struct HostFunction {
     pub subsystem_id: Option<u16>,
     /// Class code (`class << 16 | subclass << 8 | prog_if`).
     pub class: u32,
-    /// Vendor name from pci.ids.
+    /// Vendor name from pci.ids (the host's or the embedded one).
     pub vendor_name: Option<String>,
     /// Device name from pci.ids.
     pub device_name: Option<String>,
@@ -95,8 +95,8 @@ fn link_name(path: &Path) -> Option<String> {
 }
 
 /// Every function under `ROOT/bus/pci/devices` as a PF/VF tree, sorted by address. `ids`
-/// supplies names (see [`PciIds::load_default`]); `configured` lists host functions a
-/// configuration already passes through.
+/// supplies names (see [`PciIds::load_default`]; `None`: IDs only); `configured` lists host
+/// functions a configuration already passes through.
 pub fn list_host_functions(
     sysfs_root: &Path,
     ids: Option<&PciIds>,

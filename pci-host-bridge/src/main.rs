@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
                 None => Vec::new(),
             };
             let ids = PciIds::load_default();
-            let list = list_host_functions(&sysfs, ids.as_ref(), &configured)?;
+            let list = list_host_functions(&sysfs, Some(&ids), &configured)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {

@@ -1,12 +1,26 @@
-//! Vendor, device and class names from the pci.ids database (pciutils' `pci.ids`, Debian
-//! package `pci.ids`). Optional everywhere: without the file, names are simply absent.
+//! Vendor, device and class names for `list`, from the PCI ID Repository's `pci.ids`.
 //!
-//! Format: `vvvv  Vendor` at column 0, `\tdddd  Device` under it, `\t\tssss ssss  Subsystem`
-//! (ignored); classes as `C cc  Class`, `\tss  Subclass`, `\t\tpp  Programming interface`
-//! (ignored). `#` starts a comment line.
+//! Two sources, looked up name by name in this order:
+//! 1. the host's own `pci.ids`, when one is installed ([`DEFAULT_PATHS`]: Debian's package
+//!    `pci.ids`, hwdata elsewhere);
+//! 2. the database the `pci-ids` crate embeds at build time, always there.
+//!
+//! Why the host's file is still read: the embedded database is the snapshot the crate was
+//! released with (pci-ids 0.2.5: 2022-11-25; 0.2.6 is not used because its build script
+//! downloads the file with curl on every fresh build), and it changes only with a new crate
+//! release. The host's file is kept current by the distribution (`update-pciids`), and the
+//! functions one passes through are often the newest hardware, which only a current file
+//! names. Since the fallback is per name, a host file older than the snapshot loses nothing.
+//! Reading it is the small line parser below; everything else comes from the crate.
+//!
+//! Host file format: `vvvv  Vendor` at column 0, `\tdddd  Device` under it,
+//! `\t\tssss ssss  Subsystem` (ignored); classes as `C cc  Class`, `\tss  Subclass`,
+//! `\t\tpp  Programming interface` (ignored). `#` starts a comment line.
 
 use std::collections::HashMap;
 use std::path::Path;
+
+use pci_ids::FromId;
 
 use crate::error::Error;
 
@@ -29,9 +43,9 @@ struct Class {
     subclasses: HashMap<u8, String>,
 }
 
-/// A parsed pci.ids database.
+/// A parsed host `pci.ids` file.
 #[derive(Clone, Debug, Default)]
-pub struct PciIds {
+struct HostIds {
     vendors: HashMap<u16, Vendor>,
     classes: HashMap<u8, Class>,
 }
@@ -45,7 +59,7 @@ fn split_id(s: &str, digits: usize) -> Option<(u32, &str)> {
     Some((u32::from_str_radix(id, 16).ok()?, rest.trim()))
 }
 
-impl PciIds {
+impl HostIds {
     /// Parse the text of a pci.ids file (malformed lines are skipped).
     pub fn parse(text: &str) -> Self {
         enum Ctx {
@@ -53,7 +67,7 @@ impl PciIds {
             Vendor(u16),
             Class(u8),
         }
-        let mut ids = PciIds::default();
+        let mut ids = HostIds::default();
         let mut ctx = Ctx::None;
         for line in text.lines() {
             if line.starts_with('#') || line.trim().is_empty() {
@@ -111,44 +125,76 @@ impl PciIds {
         }
         ids
     }
+}
 
-    /// Load a pci.ids file.
+/// Names from the host's `pci.ids` (if one was loaded) over the embedded database.
+#[derive(Clone, Debug, Default)]
+pub struct PciIds {
+    host: Option<HostIds>,
+}
+
+impl PciIds {
+    /// The embedded database alone.
+    pub fn embedded() -> Self {
+        Self::default()
+    }
+
+    /// The text of a host pci.ids file over the embedded database (malformed lines are
+    /// skipped).
+    pub fn parse(text: &str) -> Self {
+        Self {
+            host: Some(HostIds::parse(text)),
+        }
+    }
+
+    /// A host pci.ids file over the embedded database.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Ok(Self::parse(&String::from_utf8_lossy(&bytes)))
     }
 
-    /// Load the first database found in [`DEFAULT_PATHS`], if any.
-    pub fn load_default() -> Option<Self> {
+    /// The first host database found in [`DEFAULT_PATHS`] over the embedded one; the embedded
+    /// one alone if none is readable.
+    pub fn load_default() -> Self {
         DEFAULT_PATHS
             .iter()
             .find_map(|p| Self::load(Path::new(p)).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether a host file was loaded.
+    pub fn has_host_file(&self) -> bool {
+        self.host.is_some()
     }
 
     /// A vendor's name.
     pub fn vendor(&self, vendor: u16) -> Option<&str> {
-        self.vendors.get(&vendor).map(|v| v.name.as_str())
+        self.host
+            .as_ref()
+            .and_then(|h| h.vendors.get(&vendor))
+            .map(|v| v.name.as_str())
+            .or_else(|| pci_ids::Vendor::from_id(vendor).map(|v| v.name()))
     }
 
     /// A device's name.
     pub fn device(&self, vendor: u16, device: u16) -> Option<&str> {
-        self.vendors
-            .get(&vendor)?
-            .devices
-            .get(&device)
+        self.host
+            .as_ref()
+            .and_then(|h| h.vendors.get(&vendor)?.devices.get(&device))
             .map(String::as_str)
+            .or_else(|| pci_ids::Device::from_vid_pid(vendor, device).map(|d| d.name()))
     }
 
     /// The name of a class code (`class << 16 | subclass << 8 | prog_if`): the subclass name if
-    /// known, else the class name.
+    /// either source knows it, else the class name.
     pub fn class(&self, class_code: u32) -> Option<&str> {
-        let c = self.classes.get(&((class_code >> 16) as u8))?;
-        Some(
-            c.subclasses
-                .get(&((class_code >> 8) as u8))
-                .unwrap_or(&c.name)
-                .as_str(),
-        )
+        let (c, s) = ((class_code >> 16) as u8, (class_code >> 8) as u8);
+        let host = self.host.as_ref().and_then(|h| h.classes.get(&c));
+        host.and_then(|h| h.subclasses.get(&s))
+            .map(String::as_str)
+            .or_else(|| pci_ids::Subclass::from_cid_sid(c, s).map(|s| s.name()))
+            .or_else(|| host.map(|h| h.name.as_str()))
+            .or_else(|| pci_ids::Class::from_id(c).map(|c| c.name()))
     }
 }
 
@@ -156,23 +202,62 @@ impl PciIds {
 mod tests {
     use super::*;
 
+    /// A vendor id that neither the embedded database nor `ids` names.
+    fn unknown_vendor(ids: &PciIds) -> u16 {
+        (0..=u16::MAX)
+            .rev()
+            .find(|&v| ids.vendor(v).is_none())
+            .expect("some vendor id is unassigned")
+    }
+
     #[test]
-    fn parses_vendors_devices_classes() {
-        let text = "# comment\n8086  Intel Corporation\n\t10fb  82599ES 10-Gigabit SFI/SFP+ Network Connection\n\t\t8086 000c  Ethernet Server Adapter X520-2\n\t10ed  82599 Ethernet Controller Virtual Function\n1af4  Red Hat, Inc.\n\t1041  Virtio 1.0 network device\nC 02  Network controller\n\t00  Ethernet controller\nC 06  Bridge\n\t00  Host bridge\n\t\t00  prog\nbad line\n\t1234  orphan\n";
-        let ids = PciIds::parse(text);
-        assert_eq!(ids.vendor(0x8086), Some("Intel Corporation"));
-        assert_eq!(
-            ids.device(0x8086, 0x10ed),
-            Some("82599 Ethernet Controller Virtual Function")
-        );
-        assert_eq!(
-            ids.device(0x1af4, 0x1041),
-            Some("Virtio 1.0 network device")
-        );
-        assert_eq!(ids.device(0x8086, 0x1234), None);
-        assert_eq!(ids.class(0x020000), Some("Ethernet controller"));
-        assert_eq!(ids.class(0x028000), Some("Network controller"));
-        assert_eq!(ids.class(0x060000), Some("Host bridge"));
-        assert_eq!(ids.class(0xff0000), None);
+    fn embedded_names_well_known_ids() {
+        let ids = PciIds::embedded();
+        assert!(!ids.has_host_file());
+        assert!(ids.vendor(0x8086).unwrap().contains("Intel"));
+        assert!(ids.vendor(0x1af4).unwrap().contains("Red Hat"));
+        // The 82599 (ixgbe) and its VF have been in pci.ids since 2009.
+        assert!(ids.device(0x8086, 0x10fb).unwrap().contains("82599"));
+        assert!(ids
+            .device(0x8086, 0x10ed)
+            .unwrap()
+            .contains("Virtual Function"));
+        assert!(ids.class(0x020000).unwrap().contains("Ethernet"));
+        assert!(ids.class(0x060000).unwrap().contains("Host bridge"));
+        // A subclass it does not know falls back to the class's name.
+        let bridge = ids.class(0x06ee00).unwrap();
+        assert!(bridge.contains("Bridge"), "{bridge}");
+        let v = unknown_vendor(&ids);
+        assert_eq!(ids.vendor(v), None);
+        assert_eq!(ids.device(v, 0x0001), None);
+    }
+
+    #[test]
+    fn host_file_overrides_and_embedded_fills_in() {
+        // A device id of Intel's that the embedded database does not name, for an orphan line.
+        let absent = (0..=u16::MAX)
+            .rev()
+            .find(|&d| PciIds::embedded().device(0x8086, d).is_none())
+            .unwrap();
+        let text = format!("# comment\n8086  Override Corp\n\t10fb  Override NIC\n\t\t8086 000c  Subsystem\n\tfff0  Made-up device\nfff1  Made-up vendor\n\t0001  Made-up device one\nC 02  Override network\n\t80  Override other network\nC 06  Bridge\n\t00  Host bridge\n\t\t00  prog\nbad line\n\t{absent:04x}  orphan\n");
+        let ids = PciIds::parse(&text);
+        assert!(ids.has_host_file());
+        // Names the file gives win.
+        assert_eq!(ids.vendor(0x8086), Some("Override Corp"));
+        assert_eq!(ids.device(0x8086, 0x10fb), Some("Override NIC"));
+        assert_eq!(ids.device(0x8086, 0xfff0), Some("Made-up device"));
+        assert_eq!(ids.vendor(0xfff1), Some("Made-up vendor"));
+        assert_eq!(ids.device(0xfff1, 0x0001), Some("Made-up device one"));
+        assert_eq!(ids.class(0x028000), Some("Override other network"));
+        // What the file lacks comes from the embedded database, name by name.
+        assert!(ids.vendor(0x1af4).unwrap().contains("Red Hat"));
+        assert!(ids
+            .device(0x8086, 0x10ed)
+            .unwrap()
+            .contains("Virtual Function"));
+        assert!(ids.class(0x020000).unwrap().contains("Ethernet"));
+        // Malformed and orphan lines are skipped, not attached anywhere.
+        assert_eq!(ids.device(0x8086, absent), None);
+        assert_eq!(ids.vendor(unknown_vendor(&ids)), None);
     }
 }
