@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aml;
+pub mod cli;
 pub mod resource;
 pub mod table;
 

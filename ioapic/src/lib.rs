@@ -8,12 +8,14 @@
 //!   inputs from other processes over `ioreq_server::irq_line`;
 //! - [`snapshot`]: save and restore of the whole state;
 //! - [`config`]: the `[ioapic]` section of the per-guest configuration;
+//! - [`cli`]: the binary's command line;
 //! - [`check`]: invariant checkers shared by the fuzz targets and the randomized tests.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod chip;
+pub mod cli;
 pub mod config;
 pub mod device;
 /// The shared guest-warning rate limiter.

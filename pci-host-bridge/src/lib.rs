@@ -23,6 +23,7 @@
 //! - [`host_bridge`]: the emulated 00:00.0;
 //! - [`bridge`]: [`PciHostBridge`], the [`ioreq_server::device::Device`] implementation;
 //! - [`backend`]: the [`HostDevice`] trait with the `sysfs` and `snapshot` backends;
+//! - [`cli`]: the binary's command line;
 //! - [`list`] and [`pci_ids`]: the host's PCI functions as a PF/VF tree with names (the
 //!   `pci-ids` crate's embedded database under the host's own pci.ids);
 //! - `testing` (feature `testing`, for the tests and the fuzz targets only): a Xen-like fake
@@ -41,6 +42,7 @@ pub mod bars;
 pub mod binding;
 pub mod bridge;
 pub mod caps;
+pub mod cli;
 pub mod config;
 pub mod config_space;
 pub mod error;

@@ -4,65 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
-use ioreq_server::cli::{init_logging, serve, CommonArgs};
+use clap::Parser;
+use ioreq_server::cli::{init_logging, serve};
 use ioreq_server::config::GuestConfig;
 use ioreq_server::server::ServerOptions;
+use pci_host_bridge::cli::{Cli, Cmd, RunArgs};
 use pci_host_bridge::list::{list_host_functions, render_tree};
 use pci_host_bridge::pci_ids::PciIds;
 use pci_host_bridge::{PciConfig, PciHostBridge};
 use serde::Deserialize;
-
-#[derive(Parser)]
-#[command(
-    name = "pci-host-bridge",
-    version,
-    about = "A PCI host bridge with passed-through functions for a Xen PVH guest",
-    long_about = "Serves a host bridge at 00:00.0 and each [[pci.device]] of the guest config at its slot: \
-                  config space through Xen's CF8/CFC decoding (XEN_DMOP_IO_RANGE_PCI) and an ECAM window, \
-                  with the registers that are the guest's, the device's or ours kept apart by a table. \
-                  BARs are virtual; enabling decode maps them into the guest (MSI-X table and PBA pages stay \
-                  trapped). `list` shows the host's PCI functions.",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Option<Cmd>,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Serve the guest (the default when no subcommand is given).
-    Run(RunArgs),
-    /// The host's PCI functions as a tree (PF -> VFs): IDs and names, driver, IOMMU group or
-    /// assignability, and which a config already passes through. Read-only.
-    List {
-        /// Print JSON instead of a tree.
-        #[arg(long)]
-        json: bool,
-        /// Mark the functions this guest config passes through.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// sysfs root (for tests).
-        #[arg(long, default_value = "/sys", hide = true)]
-        sysfs: PathBuf,
-    },
-    /// Hand the configured functions back to dom0 after a pci-host-bridge for this guest died
-    /// (SIGKILL, a crash) and its domain was destroyed: Xen then holds them quarantined in
-    /// dom_io. Does what the bridge's own teardown would have done for a dead guest: Bus Master
-    /// off, reset, PHYSDEVOP_release_msix, XEN_DOMCTL_deassign_device from DOMID_IO, decode
-    /// off, dom0's driver re-probed. Refuses while the domain exists. `pvh-dm` runs it when it
-    /// sees the bridge die.
-    Reclaim(RunArgs),
-}
-
-#[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -5,6 +5,7 @@
 //!
 //! - [`acpi`]: the ACPI reader (FADT of every revision, an AML namespace walker for \_S3/\_S4/\_S5);
 //!   [`acpi::inspect_dir`] is the entry point, [`acpi::AcpiInfo`] the result.
+//! - [`cli`]: the binary's command line.
 //! - [`config`]: the `[pm_trap]` TOML section ([`PmTrapConfig`]) and the resolved register
 //!   layout ([`TrapSetup`]); [`from_acpi`] builds the hardware-domain layout.
 //! - [`device`]: [`PmTrap`], the [`ioreq_server::device::Device`] implementation.
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod cli;
 pub mod config;
 pub mod device;
 pub mod regs;

@@ -22,6 +22,7 @@
 //!   delivery of bound device interrupts only with the device's Enable bit set.
 #![deny(missing_docs)]
 
+pub mod cli;
 mod domain;
 mod guest;
 pub mod host;

@@ -4,30 +4,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
-
-/// Generate the guest ACPI tables (SSDT with \_Sx and the PCI root, MADT with the IOAPIC,
-/// MCFG) from the per-guest TOML config the device models read.
-#[derive(Parser)]
-#[command(name = "pvh-acpi", version)]
-struct Cli {
-    /// The guest's config file (TOML).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
-    /// Output directory (created if missing).
-    #[arg(long, short = 'o', value_name = "DIR")]
-    out: PathBuf,
-    /// vCPUs libxl lists in its MADT (the guest's `maxvcpus`); default: the config's `vcpus`,
-    /// else 1.
-    #[arg(long)]
-    vcpus: Option<u32>,
-    /// Accepted for symmetry with the device models (the tables do not depend on it).
-    #[arg(long)]
-    domid: Option<u16>,
-}
+use guest_acpi::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
