@@ -111,17 +111,22 @@ fn lists_pf_vf_tree_with_names() {
     assert_eq!(pf.iommu_group, Some(12));
     assert_eq!(pf.driver.as_deref(), Some("ixgbe"));
     assert_eq!(pf.sriov.map(|s| (s.num_vfs, s.total_vfs)), Some((2, 63)));
-    // Well-known IDs resolve through the embedded pci.ids.
-    let vendor = pf.vendor_name.as_deref().unwrap();
-    assert!(vendor.contains("Intel"), "{vendor}");
-    assert!(pf.device_name.as_deref().unwrap().contains("82599"));
-    assert!(pf.class_name.as_deref().unwrap().contains("Ethernet"));
     assert_eq!(pf.virtual_functions.len(), 2);
-    assert!(pf.virtual_functions[0]
-        .device_name
-        .as_deref()
-        .unwrap()
-        .contains("Virtual Function"));
+    // Well-known IDs resolve through the embedded pci.ids (when built in).
+    let embedded = cfg!(feature = "pci-ids");
+    let vendor = pf.vendor_name.clone().unwrap_or_default();
+    if embedded {
+        assert!(vendor.contains("Intel"), "{vendor}");
+        assert!(pf.device_name.as_deref().unwrap().contains("82599"));
+        assert!(pf.class_name.as_deref().unwrap().contains("Ethernet"));
+        assert!(pf.virtual_functions[0]
+            .device_name
+            .as_deref()
+            .unwrap()
+            .contains("Virtual Function"));
+    } else {
+        assert_eq!(pf.vendor_name, None);
+    }
     assert_eq!(
         pf.virtual_functions[0].assigned.as_deref(),
         Some("driver pciback")
@@ -131,12 +136,14 @@ fn lists_pf_vf_tree_with_names() {
 
     let json = serde_json::to_value(&list).unwrap();
     assert_eq!(json[1]["virtual_functions"][0]["address"], "0000:03:10.0");
-    assert_eq!(json[1]["vendor_name"], vendor);
     let tree = render_tree(&list);
-    assert!(
-        tree.contains(&format!("0000:03:00.0 8086:10fb {vendor} ")),
-        "{tree}"
-    );
+    if embedded {
+        assert_eq!(json[1]["vendor_name"], vendor);
+        assert!(
+            tree.contains(&format!("0000:03:00.0 8086:10fb {vendor} ")),
+            "{tree}"
+        );
+    }
     assert!(tree.contains("├── 0000:03:10.0"), "{tree}");
     assert!(tree.contains("└── 0000:03:10.2"), "{tree}");
     assert!(
