@@ -2433,16 +2433,17 @@ fn bind_rollback(ops: &[LoggedOp], b: PirqBlock) -> bool {
     })
 }
 
-/// Whether a device write is the bridge's own Interrupt Disable management: one byte at the
-/// command register's high byte of a function that forwards INTx, changing only bit 10, to
-/// the state the function wants.
+/// Whether a device write is the bridge's own Interrupt Disable management: the command
+/// register as a word ([`crate::backend::set_interrupt_disable`]) of a function that forwards
+/// INTx, changing only bit 10, to the state the function wants.
 fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRecord) -> bool {
     let Some(i) = f.intx() else { return false };
-    if w.offset != crate::backend::COMMAND_HIGH || w.data.len() != 1 {
+    if w.offset != crate::header::COMMAND || w.data.len() != 2 || w.before.len() != 2 {
         return false;
     }
-    let bit = crate::backend::INTX_DISABLE_BIT;
-    let (d, b) = (w.data[0], w.before[0]);
+    let bit = crate::header::CMD_INTX_DISABLE;
+    let d = u16::from_le_bytes([w.data[0], w.data[1]]);
+    let b = u16::from_le_bytes([w.before[0], w.before[1]]);
     (d ^ b) & !bit == 0 && i.device_masked() == Some(d & bit != 0)
 }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendKind, PciDeviceConfig};
 use crate::error::Error;
+use crate::header;
 
 /// The decode type of a BAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -198,25 +199,38 @@ pub trait HostDevice {
     }
 }
 
-/// Byte of the command register holding Interrupt Disable (bit 10 = bit 2 of byte 5).
+/// Byte of the command register holding Interrupt Disable (bit 10 = bit 2 of byte 5), for
+/// models of what a host driver does to the bit (the snapshot backend's uio).
 pub const COMMAND_HIGH: u16 = 0x05;
 /// Interrupt Disable within [`COMMAND_HIGH`].
 pub const INTX_DISABLE_BIT: u8 = 0x04;
 
-/// Set or clear Interrupt Disable with a one-byte read-modify-write of the command register's
-/// high byte, so nothing else in the register is written (no write when already so).
+/// Set or clear Interrupt Disable (command register bit 10, PCI Local Bus 3.0 6.2.2) with a
+/// 16-bit read-modify-write of the whole command register, rewriting its other bits as read
+/// (no write when the bit is already so).
+///
+/// A word, not a byte at 0x05 where the bit lives: a word write is what Linux itself does
+/// (`pci_intx()`, `pci_check_and_set_intx_mask()` in drivers/pci/pci.c), and emulated devices
+/// are tested against that. QEMU 7.2, the rig's hypervisor host, re-evaluates a function's
+/// INTx line only for config writes that cover byte 0x04 (hw/pci/pci.c
+/// `pci_default_write_config`: `if (range_covers_byte(addr, l, PCI_COMMAND))
+/// pci_update_irq_disabled(...)`; fixed upstream in 2023 by "pci: Fix the update of interrupt
+/// disable bit in PCI_COMMAND register"). A byte write clearing the bit while the function
+/// had an interrupt pending left QEMU's count for the INTx line one low: the line then read
+/// asserted with nothing pending and dom0 took a million unhandled interrupts (rig scenario f,
+/// traced with QEMU's `ioapic_*` and `pci_cfg_write` events).
 pub fn set_interrupt_disable<D: HostDevice + ?Sized>(
     dev: &mut D,
     disable: bool,
 ) -> Result<(), Error> {
-    let b = dev.read_config_byte(COMMAND_HIGH)?;
+    let c = dev.read_config_word(header::COMMAND)?;
     let n = if disable {
-        b | INTX_DISABLE_BIT
+        c | header::CMD_INTX_DISABLE
     } else {
-        b & !INTX_DISABLE_BIT
+        c & !header::CMD_INTX_DISABLE
     };
-    if n != b {
-        dev.write_config(COMMAND_HIGH, &[n])?;
+    if n != c {
+        dev.write_config(header::COMMAND, &n.to_le_bytes())?;
     }
     Ok(())
 }
