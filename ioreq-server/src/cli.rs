@@ -32,11 +32,25 @@ pub struct CommonArgs {
     /// Log filter in RUST_LOG syntax (e.g. `debug`, `ioreq_server=trace`).
     #[arg(long, env = "PVH_DM_LOG", default_value = "info")]
     pub log: String,
+    /// Exit when process PID, which started this one, dies: at start-up the kernel is asked to
+    /// send this process SIGTERM when its parent dies (PR_SET_PDEATHSIG), so the normal
+    /// SIGTERM teardown runs (the ioreq server destroyed, pci-host-bridge's devices handed
+    /// back); start-up fails if the parent is no longer PID (it died before the request took
+    /// effect). A launcher that supervises the guest passes its own pid (pvh-dm does when it
+    /// supervises): if the launcher is SIGKILLed, its device models do not go on serving a
+    /// guest nobody supervises. The signal comes when the parent's thread that started this
+    /// process exits.
+    #[arg(long, value_name = "PID")]
+    pub exit_with_parent: Option<u32>,
 }
 
 impl CommonArgs {
-    /// Load the config and apply the command-line overrides.
+    /// Load the config and apply the command-line overrides; with `--exit-with-parent`, first
+    /// bind this process's life to its parent's ([`exit_with_parent`]).
     pub fn load(&self) -> anyhow::Result<GuestConfig> {
+        if let Some(pid) = self.exit_with_parent {
+            exit_with_parent(pid)?;
+        }
         let path = self.config.as_deref().ok_or_else(|| {
             anyhow::anyhow!("--config FILE is required (the guest's TOML config)")
         })?;
@@ -49,6 +63,24 @@ impl CommonArgs {
         }
         Ok(c)
     }
+}
+
+/// Ask for SIGTERM when the parent dies (PR_SET_PDEATHSIG), then check that the parent still
+/// is `pid`: if it died before the request, this process was already reparented and the
+/// signal will never come (the race prctl(2) documents), so that is an error.
+pub fn exit_with_parent(pid: u32) -> anyhow::Result<()> {
+    use nix::sys::signal::Signal;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .context("--exit-with-parent: prctl(PR_SET_PDEATHSIG, SIGTERM)")?;
+    let now = nix::unistd::getppid().as_raw();
+    if i64::from(now) != i64::from(pid) {
+        anyhow::bail!(
+            "--exit-with-parent {pid}: the parent process is already gone (this process's parent is now pid {now}); \
+             not serving a guest whose launcher has died"
+        );
+    }
+    tracing::debug!(parent = pid, "SIGTERM when the parent dies");
+    Ok(())
 }
 
 /// Log to stderr through `tracing`, filtered by `filter`: a level (`debug`) or
@@ -143,4 +175,18 @@ fn run<T: crate::transport::Transport>(s: Server<T>, cfg: &GuestConfig) -> anyho
     }
     s.run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exit_with_parent_refuses_a_parent_that_is_not_ours() {
+        let ppid = nix::unistd::getppid().as_raw() as u32;
+        super::exit_with_parent(ppid).unwrap();
+        let e = super::exit_with_parent(ppid.wrapping_add(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already gone"), "{e}");
+        nix::sys::prctl::set_pdeathsig(None).unwrap();
+    }
 }
