@@ -7,6 +7,8 @@
 //! `FAKE_DM_FAIL=NAME` makes that one exit 1 at once; `FAKE_DM_DIE=NAME:MS` makes that one exit
 //! 3 after MS milliseconds; `FAKE_DM_IGNORE_TERM=NAME` makes that one ignore SIGTERM;
 //! `FAKE_DM_DELAY=NAME:MS` makes that one open its control socket only after MS.
+//! `NAME reclaim --config FILE --domid N` (what pvh-dm runs for a dead bridge) logs
+//! `NAME reclaim DOMID` and exits 0.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -38,7 +40,8 @@ fn main() {
         .into_owned();
     let mut config = None;
     let mut domid = None;
-    let mut i = 1;
+    let reclaim = argv.get(1).is_some_and(|a| a == "reclaim");
+    let mut i = if reclaim { 2 } else { 1 };
     while i < argv.len() {
         match argv[i].as_str() {
             "--config" => config = argv.get(i + 1).cloned(),
@@ -51,6 +54,10 @@ fn main() {
         eprintln!("{name}: usage: --config FILE --domid N");
         std::process::exit(2);
     };
+    if reclaim {
+        log(&name, "reclaim", domid);
+        return;
+    }
     let mut cfg = ioreq_server::config::GuestConfig::load(std::path::Path::new(&config))
         .unwrap_or_else(|e| {
             eprintln!("{name}: {e}");

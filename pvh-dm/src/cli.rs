@@ -22,7 +22,8 @@ Exit codes of `pvh-dm create` (supervised):
   14  the domain was destroyed from outside (no shutdown reason)
   15  a stop request (SIGTERM) was not obeyed within --shutdown-timeout: domain destroyed
   20  a device model died: the domain was destroyed (the message names the process and its status/signal)
-  21  the xenstore connection was lost: guest and device models keep running unsupervised
+  21  the xenstore connection was lost: the domain's end could no longer be seen, so it was destroyed
+      (the device models exit with their launcher and cannot be left running)
 With --detach: 0 once the domain runs (its domid on stdout), else 3 or 4.
 Every run's outcome (exit code, reason, message, device models' ends) is also written to
 RUN/ended/NAME.json; the running guest's state is RUN/DOMID/state.json.";
@@ -110,7 +111,12 @@ pub enum Cmd {
         domain waits for pvh-dm), watches xenstore's @releaseDomain, reads the shutdown reason from `xl list -v`, \
         destroys the domain, stops the device models and exits with the reason's code. A dying device model gets \
         the domain destroyed. SIGTERM/SIGINT: `xl shutdown`, destroy after --shutdown-timeout; a second one \
-        destroys at once. With Type=notify under systemd it sends READY=1 once the guest runs.",
+        destroys at once. With Type=notify under systemd it sends READY=1 once the guest runs.\n\n\
+        If the launcher itself dies (kill -9): a reaper it started as soon as the domain existed (`pvh-dm reap`, \
+        in a process group of its own, blocked on a pipe only the supervisor writes) stops the device models, \
+        destroys the domain, runs `pci-host-bridge reclaim` if the bridge died without handing its devices back, \
+        removes RUN/DOMID and records the end in RUN/ended/NAME.json. The device models also get SIGTERM when \
+        the launcher dies (--exit-with-parent, PR_SET_PDEATHSIG) and tear down on their own.",
         after_help = EXIT_CODES
     )]
     Create(CreateCmd),
@@ -187,6 +193,10 @@ pub enum Cmd {
         #[arg(long)]
         print: bool,
     },
+    /// (Internal.) The supervisor's reaper: `create` starts it; it cleans up if the
+    /// supervisor dies.
+    #[command(hide = true)]
+    Reap(ReapArgs),
 }
 
 /// Arguments of `create`.
@@ -242,6 +252,27 @@ pub struct CreateCmd {
     /// /var/run/xenstored/socket, /dev/xen/xenbus).
     #[arg(long, value_name = "PATH")]
     pub xenstore: Option<PathBuf>,
+}
+
+/// Arguments of the hidden `reap` (started by `create` itself; see `pvh_dm::reap`).
+#[derive(Args, Clone, Debug)]
+pub struct ReapArgs {
+    /// The domain.
+    #[arg(long)]
+    pub domid: u32,
+    /// The supervisor's pid (matched against state.json's `supervisor`).
+    #[arg(long)]
+    pub supervisor: u32,
+    /// The guest's name.
+    #[arg(long)]
+    pub name: String,
+    /// The create's staging dir (`RUN/.create-NAME-PID`), where the state is until the
+    /// runtime dir `RUN/DOMID` exists.
+    #[arg(long, value_name = "DIR")]
+    pub staging: PathBuf,
+    /// Seconds a device model may take to exit after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    pub dm_stop_timeout: u64,
 }
 
 /// The `clap` command the binary parses (for manual pages and completions).

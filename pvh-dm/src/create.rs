@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::dm::{self, RunningDm};
 use crate::exit;
 use crate::plan::{self, Plan};
+use crate::reap::Reaper;
 use crate::runtime::{self, Phase, State};
 use crate::xenstore::Xenstore;
 use crate::xl::{DomainState, ShutdownReason, Xl};
@@ -74,6 +75,8 @@ pub struct RunOpts {
     pub dm_log_files: bool,
     /// xenstore path override.
     pub xenstore: Option<PathBuf>,
+    /// The log filter (passed on to the reaper).
+    pub log: String,
 }
 
 /// The signals pvh-dm handles through a signalfd.
@@ -100,6 +103,8 @@ struct Rollback<'a> {
     dms: Vec<RunningDm>,
     dirs: Vec<PathBuf>,
     extra_files: Vec<PathBuf>,
+    /// Supervised: told [`crate::reap::DONE`] once the undo is finished.
+    reaper: Option<Reaper>,
 }
 
 impl Rollback<'_> {
@@ -205,9 +210,8 @@ fn clear_stale(dir: &Path, domid: u32, timeout: Duration) {
         return;
     }
     if let Ok(st) = State::load(dir) {
-        for rec in st.device_models.iter().rev() {
-            let how = dm::stop_foreign(rec, st.domid, timeout);
-            warn!(dm = %rec.name, pid = rec.pid, "stale device model of an earlier domain {domid}: {how}");
+        for e in dm::stop_recorded(dir, &st, timeout) {
+            warn!(dm = %e.rec.name, pid = e.rec.pid, "stale device model of an earlier domain {domid}: {}", e.how);
         }
     }
     warn!(dir = %dir.display(), "removing a stale runtime dir of an earlier domain {domid}");
@@ -246,6 +250,9 @@ fn setup_failed(rb: &mut Rollback<'_>, run: &Path, name: &str, what: &str) -> i3
             "undone": undone,
         }),
     );
+    if let Some(r) = rb.reaper.take() {
+        r.done();
+    }
     exit::SETUP_FAILED
 }
 
@@ -344,6 +351,7 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         dms: Vec::new(),
         dirs: Vec::new(),
         extra_files: Vec::new(),
+        reaper: None,
     };
     macro_rules! step {
         ($name:expr, $e:expr) => {
@@ -379,6 +387,7 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         dm_config: std::fs::canonicalize(&plan.dm_config).unwrap_or(plan.dm_config.clone()),
         phase: Phase::Starting,
         supervisor: (!ro.detach).then(std::process::id),
+        reaper: None,
         created: now_secs(),
         device_models: Vec::new(),
         devices: plan.devices.clone(),
@@ -417,6 +426,23 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     rb.domid = Some(domid);
     info!(domid, name = %plan.name, secs = t0.elapsed().as_secs_f32(), "domain created paused");
 
+    // Supervised: from here on, if this process dies, its reaper cleans up.
+    if !ro.detach {
+        let args = crate::cli::ReapArgs {
+            domid,
+            supervisor: std::process::id(),
+            name: plan.name.clone(),
+            staging: staging.clone(),
+            dm_stop_timeout: ro.dm_stop_timeout.as_secs(),
+        };
+        let r = step!(
+            "start the reaper",
+            Reaper::spawn(run_dir, &ro.xl, &ro.log, &args)
+        );
+        state.reaper = Some(r.pid());
+        rb.reaper = Some(r);
+    }
+
     // 4. Runtime dir.
     let dir = runtime::guest_dir(run_dir, domid);
     state.domid = domid;
@@ -447,18 +473,28 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         }
         let log = log_files.then(|| dir.join(format!("{}.log", d.name)));
         let t = Instant::now();
+        // Supervised, a device model exits with us (PR_SET_PDEATHSIG).
         let started = step!(
             format!("start {}", d.name),
-            RunningDm::spawn(d.name, &d.binary, &plan.dm_config, domid, socket, log)
+            RunningDm::spawn(
+                d.name,
+                &d.binary,
+                &plan.dm_config,
+                domid,
+                socket,
+                log,
+                (!ro.detach).then(std::process::id),
+            )
         );
         rb.dms.push(started);
+        // Recorded before it is waited for, so that the reaper knows every started one.
+        state.device_models = rb.dms.iter().map(|d| d.rec.clone()).collect();
+        step!("runtime dir", state.save(&dir));
         let st = step!(
             format!("start {}", d.name),
             rb.dms.last_mut().unwrap().wait_ready(domid, ro.dm_timeout)
         );
         info!(dm = d.name, secs = t.elapsed().as_secs_f32(), vcpus = %st["status"]["vcpus"], "device model up");
-        state.device_models = rb.dms.iter().map(|d| d.rec.clone()).collect();
-        step!("runtime dir", state.save(&dir));
     }
 
     // 6-7.
@@ -509,6 +545,7 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         stop_timeout: ro.dm_stop_timeout,
         shutdown_timeout: ro.shutdown_timeout,
         token,
+        reaper: rb.reaper.take(),
     }
     .run(&sig, xs.as_mut().expect("opened when supervising"))
 }
@@ -519,6 +556,8 @@ enum End {
     Gone,
     Forced,
     DmDied(String),
+    /// The xenstore connection was lost (or poll failed): exit with this code.
+    Lost(i32, String),
 }
 
 struct Supervisor<'a> {
@@ -532,42 +571,10 @@ struct Supervisor<'a> {
     stop_timeout: Duration,
     shutdown_timeout: Duration,
     token: String,
+    reaper: Option<Reaper>,
 }
 
 impl Supervisor<'_> {
-    /// The bridge died: once the domain is destroyed, `pci-host-bridge reclaim` does dom0's
-    /// side of the hand-back for the functions Xen now holds in dom_io.
-    fn reclaim_devices(&self) {
-        let Some(rec) = self
-            .state
-            .device_models
-            .iter()
-            .find(|r| r.name == "pci-host-bridge")
-        else {
-            return;
-        };
-        let out = std::process::Command::new(&rec.binary)
-            .arg("reclaim")
-            .arg("--config")
-            .arg(&self.state.dm_config)
-            .arg("--domid")
-            .arg(self.domid.to_string())
-            .stdin(std::process::Stdio::null())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => info!(
-                devices = %self.state.devices.join(", "),
-                "pci-host-bridge reclaim: the functions are back with dom0"
-            ),
-            Ok(o) => error!(
-                "pci-host-bridge reclaim failed ({}): {}",
-                crate::describe_status(o.status),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => error!("running {} reclaim: {e}", rec.binary.display()),
-        }
-    }
-
     fn run(mut self, sig: &SignalFd, xs: &mut Xenstore) -> i32 {
         let mut deadline: Option<Instant> = None;
         let mut requested = false;
@@ -594,8 +601,7 @@ impl Supervisor<'_> {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => {
-                        error!("poll: {e}");
-                        return self.lost(exit::ERROR);
+                        return self.end(End::Lost(exit::ERROR, format!("poll: {e}")));
                     }
                 }
                 let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
@@ -604,6 +610,7 @@ impl Supervisor<'_> {
                     while let Ok(Some(si)) = sig.read_signal() {
                         match Signal::try_from(si.ssi_signo as i32) {
                             Ok(Signal::SIGCHLD) => {
+                                self.check_reaper();
                                 if let Some(why) = self.dead_dm() {
                                     // A device model may exit because the domain went away
                                     // (its event channels die with it): then that is the end.
@@ -673,8 +680,10 @@ impl Supervisor<'_> {
                 },
                 Ok(_) => {}
                 Err(e) => {
-                    error!("lost the xenstore connection: {e}");
-                    return self.lost(exit::LOST_XENSTORE);
+                    return self.end(End::Lost(
+                        exit::LOST_XENSTORE,
+                        format!("lost the xenstore connection: {e}"),
+                    ));
                 }
             }
         }
@@ -694,17 +703,21 @@ impl Supervisor<'_> {
         None
     }
 
-    /// The supervisor cannot go on: leave the guest and its device models running, say so in
-    /// state.json (supervisor = null), and exit.
-    fn lost(mut self, code: i32) -> i32 {
-        self.state.supervisor = None;
-        let _ = self.state.save(&self.dir);
-        eprintln!(
-            "pvh-dm: no longer supervising domain {} ({}); it and its device models keep running (pvh-dm destroy {} stops them)",
-            self.domid, self.name, self.domid
-        );
-        std::mem::forget(std::mem::take(&mut self.dms));
-        code
+    /// The reaper should live as long as we do; if it died (someone killed it), say what
+    /// that means.
+    fn check_reaper(&mut self) {
+        if let Some(st) = self.reaper.as_mut().and_then(Reaper::exited) {
+            let pid = self.reaper.take().map_or(0, |r| r.pid());
+            warn!(
+                "the reaper (pid {pid}) {}: if this supervisor dies now, nobody destroys domain {} \
+                 (`pvh-dm destroy {}` does)",
+                dm::describe(st),
+                self.domid,
+                self.domid
+            );
+            self.state.reaper = None;
+            let _ = self.state.save(&self.dir);
+        }
     }
 
     fn end(mut self, why: End) -> i32 {
@@ -734,8 +747,17 @@ impl Supervisor<'_> {
                     self.domid, self.name
                 ),
             ),
+            // The device models exit with us (--exit-with-parent): the guest cannot be left
+            // running without a supervisor.
+            End::Lost(code, w) => (
+                *code,
+                format!(
+                    "{w}: the end of domain {} ({}) can no longer be seen; destroying it",
+                    self.domid, self.name
+                ),
+            ),
         };
-        if matches!(why, End::DmDied(_)) {
+        if matches!(why, End::DmDied(_) | End::Lost(..)) {
             error!("{msg}");
         } else {
             info!("{msg}");
@@ -749,14 +771,14 @@ impl Supervisor<'_> {
                 self.state.devices.join(", ")
             );
         }
-        if matches!(why, End::Reason(_) | End::DmDied(_)) {
+        if matches!(why, End::Reason(_) | End::DmDied(_) | End::Lost(..)) {
             if let Err(e) = self.xl.destroy(&self.domid.to_string()) {
                 warn!("xl destroy {}: {e}", self.domid);
             }
         }
         let stopped = dm::stop_all(&mut self.dms, self.stop_timeout);
         if bridge_died && !self.state.devices.is_empty() {
-            self.reclaim_devices();
+            let _ = dm::reclaim(&self.state);
         }
         for f in &self.extra_files {
             let _ = std::fs::remove_file(f);
@@ -783,6 +805,7 @@ impl Supervisor<'_> {
                     End::Gone => "destroyed_from_outside",
                     End::Forced => "forced",
                     End::DmDied(_) => "device_model_died",
+                    End::Lost(..) => "lost_xenstore",
                 },
                 "reason": match &why { End::Reason(r) => Some(r.to_string()), _ => None },
                 "reason_code": match &why { End::Reason(r) => Some(r.code()), _ => None },
@@ -790,6 +813,9 @@ impl Supervisor<'_> {
                 "device_models": stopped,
             }),
         );
+        if let Some(r) = self.reaper.take() {
+            r.done();
+        }
         code
     }
 }

@@ -144,7 +144,11 @@ fn log_tail(log: Option<&Path>) -> String {
 }
 
 impl RunningDm {
-    /// Start `binary --config CONFIG --domid DOMID`; stderr to `log` if given.
+    /// Start `binary --config CONFIG --domid DOMID [--exit-with-parent PID]`; stderr to `log`
+    /// if given. With `exit_with_parent` (our own pid, when supervising) the device model
+    /// asks for SIGTERM when we die (PR_SET_PDEATHSIG), so a SIGKILLed launcher does not
+    /// leave it serving an unsupervised guest. Must be called from the thread that stays
+    /// (the signal follows the death of the thread that spawned it): pvh-dm's main thread.
     pub fn spawn(
         name: &str,
         binary: &Path,
@@ -152,14 +156,19 @@ impl RunningDm {
         domid: u32,
         socket: PathBuf,
         log: Option<PathBuf>,
+        exit_with_parent: Option<u32>,
     ) -> Result<RunningDm, DmError> {
         let mut c = Command::new(binary);
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "--config".into(),
             config.into(),
             "--domid".into(),
             domid.to_string().into(),
         ];
+        if let Some(pid) = exit_with_parent {
+            args.push("--exit-with-parent".into());
+            args.push(pid.to_string().into());
+        }
         // Only pvh-dm talks to systemd (NotifyAccess=main).
         c.args(&args)
             .stdin(Stdio::null())
@@ -307,25 +316,129 @@ pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
     }
 }
 
+/// How [`stop_foreign`] ended a device model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The pid was gone already.
+    NotRunning,
+    /// The pid now belongs to another process (not signalled).
+    NotThatDm,
+    /// It exited within the timeout after SIGTERM.
+    ExitedAfterTerm,
+    /// It outlived the timeout and was SIGKILLed.
+    Killed,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stopped::NotRunning => "not running",
+            Stopped::NotThatDm => "no longer that device model (not signalled)",
+            Stopped::ExitedAfterTerm => "exited after SIGTERM",
+            Stopped::Killed => "killed with SIGKILL",
+        })
+    }
+}
+
 /// Stop a device model that is not our child (from state.json, e.g. after the supervisor
 /// was killed): SIGTERM, wait for the pid to vanish, SIGKILL. Only if the pid still is that
 /// device model.
-pub fn stop_foreign(rec: &DmRecord, domid: u32, timeout: Duration) -> String {
-    if !crate::runtime::pid_alive(rec.pid) {
-        return "not running".into();
+pub fn stop_foreign(rec: &DmRecord, domid: u32, timeout: Duration) -> Stopped {
+    if !crate::runtime::pid_alive(rec.pid) || crate::runtime::is_zombie(rec.pid) {
+        return Stopped::NotRunning;
     }
     if !crate::runtime::is_same_dm(rec, domid) {
-        return format!("pid {} is no longer {} (not signalled)", rec.pid, rec.name);
+        return Stopped::NotThatDm;
     }
     let pid = Pid::from_raw(rec.pid as i32);
     let _ = kill(pid, Signal::SIGTERM);
     let start = Instant::now();
     while start.elapsed() < timeout {
         if !crate::runtime::pid_alive(rec.pid) || !crate::runtime::is_same_dm(rec, domid) {
-            return "exited after SIGTERM".into();
+            return Stopped::ExitedAfterTerm;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = kill(pid, Signal::SIGKILL);
-    "killed with SIGKILL".into()
+    Stopped::Killed
+}
+
+/// How one recorded device model ended under [`stop_recorded`].
+#[derive(Clone, Debug)]
+pub struct RecordedEnd<'a> {
+    /// Its record.
+    pub rec: &'a DmRecord,
+    /// How it was stopped.
+    pub how: Stopped,
+    /// Its control socket was still there once it was gone: it ended without its teardown
+    /// (which removes the socket last), e.g. SIGKILLed or crashed.
+    pub socket_left: bool,
+}
+
+/// Stop the device models recorded in `st` (a guest whose supervisor is gone), in reverse
+/// start order, with [`stop_foreign`]; then remove each control socket left behind outside
+/// `dir` (`[control] dir` elsewhere), with its directory if empty. Returns how each ended.
+pub fn stop_recorded<'a>(
+    dir: &Path,
+    st: &'a crate::runtime::State,
+    timeout: Duration,
+) -> Vec<RecordedEnd<'a>> {
+    let mut out = Vec::new();
+    for rec in st.device_models.iter().rev() {
+        let how = stop_foreign(rec, st.domid, timeout);
+        let socket_left = how == Stopped::Killed || rec.socket.exists();
+        if !rec.socket.starts_with(dir) {
+            let _ = std::fs::remove_file(&rec.socket);
+            if let Some(d) = rec.socket.parent() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+        out.push(RecordedEnd {
+            rec,
+            how,
+            socket_left,
+        });
+    }
+    out
+}
+
+/// `pci-host-bridge reclaim --config TOML --domid N` with the bridge binary recorded in `st`,
+/// once the domain is destroyed: dom0's side of the hand-back a dead bridge did not do for the
+/// functions Xen now holds in dom_io. `None` if no bridge is recorded; the error names why.
+pub fn reclaim(st: &crate::runtime::State) -> Option<Result<(), String>> {
+    let rec = st
+        .device_models
+        .iter()
+        .find(|r| r.name == "pci-host-bridge")?;
+    let out = Command::new(&rec.binary)
+        .arg("reclaim")
+        .arg("--config")
+        .arg(&st.dm_config)
+        .arg("--domid")
+        .arg(st.domid.to_string())
+        .stdin(Stdio::null())
+        .output();
+    Some(match out {
+        Ok(o) if o.status.success() => {
+            tracing::info!(
+                devices = %st.devices.join(", "),
+                "pci-host-bridge reclaim: the functions are back with dom0"
+            );
+            Ok(())
+        }
+        Ok(o) => {
+            let e = format!(
+                "pci-host-bridge reclaim failed ({}): {}",
+                describe(o.status),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            tracing::error!("{e}");
+            Err(e)
+        }
+        Err(e) => {
+            let e = format!("running {} reclaim: {e}", rec.binary.display());
+            tracing::error!("{e}");
+            Err(e)
+        }
+    })
 }

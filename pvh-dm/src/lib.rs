@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod notify;
 pub mod ops;
 pub mod plan;
+pub mod reap;
 pub mod runtime;
 pub mod xenstore;
 pub mod xl;
@@ -46,7 +47,8 @@ pub mod exit {
     pub const FORCED: i32 = 15;
     /// A device model died: the domain was destroyed.
     pub const DM_DIED: i32 = 20;
-    /// The xenstore connection was lost: the guest runs on unsupervised.
+    /// The xenstore connection was lost: the supervisor can no longer see the domain's end,
+    /// so it destroyed the domain and stopped the device models.
     pub const LOST_XENSTORE: i32 = 21;
 
     /// The exit code for a shutdown reason.

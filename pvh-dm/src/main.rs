@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pvh_dm::cli::{Cli, Cmd};
-use pvh_dm::{create, doctor, exit, ops, plan, xl};
+use pvh_dm::{create, doctor, exit, ops, plan, reap, xl};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -47,6 +47,7 @@ fn main() {
                 shutdown_timeout: Duration::from_secs(c.shutdown_timeout),
                 dm_log_files: c.dm_log_files,
                 xenstore: c.xenstore,
+                log: g.log.clone(),
             };
             create::run(&opts, &ro, &g.run_dir)
         }
@@ -68,6 +69,7 @@ fn main() {
             iommu_wrapper,
         }),
         Cmd::InstallUnit { dir, print } => ops::install_unit(&dir, print),
+        Cmd::Reap(a) => reap::run(&g.run_dir, &xl, &a),
     };
     std::process::exit(code);
 }

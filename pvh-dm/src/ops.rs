@@ -164,16 +164,8 @@ const XL_POLL: Duration = Duration::from_millis(500);
 
 /// Stop what an unsupervised guest left: its device models (reverse order) and its dir.
 fn cleanup_unsupervised(dir: &Path, st: &State) {
-    for rec in st.device_models.iter().rev() {
-        let how = dm::stop_foreign(rec, st.domid, Duration::from_secs(10));
-        eprintln!("pvh-dm: {} (pid {}): {how}", rec.name, rec.pid);
-        // A socket outside the runtime dir ([control] dir elsewhere), and its empty dir.
-        if !rec.socket.starts_with(dir) {
-            let _ = std::fs::remove_file(&rec.socket);
-            if let Some(d) = rec.socket.parent() {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
+    for e in dm::stop_recorded(dir, st, Duration::from_secs(10)) {
+        eprintln!("pvh-dm: {} (pid {}): {}", e.rec.name, e.rec.pid, e.how);
     }
     if let Err(e) = std::fs::remove_dir_all(dir) {
         eprintln!("pvh-dm: removing {}: {e}", dir.display());

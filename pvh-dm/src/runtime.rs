@@ -6,7 +6,8 @@
 //!                               [control] dir too, so their sockets sit next to the state)
 //!   .create-NAME-PID/          staging while `create` runs, before the domid is known
 //!   DOMID/
-//!     state.json               [`State`]: phase, supervisor pid, device models and their pids
+//!     state.json               [`State`]: phase, supervisor and reaper pids, device models
+//!                              and their pids
 //!     xl.cfg                   the derived xl config (ramdisk replaced)
 //!     acpi/*.aml               the guest's ACPI fragment
 //!     initrd.cpio              the tables cpio + the original ramdisk (removed once the
@@ -69,6 +70,9 @@ pub struct State {
     pub phase: Phase,
     /// The supervising pvh-dm's pid (`None` with --detach).
     pub supervisor: Option<u32>,
+    /// The supervisor's reaper (`pvh-dm reap`), which cleans up if the supervisor dies.
+    #[serde(default)]
+    pub reaper: Option<u32>,
     /// Seconds since the epoch when the domain was created.
     pub created: u64,
     /// Device models in start order.
@@ -195,6 +199,18 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Whether `pid` has exited but not been reaped yet (state `Z` in `/proc/PID/stat`): an
+/// orphaned device model waits so for init to reap it.
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether `pid` is still the device model `rec` (its command line names the binary and
 /// `--domid DOMID`), so that a recycled pid is never signalled.
 pub fn is_same_dm(rec: &DmRecord, domid: u32) -> bool {
@@ -231,6 +247,7 @@ mod tests {
             dm_config: "/etc/xen/g.toml".into(),
             phase: Phase::Running,
             supervisor: Some(1),
+            reaper: None,
             created: 0,
             device_models: vec![DmRecord {
                 name: "pm-trap".into(),

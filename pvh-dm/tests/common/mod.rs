@@ -248,6 +248,14 @@ pub fn started_pids(log: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The device models in the order the fake-dm log says they got SIGTERM.
+pub fn sigterm_order(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("sigterm"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect()
+}
+
 pub fn alive(pid: u32) -> bool {
     // A zombie has an empty cmdline; a reaped process has no /proc entry.
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
