@@ -73,18 +73,31 @@ fn stop_sim(mut xen_sim: std::process::Child) {
     let _ = wait_timeout(&mut xen_sim, Duration::from_secs(10));
 }
 
+/// `pvh-dm create` of the sim rig's guest with the real device models, supervised (against
+/// a fake xenstored), once it has printed the domid.
+fn supervised_real(r: &Rig, extra: &[&str]) -> (std::process::Child, FakeXenstored) {
+    let xs = fake_xenstored(r.dir());
+    let mut args = vec![
+        "--xenstore".to_string(),
+        xs.path.to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = r.create_cmd(&args);
+    c.env("PVH_DM_BIN_DIR", bin_dir());
+    let mut child = spawn(c);
+    let line = first_line(&mut child, Duration::from_secs(30));
+    assert_eq!(line.as_deref(), Some("7"), "{}", stderr_of(&mut child));
+    (child, xs)
+}
+
 #[test]
 fn supervised_real_device_models_a_killed_one_ends_the_guest() {
     if missing_binaries() {
         return;
     }
     let (r, xen_sim) = sim_rig("real-kill");
-    let xs = fake_xenstored(r.dir());
-    let mut c = r.create_cmd(&["--xenstore", &xs.path.to_string_lossy()]);
-    c.env("PVH_DM_BIN_DIR", bin_dir());
-    let mut child = spawn(c);
-    let line = first_line(&mut child, Duration::from_secs(30));
-    assert_eq!(line.as_deref(), Some("7"), "{}", stderr_of(&mut child));
+    let (mut child, _xs) = supervised_real(&r, &[]);
     let st = runtime_state(&r);
     let pm = st["device_models"]
         .as_array()
@@ -164,5 +177,109 @@ fn real_device_models_come_up_answer_and_stop() {
         assert!(!alive(p), "device model {p} still runs");
     }
     assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+    stop_sim(xen_sim);
+}
+
+/// (name, pid, log) of each device model in state.json.
+fn dm_records(st: &serde_json::Value) -> Vec<(String, u32, PathBuf)> {
+    st["device_models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["pid"].as_u64().unwrap() as u32,
+                PathBuf::from(d["log"].as_str().unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+fn gone_within(pid: u32, secs: u64) -> bool {
+    let start = Instant::now();
+    while alive(pid) && start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
+#[test]
+fn real_device_models_exit_through_their_teardown_when_their_launcher_dies() {
+    // The second line of defence alone: launcher and reaper SIGKILLed together. Each device
+    // model was started with --exit-with-parent (PR_SET_PDEATHSIG): it gets SIGTERM and runs
+    // its normal teardown. The domain is left for `pvh-dm destroy` (nobody else is there).
+    if missing_binaries() {
+        return;
+    }
+    let (r, xen_sim) = sim_rig("real-pdeath");
+    let (mut child, _xs) = supervised_real(&r, &["--dm-log-files"]);
+    let st = runtime_state(&r);
+    let dms = dm_records(&st);
+    assert_eq!(dms.len(), 3);
+    for (name, pid, _) in &dms {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let want = format!("--exit-with-parent\0{}\0", child.id());
+        assert!(
+            cmd.windows(want.len()).any(|w| w == want.as_bytes()),
+            "{name}: {}",
+            String::from_utf8_lossy(&cmd)
+        );
+    }
+    let kill = |pid: u32| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap()
+    };
+    kill(st["reaper"].as_u64().unwrap() as u32);
+    kill(child.id());
+    let _ = child.wait();
+    for (name, pid, log) in &dms {
+        assert!(gone_within(*pid, 10), "{name} (pid {pid}) still runs");
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.contains("ioreq server torn down"),
+            "{name} did not run its SIGTERM teardown: {text}"
+        );
+    }
+    assert!(!r.xl_log().contains("destroy 7"), "{}", r.xl_log());
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(r.xl_log().contains("destroy 7"));
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+    stop_sim(xen_sim);
+}
+
+#[test]
+fn a_killed_launcher_of_real_device_models_is_cleaned_up_by_its_reaper() {
+    if missing_binaries() {
+        return;
+    }
+    let (r, xen_sim) = sim_rig("real-reap");
+    let (mut child, _xs) = supervised_real(&r, &[]);
+    let st = runtime_state(&r);
+    let reaper = st["reaper"].as_u64().unwrap() as u32;
+    let dms = dm_records(&st);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(gone_within(reaper, 20), "the reaper exited");
+    for (name, pid, _) in &dms {
+        assert!(!alive(*pid), "{name} (pid {pid}) still runs");
+    }
+    let destroys = r
+        .xl_log()
+        .lines()
+        .filter(|l| l.starts_with("destroy 7 "))
+        .count();
+    assert_eq!(destroys, 1, "{}", r.xl_log());
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+    let err = stderr_of(&mut child);
+    assert!(
+        err.contains("of domain 7 (guest1) died; destroyed the domain, stopped pci-host-bridge"),
+        "{err}"
+    );
     stop_sim(xen_sim);
 }
