@@ -402,6 +402,15 @@ pub fn stop_recorded<'a>(
     out
 }
 
+/// Whether `pci-host-bridge reclaim` is wanted after [`stop_recorded`]: the guest passes
+/// functions through and its bridge ended without its teardown.
+pub fn bridge_needs_reclaim(st: &crate::runtime::State, ends: &[RecordedEnd<'_>]) -> bool {
+    !st.devices.is_empty()
+        && ends
+            .iter()
+            .any(|e| e.rec.name == "pci-host-bridge" && e.socket_left)
+}
+
 /// `pci-host-bridge reclaim --config TOML --domid N` with the bridge binary recorded in `st`,
 /// once the domain is destroyed: dom0's side of the hand-back a dead bridge did not do for the
 /// functions Xen now holds in dom_io. `None` if no bridge is recorded; the error names why.

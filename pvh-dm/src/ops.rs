@@ -162,10 +162,22 @@ const OFTEN: Duration = Duration::from_millis(100);
 /// Between `xl list` calls (each one a process; slow under emulation).
 const XL_POLL: Duration = Duration::from_millis(500);
 
-/// Stop what an unsupervised guest left: its device models (reverse order) and its dir.
+/// Stop what an unsupervised guest left: its device models (reverse order), the bridge's
+/// functions if it died without handing them back (the domain is destroyed by now), its dir.
 fn cleanup_unsupervised(dir: &Path, st: &State) {
-    for e in dm::stop_recorded(dir, st, Duration::from_secs(10)) {
+    let ends = dm::stop_recorded(dir, st, Duration::from_secs(10));
+    for e in &ends {
         eprintln!("pvh-dm: {} (pid {}): {}", e.rec.name, e.rec.pid, e.how);
+    }
+    if dm::bridge_needs_reclaim(st, &ends) {
+        let devices = st.devices.join(", ");
+        match dm::reclaim(st) {
+            Some(Ok(())) => eprintln!(
+                "pvh-dm: pci-host-bridge had died without handing back {devices}: reclaimed"
+            ),
+            Some(Err(e)) => eprintln!("pvh-dm: reclaiming {devices}: {e}"),
+            None => {}
+        }
     }
     if let Err(e) = std::fs::remove_dir_all(dir) {
         eprintln!("pvh-dm: removing {}: {e}", dir.display());

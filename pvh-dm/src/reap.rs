@@ -203,13 +203,12 @@ fn after_supervisor_died(run: &Path, xl: &Xl, a: &ReapArgs) -> i32 {
     let mut stopped = Vec::new();
     let mut bridge_torn_down = true;
     if let Some((dir, st)) = &found {
-        for e in dm::stop_recorded(dir, st, Duration::from_secs(a.dm_stop_timeout)) {
+        let ends = dm::stop_recorded(dir, st, Duration::from_secs(a.dm_stop_timeout));
+        for e in &ends {
             info!(dm = %e.rec.name, pid = e.rec.pid, "device model: {}", e.how);
-            if e.rec.name == "pci-host-bridge" && e.socket_left {
-                bridge_torn_down = false;
-            }
             stopped.push(format!("{} (pid {}: {})", e.rec.name, e.rec.pid, e.how));
         }
+        bridge_torn_down = !dm::bridge_needs_reclaim(st, &ends);
     }
     // 2. The domain.
     let domain = match xl.state(domid) {

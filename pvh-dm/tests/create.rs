@@ -727,6 +727,48 @@ fn after_kill_9_of_the_launcher_and_its_reaper_destroy_cleans_up() {
 }
 
 #[test]
+fn destroy_reclaims_the_functions_of_a_bridge_that_died_without_its_teardown() {
+    let r = Rig::new("destroyreclaim");
+    r.add_function("0000:03:10.1", Some("pciback"));
+    r.write_toml(PT_DEVICE);
+    let o = r.create(&["--detach"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let bridge = state7(&r)["device_models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "pci-host-bridge")
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    sigkill(bridge);
+    assert!(within(5, || !alive(bridge)));
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("without handing back 0000:03:10.1: reclaimed"),
+        "{err}"
+    );
+    let xl = r.xl_log();
+    let dm = r.dm_log();
+    assert!(dm.contains("pci-host-bridge reclaim 7"), "{dm}");
+    assert!(xl.contains("destroy 7"), "{xl}");
+    assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
+    // A bridge that tore down (SIGTERM) is not reclaimed after.
+    let o = r.create(&["--detach"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let o = r.cmd(&["destroy", "7"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(
+        r.dm_log().matches("pci-host-bridge reclaim 7").count(),
+        1,
+        "{}",
+        r.dm_log()
+    );
+}
+
+#[test]
 fn an_existing_domain_of_that_name_is_refused() {
     let r = Rig::new("exists");
     r.touch("domain");
