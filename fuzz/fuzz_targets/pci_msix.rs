@@ -12,19 +12,23 @@
 //! forwarded BAR write touches a page of the table or PBA. The run ends with a stop that must
 //! leave nothing in Xen.
 //! The fixed prologues (placement, enumeration, Linux's MSI-X bring-up) are checked by the
-//! stable tests; here they are replayed unchecked and the state they leave is checked once.
+//! stable tests; here each variant (the selector byte's bits) is built, started, replayed
+//! unchecked and checked once per process into a `Template`, and every input runs on a copy
+//! of it (`Template::fork`, checked against a bridge prepared from scratch by
+//! pci-host-bridge/tests/fork.rs).
 //!
 //! Run: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pci_msix -O -- -max_total_time=20`
 #![no_main]
 
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
+use pci_host_bridge::testing::XenLikeConfig;
 use pci_host_bridge::testing::{
-    bridge_with_xen, linux_msix_ops, msix_ops_from_bytes, placement_ops, snapshot_device_config,
+    linux_msix_ops, msix_ops_from_bytes, placement_ops, snapshot_device_config, Template,
 };
-use pci_host_bridge::testing::{XenLike, XenLikeConfig};
 use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const SRIOV_PF: &str = include_str!("../../pci-host-bridge/testdata/sriov-nic-pf.json");
@@ -36,47 +40,64 @@ fn dev(slot: u8) -> PciDeviceConfig {
     snapshot_device_config(slot, 0)
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else {
-        return;
-    };
+/// The bits of the selector byte that choose the set-up (the same key, the same template).
+fn key(sel: u8) -> u8 {
+    sel & 0x84 | (sel & 3).min(2)
+}
+
+/// The prepared bridge for one selector: started, prologue replayed, state checked.
+fn template(sel: u8) -> Template {
     let config = PciConfig {
         mmio64_base: if sel & 4 != 0 { 0x80_0000_0000 } else { 0 },
         mmio64_size: if sel & 4 != 0 { 0x10_0000_0000 } else { 0 },
         devices: vec![dev(2), dev(3), dev(4), dev(5)],
         ..Default::default()
     };
-    static PROTOTYPES: OnceLock<Vec<SnapshotDevice>> = OnceLock::new();
-    let protos = PROTOTYPES.get_or_init(|| {
-        [SRIOV_PF, INTEL_PF, INTEL_VF, VIRTIO]
-            .iter()
-            .map(|j| SnapshotDevice::from_json(j, "embedded").expect("embedded snapshot"))
-            .collect()
-    });
-    let devices = protos.iter().map(SnapshotDevice::duplicate).collect();
+    let devices: Vec<SnapshotDevice> = [SRIOV_PF, INTEL_PF, INTEL_VF, VIRTIO]
+        .iter()
+        .map(|j| SnapshotDevice::from_json(j, "embedded").expect("embedded snapshot"))
+        .collect();
     // Xen with or without interrupt remapping (multi-vector MSI refused without it).
-    let xen = XenLike::new(XenLikeConfig {
+    let xen = XenLikeConfig {
         intremap: sel & 0x80 != 0,
         ..Default::default()
-    });
-    let (mut bridge, mut checker) = bridge_with_xen(&config, devices, xen).expect("bridge");
+    };
+    let mut t = Template::new(&config, &devices, xen).expect("bridge");
     // Fresh (0), BARs placed with decode on (1), or placed plus Linux's bring-up (2, 3).
-    let mut prologue = Vec::new();
-    if sel & 3 != 0 {
-        prologue = placement_ops(&bridge);
-    }
-    for op in prologue {
-        // Fixed, and checked by the stable tests: replayed unchecked.
-        checker.apply_unchecked(&mut bridge, op);
-    }
-    if sel & 2 != 0 {
-        for op in linux_msix_ops(&bridge, 0x30) {
-            checker.apply_unchecked(&mut bridge, op);
+    t.prepare(|bridge, checker| {
+        if sel & 3 != 0 {
+            for op in placement_ops(bridge) {
+                // Fixed, and checked by the stable tests: replayed unchecked.
+                checker.apply_unchecked(bridge, op);
+            }
         }
-    }
-    if let Err(e) = checker.check_state(&bridge) {
+        if sel & 2 != 0 {
+            for op in linux_msix_ops(bridge, 0x30) {
+                checker.apply_unchecked(bridge, op);
+            }
+        }
+    });
+    let (bridge, checker) = t.parts();
+    if let Err(e) = checker.check_state(bridge) {
         panic!("after the prologue: {e}");
     }
+    t
+}
+
+thread_local! {
+    static TEMPLATES: RefCell<HashMap<u8, Template>> = RefCell::new(HashMap::new());
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let (mut bridge, mut checker) = TEMPLATES.with_borrow_mut(|t| {
+        t.entry(key(sel))
+            .or_insert_with(|| template(key(sel)))
+            .fork()
+            .expect("fork")
+    });
     for op in msix_ops_from_bytes(&bridge, rest) {
         if let Err(e) = checker.apply(&mut bridge, op) {
             panic!("{e}");

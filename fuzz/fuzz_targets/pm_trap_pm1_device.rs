@@ -1,10 +1,16 @@
 //! Arbitrary access sequences (space, address, size, data) against the device in several
 //! layouts. Must never panic, and never issue a second poweroff/reboot.
+//!
+//! The layouts' TOML is fixed (not fuzz input), so it is parsed and resolved once per
+//! process; every input builds its device (`PmTrap::new`, validation included) from a copy
+//! of the resolved layout.
 #![no_main]
+
+use std::sync::OnceLock;
 
 use ioreq_server::device::{Action, Actions, Device, ShutdownReason, Space};
 use libfuzzer_sys::fuzz_target;
-use pm_trap::{PmTrap, PmTrapConfig};
+use pm_trap::{PmTrap, PmTrapConfig, TrapSetup};
 
 const CONFIGS: [&str; 4] = [
     "",
@@ -17,12 +23,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cfg, mut ops)) = data.split_first() else {
         return;
     };
-    let c = PmTrapConfig::from_guest_toml(&format!(
-        "[pm_trap]\n{}",
-        CONFIGS[cfg as usize % CONFIGS.len()]
-    ))
-    .unwrap();
-    let mut d = PmTrap::new(c.setup().unwrap()).unwrap();
+    static SETUPS: OnceLock<Vec<TrapSetup>> = OnceLock::new();
+    let setups = SETUPS.get_or_init(|| {
+        CONFIGS
+            .iter()
+            .map(|c| {
+                PmTrapConfig::from_guest_toml(&format!("[pm_trap]\n{c}"))
+                    .unwrap()
+                    .setup()
+                    .unwrap()
+            })
+            .collect()
+    });
+    let mut d = PmTrap::new(setups[cfg as usize % setups.len()].clone()).unwrap();
     let ranges = d.ranges();
     let mut acts = Actions::new();
     // Each op: [kind, range/offset, size, data u16].

@@ -188,6 +188,24 @@ impl PassthroughExecutor {
         }
     }
 
+    /// An executor that believes exactly what this one does (mappings, permissions, pirqs,
+    /// assignments, counters) but issues its hypercalls on `chan`: for tests and fuzz targets
+    /// that start many runs from one prepared state, with `chan` over a copy of that state's
+    /// (fake) Xen. Nothing is called.
+    pub fn fork(&self, chan: Box<dyn PtChannel>) -> Self {
+        PassthroughExecutor {
+            chan,
+            mem: self.mem.clone(),
+            io: self.io.clone(),
+            iomem: self.iomem.clone(),
+            ioports: self.ioports.clone(),
+            pirqs: self.pirqs.clone(),
+            assigned: self.assigned.clone(),
+            prepared: self.prepared.clone(),
+            stats: self.stats,
+        }
+    }
+
     /// The guest.
     pub fn domid(&self) -> DomId {
         self.chan.domid()

@@ -130,6 +130,42 @@ impl PciHostBridge {
         })
     }
 
+    /// A copy of this bridge in its current state (every function's layout, BARs, interrupts,
+    /// mappings and lifecycle as they are) over `backends`, copies of this bridge's devices in
+    /// their current state, one per function in guest-address order, and `exec`, a
+    /// [`PassthroughExecutor::fork`] of this bridge's executor over a copy of its Xen. For
+    /// tests and fuzz targets that start many runs from one prepared bridge instead of
+    /// replaying its set-up (`testing` feature). Refused while an INTx line is attached.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fork(
+        &self,
+        backends: Vec<Box<dyn HostDevice>>,
+        exec: Option<PassthroughExecutor>,
+    ) -> Result<Self, Error> {
+        if backends.len() != self.functions.len() {
+            return Err(Error::Config(format!(
+                "{} backends for {} functions",
+                backends.len(),
+                self.functions.len()
+            )));
+        }
+        let functions = self
+            .functions
+            .iter()
+            .zip(backends)
+            .map(|((devfn, f), dev)| Ok((*devfn, f.fork(dev)?)))
+            .collect::<Result<BTreeMap<_, _>, Error>>()?;
+        Ok(PciHostBridge {
+            config: self.config.clone(),
+            ecam: self.ecam,
+            windows: self.windows.clone(),
+            host_bridge: self.host_bridge.clone(),
+            functions,
+            exec,
+            warn: self.warn.clone(),
+        })
+    }
+
     /// Give the bridge its passthrough executor (required as soon as a function is
     /// configured; [`Device::start`] refuses without one).
     pub fn set_executor(&mut self, exec: PassthroughExecutor) {

@@ -22,6 +22,8 @@
 //!   exposed extended capabilities: **hidden** — read 0, writes dropped and logged;
 //! - past the backend's config length: **absent** — read all-ones, writes dropped.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// How a register's virtual value (its emulated bits) starts.
@@ -206,8 +208,10 @@ pub struct ByteRule {
 #[derive(Clone, Debug)]
 pub struct Layout {
     regs: Vec<RegInst>,
-    groups: Vec<String>,
-    map: Vec<Slot>,
+    /// Shared by clones: only the building of the layout changes the groups and the byte map
+    /// (so copying a layout copies its registers, not 16 KiB of map).
+    groups: Arc<Vec<String>>,
+    map: Arc<Vec<Slot>>,
     config_len: usize,
 }
 
@@ -221,8 +225,8 @@ impl Layout {
             .collect();
         Layout {
             regs: Vec::new(),
-            groups: Vec::new(),
-            map,
+            groups: Arc::new(Vec::new()),
+            map: Arc::new(map),
             config_len: len,
         }
     }
@@ -244,7 +248,7 @@ impl Layout {
         descs: &[RegDesc],
     ) -> Vec<Option<usize>> {
         let g = self.groups.len().min(usize::from(u16::MAX)) as u16;
-        self.groups.push(group.to_string());
+        Arc::make_mut(&mut self.groups).push(group.to_string());
         descs.iter().map(|d| self.add(g, base, limit, *d)).collect()
     }
 
@@ -262,12 +266,13 @@ impl Layout {
         }
         let idx = self.regs.len();
         let mut placed = false;
-        for b in start..start + usize::from(desc.size) {
-            if b >= usize::from(limit) || b >= self.config_len {
-                continue;
-            }
-            if self.map[b] == Slot::Unknown {
-                self.map[b] = Slot::Reg(idx as u16);
+        let end = (start + usize::from(desc.size))
+            .min(usize::from(limit))
+            .min(self.config_len);
+        let map = Arc::make_mut(&mut self.map);
+        for slot in map.get_mut(start..end).into_iter().flatten() {
+            if *slot == Slot::Unknown {
+                *slot = Slot::Reg(idx as u16);
                 placed = true;
             }
         }
@@ -286,9 +291,10 @@ impl Layout {
     /// Mark `[start, end)` as hidden (reads 0, writes dropped and logged), where not claimed.
     pub fn add_hidden(&mut self, start: u16, end: u16) {
         let end = usize::from(end).min(self.config_len);
-        for b in usize::from(start)..end {
-            if self.map[b] == Slot::Unknown {
-                self.map[b] = Slot::Hidden;
+        let map = Arc::make_mut(&mut self.map);
+        for slot in map.get_mut(usize::from(start)..end).into_iter().flatten() {
+            if *slot == Slot::Unknown {
+                *slot = Slot::Hidden;
             }
         }
     }

@@ -207,6 +207,41 @@ impl PassthroughFunction {
         })
     }
 
+    /// A copy of this function in its current state (layout, BARs, interrupts, mappings and
+    /// lifecycle as they are) over `dev`, which must be a copy of this function's device in
+    /// its current state ([`crate::PciHostBridge::fork`]). Refused while an INTx line is
+    /// attached.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fork(&self, dev: Box<dyn HostDevice>) -> Result<Self, Error> {
+        let intx = match &self.intx {
+            None => None,
+            Some(i) => Some(i.fork().ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: cannot fork with an INTx line attached",
+                    self.guest
+                ))
+            })?),
+        };
+        Ok(PassthroughFunction {
+            guest: self.guest,
+            host: self.host,
+            dev,
+            dev_name: self.dev_name.clone(),
+            layout: self.layout.clone(),
+            bars: self.bars.clone(),
+            caps: self.caps.clone(),
+            msix: self.msix.clone(),
+            windows: self.windows.clone(),
+            mapped: self.mapped.clone(),
+            cmd_idx: self.cmd_idx,
+            bindings: self.bindings.clone(),
+            intx,
+            lifecycle: self.lifecycle.clone(),
+            last_refusal: self.last_refusal.clone(),
+            warn: self.warn.clone(),
+        })
+    }
+
     /// The guest address.
     pub fn guest_address(&self) -> PciAddress {
         self.guest

@@ -68,6 +68,25 @@ impl Intx {
         })
     }
 
+    /// A copy of this state for a copy of the function ([`crate::PciHostBridge::fork`]);
+    /// `None` while a line is attached (its socket cannot be shared).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fork(&self) -> Option<Self> {
+        if self.line.is_some() {
+            return None;
+        }
+        Some(Intx {
+            pin: self.pin,
+            gsi: self.gsi,
+            line: None,
+            asserted: self.asserted,
+            device_masked: self.device_masked,
+            host_interrupts: self.host_interrupts,
+            forwarded: self.forwarded,
+            resamples: self.resamples,
+        })
+    }
+
     /// The IOAPIC pin (GSI).
     pub fn gsi(&self) -> u8 {
         self.gsi

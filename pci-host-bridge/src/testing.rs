@@ -280,6 +280,123 @@ impl Intervals {
     }
 }
 
+/// Xen's p2m as the fake keeps it: guest frame -> host frame (and, the same way, its guest
+/// port -> host port mappings), stored as disjoint runs so that mapping, unmapping and copying
+/// a large BAR costs per run, not per frame (the answers are the same as for a frame-by-frame
+/// map).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct P2m {
+    /// First guest frame -> (first host frame, frames); the runs do not overlap.
+    runs: BTreeMap<u64, (u64, u64)>,
+    frames: u64,
+}
+
+impl P2m {
+    /// Frames mapped.
+    pub fn len(&self) -> usize {
+        self.frames as usize
+    }
+
+    /// Whether nothing is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// The host frame guest frame `gfn` maps.
+    pub fn get(&self, gfn: u64) -> Option<u64> {
+        let (&g, &(m, n)) = self.runs.range(..=gfn).next_back()?;
+        (gfn - g < n).then(|| m + (gfn - g))
+    }
+
+    /// Every mapped frame, (guest frame, host frame), in guest order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|(&g, &(m, n))| (0..n).map(move |k| (g + k, m + k)))
+    }
+
+    /// The mapped runs (first guest frame, first host frame, frames), in guest order.
+    pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        self.runs.iter().map(|(&g, &(m, n))| (g, m, n))
+    }
+
+    /// Unmap everything.
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.frames = 0;
+    }
+
+    /// The mapped pieces of guest frames `[g, g + n)`: (guest frame, host frame, frames).
+    fn pieces(&self, g: u64, n: u64) -> Vec<Run> {
+        let end = g.saturating_add(n);
+        let before = self.runs.range(..g).next_back();
+        before
+            .into_iter()
+            .chain(self.runs.range(g..end))
+            .filter_map(|(&s, &(m, len))| {
+                let (a, z) = (s.max(g), s.saturating_add(len).min(end));
+                (a < z).then(|| (a, m + (a - s), z - a))
+            })
+            .collect()
+    }
+
+    /// Unmap guest frames `[g, g + n)` (whatever they map).
+    fn remove(&mut self, g: u64, n: u64) {
+        let end = g.saturating_add(n);
+        let starts: Vec<u64> = self
+            .runs
+            .range(..g)
+            .next_back()
+            .map(|(&s, _)| s)
+            .into_iter()
+            .chain(self.runs.range(g..end).map(|(&s, _)| s))
+            .collect();
+        for s in starts {
+            let (m, len) = self.runs[&s];
+            let z = s.saturating_add(len);
+            if z <= g || s >= end {
+                continue;
+            }
+            self.runs.remove(&s);
+            self.frames -= z.min(end) - s.max(g);
+            if s < g {
+                self.runs.insert(s, (m, g - s));
+            }
+            if z > end {
+                self.runs.insert(end, (m + (end - s), z - end));
+            }
+        }
+    }
+
+    /// Map guest frames `[g, g + n)` to host frames `[m, m + n)`, replacing what they mapped;
+    /// returns the replaced pieces.
+    fn insert(&mut self, g: u64, m: u64, n: u64) -> Vec<Run> {
+        let old = self.pieces(g, n);
+        self.remove(g, n);
+        if n > 0 {
+            self.runs.insert(g, (m, n));
+            self.frames += n;
+        }
+        old
+    }
+
+    /// How many frames from `g` on map `m`, `m + 1`, ... (at most `n`).
+    fn mapped_prefix(&self, g: u64, m: u64, n: u64) -> u64 {
+        let mut k = 0;
+        while k < n {
+            let Some((&s, &(sm, len))) = self.runs.range(..=g + k).next_back() else {
+                break;
+            };
+            let off = g + k - s;
+            if off >= len || sm + off != m + k {
+                break;
+            }
+            k += (len - off).min(n - k);
+        }
+        k
+    }
+}
+
 /// Xen's state as the fake keeps it.
 #[derive(Debug, Default)]
 pub struct XenState {
@@ -288,13 +405,13 @@ pub struct XenState {
     /// Calls a real Xen would refuse or that show a DM bug, not yet reported.
     pub violations: Vec<String>,
     /// Guest frame -> host frame.
-    pub p2m: BTreeMap<u64, u64>,
-    /// Guest port -> host port.
-    pub io: BTreeMap<u32, u32>,
+    pub p2m: P2m,
+    /// Guest port -> host port (kept as runs, like the p2m).
+    pub io: P2m,
     /// Host frames the guest may access.
     pub iomem: Intervals,
     /// Host ports the guest may access.
-    pub ioports: BTreeSet<u32>,
+    pub ioports: Intervals,
     /// Functions assigned to the guest.
     pub assigned: BTreeSet<u32>,
     /// Functions deassigned to `DOMID_IO` (quarantine) and not taken back yet.
@@ -311,6 +428,26 @@ pub struct XenState {
 }
 
 impl XenState {
+    /// A copy of this state with an empty call log (for [`Template::fork`]).
+    pub fn fork(&self) -> XenState {
+        XenState {
+            // As much room as the original needed so far: a copy's run makes as many calls.
+            log: Vec::with_capacity(self.log.len()),
+            violations: self.violations.clone(),
+            p2m: self.p2m.clone(),
+            io: self.io.clone(),
+            iomem: self.iomem.clone(),
+            ioports: self.ioports.clone(),
+            assigned: self.assigned.clone(),
+            quarantined: self.quarantined.clone(),
+            prepared: self.prepared.clone(),
+            pirqs: self.pirqs.clone(),
+            bound: self.bound.clone(),
+            dead: self.dead,
+            next_pirq: self.next_pirq,
+        }
+    }
+
     /// The block holding `pirq`.
     pub fn block_of(&self, pirq: u32) -> Option<PirqBlock> {
         self.pirqs
@@ -376,7 +513,7 @@ impl XenState {
         self.pirqs.clear();
         self.bound.clear();
         self.iomem = Intervals::default();
-        self.ioports.clear();
+        self.ioports = Intervals::default();
         let a = std::mem::take(&mut self.assigned);
         self.quarantined.extend(a);
     }
@@ -468,12 +605,11 @@ impl XenState {
                 Ok(0)
             }
             PtOp::IoportPermission { port, nr, allow } => {
-                for p in port..port.saturating_add(nr) {
-                    if allow {
-                        self.ioports.insert(p);
-                    } else {
-                        self.ioports.remove(&p);
-                    }
+                let (a, n) = (u64::from(port), u64::from(port.saturating_add(nr) - port));
+                if allow {
+                    self.ioports.add(a, n);
+                } else {
+                    self.ioports.remove(a, n);
                 }
                 Ok(0)
             }
@@ -492,20 +628,22 @@ impl XenState {
                     return Err(libc::EPERM);
                 }
                 let n = nr.min(cfg.frames_per_call);
-                for k in 0..n {
-                    let (g, m) = (gfn + k, mfn + k);
-                    if add {
-                        if let Some(old) = self.p2m.insert(g, m) {
-                            self.violation(format!(
-                                "memory_mapping of gfn {g:#x} to {m:#x}: already mapped to {old:#x}"
-                            ));
-                        }
-                    } else if self.p2m.get(&g) == Some(&m) {
-                        self.p2m.remove(&g);
-                    } else {
+                if add {
+                    for (g, old, k) in self.p2m.insert(gfn, mfn, n) {
+                        let m = mfn + (g - gfn);
+                        self.violation(format!(
+                            "memory_mapping of gfn {g:#x} to {m:#x}: already mapped to {old:#x} ({k} frames from there)"
+                        ));
+                    }
+                } else {
+                    // Frame by frame: those before the first one not mapped as asked are gone.
+                    let k = self.p2m.mapped_prefix(gfn, mfn, n);
+                    self.p2m.remove(gfn, k);
+                    if k < n {
+                        let (g, m) = (gfn + k, mfn + k);
                         self.violation(format!(
                             "unmap of gfn {g:#x} from mfn {m:#x}: mapped to {:?}",
-                            self.p2m.get(&g)
+                            self.p2m.get(g)
                         ));
                         return Err(EINVAL);
                     }
@@ -518,13 +656,21 @@ impl XenState {
                 nr,
                 add,
             } => {
-                for k in 0..nr {
-                    let (g, m) = (gport + k, mport + k);
-                    if add {
-                        if self.io.insert(g, m).is_some() {
-                            self.violation(format!("guest port {g:#x} mapped twice"));
-                        }
-                    } else if self.io.remove(&g) != Some(m) {
+                let (g0, m0, n) = (u64::from(gport), u64::from(mport), u64::from(nr));
+                if add {
+                    for (g, _, k) in self.io.insert(g0, m0, n) {
+                        self.violation(format!(
+                            "guest port {g:#x} mapped twice ({k} ports from there)"
+                        ));
+                    }
+                } else {
+                    // Port by port: those before the first one not mapped as asked are gone,
+                    // and that one too.
+                    let k = self.io.mapped_prefix(g0, m0, n);
+                    self.io.remove(g0, k);
+                    if k < n {
+                        let (g, m) = (g0 + k, m0 + k);
+                        self.io.remove(g, 1);
                         self.violation(format!("unmap of guest port {g:#x} not mapped to {m:#x}"));
                         return Err(EINVAL);
                     }
@@ -691,10 +837,17 @@ impl XenLike {
 
     /// A channel for `domid` answering as this Xen, and the state it keeps.
     pub fn channel(self, domid: u16) -> (FakeChannel, Arc<Mutex<XenState>>) {
-        let state = Arc::new(Mutex::new(XenState::default()));
+        self.channel_over(domid, XenState::default())
+    }
+
+    /// A channel for `domid` answering as this Xen from `state` on (a [`XenState::fork`],
+    /// say), and the state it keeps.
+    pub fn channel_over(self, domid: u16, state: XenState) -> (FakeChannel, Arc<Mutex<XenState>>) {
+        let room = state.log.capacity();
+        let state = Arc::new(Mutex::new(state));
         let st = state.clone();
         let XenLike { config, mut fault } = self;
-        let (chan, _log) = FakeChannel::with_rule(
+        let (chan, chan_log) = FakeChannel::with_rule(
             domid,
             Box::new(move |op| {
                 let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
@@ -721,6 +874,11 @@ impl XenLike {
                 result
             }),
         );
+        // The channel keeps a log of its own: room for it too.
+        chan_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reserve(room);
         (chan, state)
     }
 
@@ -765,6 +923,95 @@ pub fn bridge_with_xen(
         .map_err(|e| Error::Config(format!("start: {e}")))?;
     checker.sync_logs();
     Ok((bridge, checker))
+}
+
+/// A started bridge over snapshot devices and a fake Xen, prepared once (placement, Linux's
+/// bring-up, whatever a prologue does) and then copied for every run ([`Template::fork`]):
+/// the fuzz targets' way to start each input from the same state without rebuilding and
+/// replaying it. A copy is the template's exact state (bridge, executor, Xen, devices and
+/// checker), with empty logs.
+pub struct Template {
+    bridge: PciHostBridge,
+    checker: Checker,
+    /// The devices as they went into the bridge (their static part), by guest address.
+    protos: BTreeMap<PciAddress, SnapshotDevice>,
+    xen: XenLikeConfig,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("bridge", &self.bridge)
+            .field("xen", &self.xen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Template {
+    /// [`bridge_with_xen`] over copies of `devices` and a fake Xen with knobs `xen` (no
+    /// faults: a fault closure cannot be copied).
+    pub fn new(
+        config: &PciConfig,
+        devices: &[SnapshotDevice],
+        xen: XenLikeConfig,
+    ) -> Result<Self, Error> {
+        let protos = config
+            .devices
+            .iter()
+            .zip(devices)
+            .map(|(d, s)| (config.guest_address(d), s.duplicate()))
+            .collect();
+        let copies = devices.iter().map(SnapshotDevice::duplicate).collect();
+        let (bridge, checker) = bridge_with_xen(config, copies, XenLike::new(xen))?;
+        Ok(Template {
+            bridge,
+            checker,
+            protos,
+            xen,
+        })
+    }
+
+    /// Perform a prologue on the template (replayed unchecked with
+    /// [`Checker::apply_unchecked`], say); every copy made after starts from its end.
+    pub fn prepare(&mut self, f: impl FnOnce(&mut PciHostBridge, &mut Checker)) {
+        f(&mut self.bridge, &mut self.checker);
+    }
+
+    /// The template's bridge and checker (to check its state once, say).
+    pub fn parts(&self) -> (&PciHostBridge, &Checker) {
+        (&self.bridge, &self.checker)
+    }
+
+    /// A copy of the template: bridge, executor, fake Xen, devices and checker in the
+    /// template's current state (with empty logs).
+    pub fn fork(&self) -> Result<(PciHostBridge, Checker), Error> {
+        let mut handles = BTreeMap::new();
+        let mut backends: Vec<Box<dyn HostDevice>> = Vec::new();
+        for f in self.bridge.functions() {
+            let a = f.guest_address();
+            let (Some(proto), Some(now)) = (self.protos.get(&a), self.checker.handle(a)) else {
+                return Err(Error::Config(format!("{a}: no snapshot device to copy")));
+            };
+            let dev = proto.duplicate_with_state(now);
+            handles.insert(a, dev.handle());
+            backends.push(Box::new(dev));
+        }
+        let exec = match self.bridge.executor() {
+            Some(e) => {
+                let state = self.checker.xen().fork();
+                let (chan, xen) = XenLike::new(self.xen).channel_over(DOMID, state);
+                Some((e.fork(Box::new(chan)), xen))
+            }
+            None => None,
+        };
+        let (exec, xen) = match exec {
+            Some((e, x)) => (Some(e), x),
+            None => (None, Arc::new(Mutex::new(self.checker.xen().fork()))),
+        };
+        let bridge = self.bridge.fork(backends, exec)?;
+        let checker = self.checker.fork(&handles, xen).map_err(Error::Config)?;
+        Ok((bridge, checker))
+    }
 }
 
 /// The bridge with its executor set but not started (for tests of the start itself).
@@ -1005,6 +1252,49 @@ impl Checker {
         }
     }
 
+    /// A checker that knows what this one does (first-seen read-only bits, known emulated
+    /// bits, counters) for a copy of its bridge ([`Template::fork`]): the functions' devices
+    /// are now behind `handles` and Xen is `xen`, whose logs start empty (everything before
+    /// counts as seen).
+    pub fn fork(
+        &self,
+        handles: &BTreeMap<PciAddress, SnapshotHandle>,
+        xen: Arc<Mutex<XenState>>,
+    ) -> Result<Self, String> {
+        let funcs = self
+            .funcs
+            .iter()
+            .map(|(a, f)| {
+                let handle = handles
+                    .get(a)
+                    .ok_or_else(|| format!("no device for {a}"))?
+                    .clone();
+                Ok((*a, Func { handle, raw: f.raw }))
+            })
+            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        let mut c = Checker {
+            funcs,
+            xen,
+            seen_ops: 0,
+            seen_writes: BTreeMap::new(),
+            seen_bar_writes: BTreeMap::new(),
+            stable: self.stable.clone(),
+            shadow: self.shadow.clone(),
+            ops: self.ops,
+            device_writes: self.device_writes,
+            maps: self.maps,
+            partial_maps: self.partial_maps,
+            binds: self.binds,
+            unbinds: self.unbinds,
+            refused: self.refused,
+            intx_writes: self.intx_writes,
+            msix_control_writes: self.msix_control_writes,
+            msi_enable_writes: self.msi_enable_writes,
+        };
+        c.sync_logs();
+        Ok(c)
+    }
+
     /// The fake Xen's state.
     pub fn xen(&self) -> MutexGuard<'_, XenState> {
         lock(&self.xen)
@@ -1030,8 +1320,9 @@ impl Checker {
         let n = self.xen().log.len();
         self.seen_ops = n;
         for (a, f) in &self.funcs {
-            self.seen_writes.insert(*a, f.handle.writes().len());
-            self.seen_bar_writes.insert(*a, f.handle.bar_writes().len());
+            let (writes, bar_writes, _) = f.handle.log_lengths();
+            self.seen_writes.insert(*a, writes);
+            self.seen_bar_writes.insert(*a, bar_writes);
         }
     }
 
@@ -1725,61 +2016,51 @@ impl Checker {
         let x = self.xen();
         let p2m = &x.p2m;
         // Runs of (gfn, mfn, nr) equal a per-frame map when they hold as many frames and each
-        // is there frame by frame (the runs do not overlap).
-        let same = |runs: &[(u64, u64, u64)]| -> Option<String> {
+        // is there frame by frame (the runs do not overlap). The same for ports.
+        let same_in = |map: &P2m, runs: &[Run]| -> Option<String> {
             let total: u64 = runs.iter().map(|r| r.2).sum();
-            if total != p2m.len() as u64 {
-                return Some(format!("{total} frames, Xen's p2m has {}", p2m.len()));
+            if total != map.len() as u64 {
+                return Some(format!("{total} frames or ports, Xen has {}", map.len()));
             }
             for &(g, m, n) in runs {
-                let mut k = 0;
-                for (&gg, &mm) in p2m.range(g..g + n) {
-                    if gg != g + k || mm != m + k {
-                        return Some(format!(
-                            "frame {:#x} should map {:#x}, Xen has {gg:#x} -> {mm:#x}",
-                            g + k,
-                            m + k
-                        ));
-                    }
-                    k += 1;
-                }
+                let k = map.mapped_prefix(g, m, n);
                 if k != n {
                     return Some(format!(
-                        "run {g:#x} -> {m:#x} +{n}: only {k} frames in Xen's p2m"
+                        "run {g:#x} -> {m:#x} +{n}: {:#x} should map {:#x}, Xen has {:x?}",
+                        g + k,
+                        m + k,
+                        map.get(g + k)
                     ));
                 }
             }
             None
         };
+        let same = |runs: &[Run]| same_in(p2m, runs);
         if let Some(e) = same(&want_mem) {
             let extra: Vec<_> = p2m
                 .iter()
-                .filter(|(g, _)| !want_mem.iter().any(|r| **g >= r.0 && **g < r.0 + r.2))
+                .filter(|(g, _)| !want_mem.iter().any(|r| *g >= r.0 && *g < r.0 + r.2))
                 .take(4)
                 .collect();
             return Err(format!(
                 "Xen's p2m is not what the guest's placement asks for: {e}; frames outside the wanted runs {extra:x?}"
             ));
         }
-        if x.io != want_io {
+        if let Some(e) = same_in(&x.io, &want_io) {
             return Err(format!(
-                "Xen's port mappings {:x?} are not what the guest asks for {want_io:x?}",
-                x.io
+                "Xen's port mappings {:x?} are not what the guest asks for {want_io:x?}: {e}",
+                x.io.runs().collect::<Vec<_>>()
             ));
         }
         let mut own = Vec::new();
-        let mut own_io = BTreeMap::new();
+        let mut own_io = Vec::new();
         for f in bridge.functions() {
             for m in f.mappings() {
                 match *m {
                     Mapping::Mem { gfn, mfn, nr, .. } => own.push((gfn, mfn, nr)),
                     Mapping::Io {
                         gport, mport, nr, ..
-                    } => {
-                        for k in 0..nr {
-                            own_io.insert(gport + k, mport + k);
-                        }
-                    }
+                    } => own_io.push((u64::from(gport), u64::from(mport), u64::from(nr))),
                 }
             }
         }
@@ -1788,11 +2069,9 @@ impl Checker {
                 "the bridge's own list of mappings is not Xen's: {e}"
             ));
         }
-        if own_io != x.io {
+        if let Some(e) = same_in(&x.io, &own_io) {
             return Err(format!(
-                "the bridge lists {} ports mapped, Xen has {}",
-                own_io.len(),
-                x.io.len()
+                "the bridge's own list of port mappings is not Xen's: {e}"
             ));
         }
         if let Some(e) = bridge.executor() {
@@ -1814,7 +2093,7 @@ impl Checker {
         &self,
         bridge: &PciHostBridge,
         windows: &Windows,
-    ) -> (Vec<Run>, BTreeMap<u32, u32>) {
+    ) -> (Vec<Run>, Vec<Run>) {
         // (is_io, guest start, guest len, mappable host BAR, trapped pages, is the ROM)
         type Decoded = (bool, u64, u64, Option<BarInfo>, BTreeSet<u64>, bool);
         let mut decoded: Vec<Decoded> = Vec::new();
@@ -1852,7 +2131,7 @@ impl Checker {
             }
         }
         let mut mem: Vec<(u64, u64, u64)> = Vec::new();
-        let mut io = BTreeMap::new();
+        let mut io = Vec::new();
         for (k, d) in decoded.iter().enumerate() {
             let overlaps = decoded.iter().enumerate().any(|(j, o)| {
                 j != k
@@ -1864,9 +2143,7 @@ impl Checker {
                 continue;
             };
             if d.0 {
-                for p in 0..h.size {
-                    io.insert((d.1 + p) as u32, (h.host_addr + p) as u32);
-                }
+                io.push((d.1, h.host_addr, h.size));
             } else {
                 // The BAR's frames minus the trapped pages, as runs.
                 let (g0, h0) = (d.1 / PAGE_SIZE, h.host_addr / PAGE_SIZE);
@@ -1973,7 +2250,7 @@ impl Checker {
             for i in 0..6 {
                 let Some(b) = f.device().bar(i) else { continue };
                 let ok = if b.kind == BarKind::Io {
-                    (b.host_addr..b.host_addr + b.size).all(|p| x.ioports.contains(&(p as u32)))
+                    x.ioports.covers(b.host_addr, b.size)
                 } else {
                     let first = b.host_addr / PAGE_SIZE;
                     x.iomem

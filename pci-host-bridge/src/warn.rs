@@ -6,7 +6,7 @@ use std::collections::HashSet;
 const MAX_KEYS: usize = 1024;
 
 /// Logs each key's first warning; after [`MAX_KEYS`] keys, logs one notice and then only counts.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct WarnOnce {
     seen: HashSet<(u32, u64)>,
     suppressed: u64,

@@ -295,7 +295,7 @@ fn partial_memory_mapping_is_looped_to_completion() {
     {
         let x = lock(&t.xen);
         assert_eq!(x.p2m.len(), 256);
-        assert_eq!(x.p2m.get(&0xF11FF), Some(&0xfe0ff), "the last frame too");
+        assert_eq!(x.p2m.get(0xF11FF), Some(0xfe0ff), "the last frame too");
         assert_eq!(
             x.log.iter().map(|l| l.result).collect::<Vec<_>>()[x.log.len() - 4..],
             [Ok(64), Ok(64), Ok(64), Ok(0)]

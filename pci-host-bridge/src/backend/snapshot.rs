@@ -532,6 +532,14 @@ impl SnapshotHandle {
             .collect()
     }
 
+    /// How many config writes, BAR writes and events were recorded so far (without copying
+    /// them, for a checker marking them seen).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn log_lengths(&self) -> (usize, usize, usize) {
+        let s = self.lock();
+        (s.writes.len(), s.bar_writes.len(), s.events.len())
+    }
+
     /// Every event so far (config and BAR writes, decode on/off, resets), in order.
     pub fn events(&self) -> Vec<DeviceEvent> {
         self.lock().events.clone()
@@ -772,6 +780,20 @@ impl SnapshotDevice {
     /// cheap way to start many runs from one parsed snapshot).
     pub fn duplicate(&self) -> Self {
         let st = self.lock();
+        self.duplicate_of(&st)
+    }
+
+    /// A copy of this device with the state `handle` shows now (config, BAR data, reset
+    /// answer) and an empty write log: `handle` is the handle of a device that started as a
+    /// duplicate of this one and moved into a bridge (the copy's device for
+    /// [`crate::PciHostBridge::fork`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn duplicate_with_state(&self, handle: &SnapshotHandle) -> Self {
+        let st = handle.lock();
+        self.duplicate_of(&st)
+    }
+
+    fn duplicate_of(&self, st: &State) -> Self {
         let state = State {
             config: st.config.clone(),
             bar_data: st.bar_data.clone(),
