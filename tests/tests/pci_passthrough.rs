@@ -495,11 +495,13 @@ fn intx_disable_writes(h: &Harness) -> Vec<(u64, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|w| w["offset"] == 5)
+        // The bridge writes Interrupt Disable as the whole command word (QEMU 7.2 misses a
+        // byte write at 0x05; see pci-host-bridge's set_interrupt_disable): the high bytes.
+        .filter(|w| w["offset"] == 4 && w["data"].as_array().is_some_and(|d| d.len() == 2))
         .map(|w| {
             (
-                w["before"][0].as_u64().unwrap(),
-                w["data"][0].as_u64().unwrap(),
+                w["before"][1].as_u64().unwrap(),
+                w["data"][1].as_u64().unwrap(),
             )
         })
         .collect()
