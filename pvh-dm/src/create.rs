@@ -501,6 +501,17 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
     let token = format!("pvh-dm-{domid}");
     if let Some(x) = xs.as_mut() {
         step!("watch @releaseDomain", x.watch("@releaseDomain", &token));
+        // `xl destroy` from outside removes the domain's xenstore directory before it asks
+        // Xen to destroy the domain (tools/libs/light/libxl_domain.c devices_destroy_cb, 4.17:
+        // xs_rm of /local/domain/N, then the destroyer child's xc_domain_destroy), and Xen
+        // fires @releaseDomain only once the domain is dead (xen/common/domain.c domain_kill:
+        // send_global_virq(VIRQ_DOM_EXC) after DOMDYING_dead). On the rig that destruction
+        // did not finish while the device models still ran, so the directory's removal is the
+        // signal to stop them.
+        step!(
+            "watch the domain's xenstore directory",
+            x.watch(&format!("/local/domain/{domid}"), &path_token(&token))
+        );
     }
     // A device model that died after it answered (its SIGCHLD was read while setting up).
     let dead = rb.dms.iter_mut().find_map(|d| {
@@ -548,6 +559,11 @@ pub fn run(opts: &plan::Options, ro: &RunOpts, run_dir: &Path) -> i32 {
         reaper: rb.reaper.take(),
     }
     .run(&sig, xs.as_mut().expect("opened when supervising"))
+}
+
+/// The token of the watch on the domain's xenstore directory.
+fn path_token(token: &str) -> String {
+    format!("{token}-dir")
 }
 
 /// Why the supervisor ends.
@@ -672,6 +688,24 @@ impl Supervisor<'_> {
                 }
             }
             match xs.next_event() {
+                Ok(ev) if ev.token == path_token(&self.token) => {
+                    match xs.read(&format!("/local/domain/{}", self.domid)) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            info!(
+                                "domain {}'s xenstore directory is gone: it is being destroyed",
+                                self.domid
+                            );
+                            return self.end(End::Gone);
+                        }
+                        Err(e) => {
+                            return self.end(End::Lost(
+                                exit::LOST_XENSTORE,
+                                format!("lost the xenstore connection: {e}"),
+                            ));
+                        }
+                    }
+                }
                 Ok(ev) if ev.token == self.token => match self.xl.state(self.domid) {
                     Ok(DomainState::Alive) => {}
                     Ok(DomainState::Shutdown(r)) => return self.end(End::Reason(r)),
@@ -771,12 +805,24 @@ impl Supervisor<'_> {
                 self.state.devices.join(", ")
             );
         }
-        if matches!(why, End::Reason(_) | End::DmDied(_) | End::Lost(..)) {
+        // The device models stop before `xl destroy`, not after: on the rig (Xen 4.17, a PVH
+        // guest with a VF) `xl destroy` did not return while they still ran — the VF was
+        // already in DomIO, the domain still listed, a dom0 vCPU busy in the destroy
+        // hypercall's continuation for minutes. A domain whose vCPUs may still run (a device
+        // model died, or we cannot see its end) is paused first, so that nothing it does
+        // meets a half-stopped device model; a shut-down domain runs nothing.
+        let destroy = matches!(why, End::Reason(_) | End::DmDied(_) | End::Lost(..));
+        if matches!(why, End::DmDied(_) | End::Lost(..)) {
+            if let Err(e) = self.xl.pause(self.domid) {
+                warn!("xl pause {}: {e}", self.domid);
+            }
+        }
+        let stopped = dm::stop_all(&mut self.dms, self.stop_timeout);
+        if destroy {
             if let Err(e) = self.xl.destroy(&self.domid.to_string()) {
                 warn!("xl destroy {}: {e}", self.domid);
             }
         }
-        let stopped = dm::stop_all(&mut self.dms, self.stop_timeout);
         if bridge_died && !self.state.devices.is_empty() {
             let _ = dm::reclaim(&self.state);
         }

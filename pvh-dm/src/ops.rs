@@ -164,10 +164,36 @@ const XL_POLL: Duration = Duration::from_millis(500);
 
 /// Stop what an unsupervised guest left: its device models (reverse order), the bridge's
 /// functions if it died without handing them back (the domain is destroyed by now), its dir.
-fn cleanup_unsupervised(dir: &Path, st: &State) {
+/// What the supervisor would do at the end, for a guest nobody supervises: pause the domain
+/// (nothing it does then meets a half-stopped device model), stop the device models, then
+/// destroy it — in this order because on the rig `xl destroy` of a PVH guest with a VF did not
+/// return while its device models still ran (see create.rs, `Supervisor::end`) — and reclaim
+/// the devices of a bridge that died without handing them back. Returns whether the domain
+/// is gone (or was not to be destroyed).
+fn cleanup_unsupervised(dir: &Path, st: &State, xl: &Xl) -> bool {
+    let alive = !matches!(xl.state(st.domid), Ok(DomainState::Gone));
+    if alive {
+        if let Err(e) = xl.pause(st.domid) {
+            eprintln!("pvh-dm: {e}");
+        }
+    }
     let ends = dm::stop_recorded(dir, st, Duration::from_secs(10));
     for e in &ends {
         eprintln!("pvh-dm: {} (pid {}): {}", e.rec.name, e.rec.pid, e.how);
+    }
+    let mut gone = true;
+    if alive {
+        match xl.destroy(&st.domid.to_string()) {
+            Ok(()) => eprintln!("pvh-dm: domain {} ({}) destroyed", st.domid, st.name),
+            Err(e) => {
+                gone = matches!(xl.state(st.domid), Ok(DomainState::Gone));
+                if gone {
+                    eprintln!("pvh-dm: domain {} was already gone", st.domid);
+                } else {
+                    eprintln!("pvh-dm: {e}");
+                }
+            }
+        }
     }
     if dm::bridge_needs_reclaim(st, &ends) {
         let devices = st.devices.join(", ");
@@ -182,6 +208,7 @@ fn cleanup_unsupervised(dir: &Path, st: &State) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         eprintln!("pvh-dm: removing {}: {e}", dir.display());
     }
+    gone
 }
 
 /// `pvh-dm destroy TARGET`.
@@ -194,26 +221,29 @@ pub fn destroy(run: &Path, xl: &Xl, target: &str) -> i32 {
         }
     };
     let mut rc = exit::OK;
-    match xl.destroy(&st.domid.to_string()) {
-        Ok(()) => eprintln!("pvh-dm: domain {} ({}) destroyed", st.domid, st.name),
-        Err(e) => {
-            if matches!(xl.state(st.domid), Ok(DomainState::Gone)) {
-                eprintln!("pvh-dm: domain {} was already gone", st.domid);
-            } else {
-                eprintln!("pvh-dm: {e}");
-                rc = exit::ERROR;
+    if let Some(pid) = supervisor_alive(st.supervisor) {
+        // libxl removes the domain's xenstore directory first: the supervisor sees that,
+        // stops the device models, and the destruction completes.
+        match xl.destroy(&st.domid.to_string()) {
+            Ok(()) => eprintln!("pvh-dm: domain {} ({}) destroyed", st.domid, st.name),
+            Err(e) => {
+                if matches!(xl.state(st.domid), Ok(DomainState::Gone)) {
+                    eprintln!("pvh-dm: domain {} was already gone", st.domid);
+                } else {
+                    eprintln!("pvh-dm: {e}");
+                    rc = exit::ERROR;
+                }
             }
         }
-    }
-    if let Some(pid) = supervisor_alive(st.supervisor) {
-        // The supervisor sees @releaseDomain, stops the device models, removes the dir.
         if wait_until(Duration::from_secs(60), OFTEN, || !dir.exists()) {
             eprintln!("pvh-dm: supervisor {pid} stopped the device models");
             return rc;
         }
         eprintln!("pvh-dm: supervisor {pid} did not clean up within 60 s: doing it here");
     }
-    cleanup_unsupervised(&dir, &st);
+    if !cleanup_unsupervised(&dir, &st, xl) {
+        rc = exit::ERROR;
+    }
     rc
 }
 
@@ -258,10 +288,7 @@ pub fn shutdown(run: &Path, xl: &Xl, target: &str, timeout: Duration) -> i32 {
             timeout.as_secs()
         );
     }
-    if !matches!(xl.state(st.domid), Ok(DomainState::Gone)) {
-        let _ = xl.destroy(&st.domid.to_string());
-    }
-    cleanup_unsupervised(&dir, &st);
+    cleanup_unsupervised(&dir, &st, xl);
     if down {
         exit::OK
     } else {

@@ -274,6 +274,11 @@ impl Xl {
         })
     }
 
+    /// `xl pause DOMID`.
+    pub fn pause(&self, domid: u32) -> Result<(), XlError> {
+        self.run_args(&["pause", &domid.to_string()]).map(|_| ())
+    }
+
     /// `xl unpause DOMID`.
     pub fn unpause(&self, domid: u32) -> Result<(), XlError> {
         self.run_args(&["unpause", &domid.to_string()]).map(|_| ())

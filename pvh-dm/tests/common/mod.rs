@@ -35,7 +35,9 @@ impl Drop for TempDir {
 /// `$DIR/xl.log`. Behaviour from files in `$DIR/xl/`: `fail-create`, `fail-unpause`;
 /// `domain` exists while the domain does; `state` holds the xl list state column and
 /// reason code (default `-b---- -`); `create` copies the config's ramdisk to
-/// `$DIR/xl/initrd-seen`; `shutdown` writes `shutdown-requested`.
+/// `$DIR/xl/initrd-seen`; `shutdown` writes `shutdown-requested`; `destroy` and `pause` also
+/// append `xl destroy|pause DOMID` to `$DIR/dm.log`, where the fake device models log their
+/// SIGTERMs, so that a test sees the order.
 pub const FAKE_XL: &str = r#"#!/bin/bash
 D="$(dirname "$0")/xl"
 echo "$* | PVH_DM_IOMMU=${PVH_DM_IOMMU:-} LD_PRELOAD=${LD_PRELOAD:-}" >> "$(dirname "$0")/xl.log"
@@ -53,7 +55,8 @@ case "$1" in
   unpause)
     [ -e "$D/fail-unpause" ] && { echo "libxl: error: fake unpause failure" >&2; exit 1; }
     exit 0 ;;
-  destroy) rm -f "$D/domain"; exit 0 ;;
+  destroy) rm -f "$D/domain"; echo "xl destroy $2" >> "$(dirname "$0")/dm.log"; exit 0 ;;
+  pause) echo "xl pause $2" >> "$(dirname "$0")/dm.log"; exit 0 ;;
   shutdown) touch "$D/shutdown-requested"; [ -e "$D/obey-shutdown" ] && echo "---s-- 0" > "$D/state"; exit 0 ;;
   list)
     id="${@: -1}"
@@ -288,8 +291,10 @@ fn write_msg(s: &mut UnixStream, ty: u32, req: u32, p: &[u8]) {
     let _ = s.write_all(&b);
 }
 
-/// A fake xenstored on a Unix socket: answers XS_WATCH with OK plus the initial event, and
-/// sends one more `@releaseDomain` event per message on the returned channel.
+/// A fake xenstored on a Unix socket: answers each XS_WATCH with OK plus the initial event
+/// (reported on `watched` as "PATH TOKEN"), each XS_READ with an empty value (every path
+/// exists: the guest's /local/domain/N directory stays), and sends one more `@releaseDomain`
+/// event per message on `fire`.
 pub struct FakeXenstored {
     pub path: PathBuf,
     pub fire: mpsc::Sender<()>,
@@ -302,26 +307,41 @@ pub fn fake_xenstored(dir: &Path) -> FakeXenstored {
     let (fire, fire_rx) = mpsc::channel::<()>();
     let (w_tx, watched) = mpsc::channel::<String>();
     std::thread::spawn(move || {
-        let Ok((mut s, _)) = l.accept() else { return };
-        let Some((ty, req, p)) = read_msg(&mut s) else {
-            return;
-        };
-        assert_eq!(ty, 4, "XS_WATCH");
-        let parts: Vec<String> = p
-            .split(|&b| b == 0)
-            .map(|x| String::from_utf8_lossy(x).into_owned())
-            .collect();
-        let token = parts[1].clone();
-        let _ = w_tx.send(format!("{} {}", parts[0], token));
-        write_msg(&mut s, 4, req, b"OK\0");
-        let ev = format!("@releaseDomain\0{token}\0");
-        write_msg(&mut s, 15, 0, ev.as_bytes());
+        let Ok((s, _)) = l.accept() else { return };
+        let writer = std::sync::Arc::new(std::sync::Mutex::new(s.try_clone().unwrap()));
+        let release = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (w2, rel2) = (writer.clone(), release.clone());
+        let mut r = s;
+        std::thread::spawn(move || {
+            while let Some((ty, req, p)) = read_msg(&mut r) {
+                let parts: Vec<String> = p
+                    .split(|&b| b == 0)
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect();
+                let mut w = w2.lock().unwrap();
+                match ty {
+                    4 => {
+                        // XS_WATCH: OK, then the event every watch fires at registration.
+                        let (wpath, token) = (parts[0].clone(), parts[1].clone());
+                        let _ = w_tx.send(format!("{wpath} {token}"));
+                        write_msg(&mut w, 4, req, b"OK\0");
+                        write_msg(&mut w, 15, 0, format!("{wpath}\0{token}\0").as_bytes());
+                        if wpath == "@releaseDomain" {
+                            rel2.lock().unwrap().push(token);
+                        }
+                    }
+                    2 => write_msg(&mut w, 2, req, b""), // XS_READ: exists, empty
+                    _ => write_msg(&mut w, 16, req, b"EINVAL\0"),
+                }
+            }
+        });
         while fire_rx.recv().is_ok() {
-            write_msg(&mut s, 15, 0, ev.as_bytes());
+            let tokens = release.lock().unwrap().clone();
+            let mut w = writer.lock().unwrap();
+            for t in tokens {
+                write_msg(&mut w, 15, 0, format!("@releaseDomain\0{t}\0").as_bytes());
+            }
         }
-        // Keep the connection open until the client goes away.
-        let mut b = [0u8; 1];
-        let _ = s.read(&mut b);
     });
     FakeXenstored {
         path,
