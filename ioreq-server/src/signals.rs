@@ -17,3 +17,36 @@ pub fn signalfd() -> std::io::Result<SignalFd> {
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )?)
 }
+
+/// Make the child of `cmd` start with no signal blocked and SIGTERM, SIGINT, SIGHUP and
+/// SIGCHLD at their default action.
+///
+/// A process that takes its signals from a signalfd blocks them, and a child inherits the
+/// blocked mask and ignored signals across fork and exec (signal(7), "Signal mask and pending
+/// signals"); `std::process::Command` does not reset the mask. A child that relies on SIGCHLD
+/// then waits forever: on the rig `xl destroy` run by pvh-dm never returned, with its
+/// destroyer child a zombie, because libxl learns of that child's exit from a SIGCHLD handler
+/// (tools/libs/light/libxl_fork.c, `libxl_sigchld_owner_libxl`).
+pub fn with_default_signals(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // functions may be called; it calls sigemptyset, sigprocmask and sigaction (through nix's
+    // thin wrappers, which allocate nothing), all in POSIX's async-signal-safe list
+    // (signal-safety(7)), and touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+            for s in [
+                Signal::SIGTERM,
+                Signal::SIGINT,
+                Signal::SIGHUP,
+                Signal::SIGCHLD,
+            ] {
+                sigaction(s, &dfl)?;
+            }
+            Ok(())
+        })
+    }
+}

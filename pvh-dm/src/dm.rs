@@ -159,6 +159,7 @@ impl RunningDm {
         exit_with_parent: Option<u32>,
     ) -> Result<RunningDm, DmError> {
         let mut c = Command::new(binary);
+        ioreq_server::signals::with_default_signals(&mut c);
         let mut args: Vec<OsString> = vec![
             "--config".into(),
             config.into(),
@@ -419,7 +420,7 @@ pub fn reclaim(st: &crate::runtime::State) -> Option<Result<(), String>> {
         .device_models
         .iter()
         .find(|r| r.name == "pci-host-bridge")?;
-    let out = Command::new(&rec.binary)
+    let out = ioreq_server::signals::with_default_signals(&mut Command::new(&rec.binary))
         .arg("reclaim")
         .arg("--config")
         .arg(&st.dm_config)

@@ -56,6 +56,7 @@ impl Reaper {
     pub fn spawn(run: &Path, xl: &Xl, log: &str, a: &ReapArgs) -> std::io::Result<Reaper> {
         let (read, tell) = std::io::pipe()?;
         let mut c = Command::new(std::env::current_exe()?);
+        ioreq_server::signals::with_default_signals(&mut c);
         c.arg("--run-dir")
             .arg(run)
             .arg("--xl")

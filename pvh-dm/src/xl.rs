@@ -216,6 +216,8 @@ impl Xl {
         let cmdline = self.cmdline(args, env);
         tracing::debug!(%cmdline, "xl");
         let mut c = Command::new(&self.bin);
+        // xl's libxl waits for its own children through SIGCHLD, which pvh-dm blocks.
+        ioreq_server::signals::with_default_signals(&mut c);
         c.args(args)
             .stdin(Stdio::null())
             .env_remove("NOTIFY_SOCKET");

@@ -368,6 +368,14 @@ fn supervised_poweroff_stops_everything_and_exits_0() {
     let destroy = lines.iter().position(|l| *l == "xl destroy 7");
     assert!(destroy.is_some_and(|d| d > last_term), "{dm}");
     assert!(!dm.contains("xl pause"), "{dm}");
+    // xl runs with no signal blocked: its libxl waits for its destroyer child through SIGCHLD,
+    // and with pvh-dm's signalfd mask inherited `xl destroy` never returned on the rig.
+    let masks = std::fs::read_to_string(r.dir().join("xl-sigmask")).unwrap();
+    assert!(masks.lines().count() >= 3, "{masks}");
+    assert!(
+        masks.lines().all(|l| l.ends_with("0000000000000000")),
+        "{masks}"
+    );
     assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
 }
 

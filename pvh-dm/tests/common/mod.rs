@@ -37,10 +37,12 @@ impl Drop for TempDir {
 /// reason code (default `-b---- -`); `create` copies the config's ramdisk to
 /// `$DIR/xl/initrd-seen`; `shutdown` writes `shutdown-requested`; `destroy` and `pause` also
 /// append `xl destroy|pause DOMID` to `$DIR/dm.log`, where the fake device models log their
-/// SIGTERMs, so that a test sees the order.
+/// SIGTERMs, so that a test sees the order; every call appends the signal mask it was started
+/// with (`SigBlk:` of /proc/self/status) to `$DIR/xl-sigmask`.
 pub const FAKE_XL: &str = r#"#!/bin/bash
 D="$(dirname "$0")/xl"
 echo "$* | PVH_DM_IOMMU=${PVH_DM_IOMMU:-} LD_PRELOAD=${LD_PRELOAD:-}" >> "$(dirname "$0")/xl.log"
+grep SigBlk /proc/self/status >> "$(dirname "$0")/xl-sigmask"
 case "$1" in
   create)
     [ -e "$D/fail-create" ] && { echo "libxl: error: fake create failure" >&2; exit 1; }
