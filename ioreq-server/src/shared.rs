@@ -81,6 +81,8 @@ impl Mapping {
     ///
     /// # Safety
     /// `ptr` must be the start of a live shared mapping of `len` bytes that nothing else unmaps.
+    // SAFETY: the caller's contract above is what every access of the returned Mapping (and
+    // its munmap on drop) relies on; the function itself only stores the two values.
     pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize) -> Mapping {
         Mapping { ptr, len }
     }

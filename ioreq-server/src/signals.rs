@@ -29,10 +29,10 @@ pub fn signalfd() -> std::io::Result<SignalFd> {
 /// (tools/libs/light/libxl_fork.c, `libxl_sigchld_owner_libxl`).
 pub fn with_default_signals(cmd: &mut std::process::Command) -> &mut std::process::Command {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // functions may be called; it calls sigemptyset, sigprocmask and sigaction (through nix's
-    // thin wrappers, which allocate nothing), all in POSIX's async-signal-safe list
-    // (signal-safety(7)), and touches no memory shared with the parent.
+    // The closure runs in the forked child before exec, where only async-signal-safe
+    // functions may be called.
+    // SAFETY: it calls only sigemptyset, sigprocmask and sigaction (nix's thin wrappers, no
+    // allocation), all async-signal-safe (signal-safety(7)); it touches no shared memory.
     unsafe {
         cmd.pre_exec(|| {
             use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
