@@ -191,7 +191,8 @@ impl PassthroughExecutor {
     /// An executor that believes exactly what this one does (mappings, permissions, pirqs,
     /// assignments, counters) but issues its hypercalls on `chan`: for tests and fuzz targets
     /// that start many runs from one prepared state, with `chan` over a copy of that state's
-    /// (fake) Xen. Nothing is called.
+    /// (fake) Xen. Nothing is called. Test support: behind the `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
     pub fn fork(&self, chan: Box<dyn PtChannel>) -> Self {
         PassthroughExecutor {
             chan,
