@@ -113,6 +113,7 @@ struct Counters {
     unmatched: u64,
     reset_writes: u64,
     bad_accesses: u64,
+    power_button_presses: u64,
 }
 
 /// The pm-trap device. Build it with [`PmTrap::new`] from a [`TrapSetup`]
@@ -350,6 +351,22 @@ impl PmTrap {
         }
     }
 
+    /// A press of the fixed-feature power button (ACPI 6.5, 4.8.2.2.1.1 "Fixed Power Button"):
+    /// PWRBTN_STS is set in PM1a_STS until the OS clears it (write-1-to-clear), which an OS
+    /// sees when it reads PM1a_STS. This device has no interrupt line, so it raises no SCI even
+    /// with PWRBTN_EN set: a guest that waits for the SCI (Linux) does not see the press, which
+    /// is why pvh-dm also sends a shutdown request through xenstore when it stops a guest.
+    pub fn press_power_button(&mut self) -> serde_json::Value {
+        self.pm1[0].sts |= pm1_sts::PWRBTN_STS.mask() as u16;
+        self.counters.power_button_presses += 1;
+        let en = pm1_en::PWRBTN_EN.is_set(self.pm1[0].en as u32);
+        tracing::info!(
+            pwrbtn_en = en,
+            "power button pressed: PWRBTN_STS set (no SCI: this device has no interrupt line)"
+        );
+        json!({"pwrbtn_sts": true, "pwrbtn_en": en, "sci": false})
+    }
+
     /// The guest cleared WAK_STS: after a suspend, it has resumed.
     fn woke(&mut self) {
         if self.latched == Some(ShutdownReason::Suspend) {
@@ -530,6 +547,18 @@ impl Device for PmTrap {
                 "{}: write of {size} bytes at offset {off} touches no register",
                 region.name
             );
+        }
+    }
+
+    /// `{"cmd":"power_button"}` on the control socket: [`PmTrap::press_power_button`].
+    fn control(
+        &mut self,
+        cmd: &str,
+        _request: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, String>> {
+        match cmd {
+            "power_button" => Some(Ok(self.press_power_button())),
+            _ => None,
         }
     }
 
@@ -950,6 +979,28 @@ mod tests {
         );
         d.write(Space::Memory, top, 1, 1, &mut acts);
         assert_eq!(shutdowns(&acts), [ShutdownReason::Reboot]);
+    }
+
+    #[test]
+    fn power_button_sets_pwrbtn_sts_until_the_guest_clears_it() {
+        let mut d = guest("");
+        let sts = d.setup().pm1a_evt.unwrap().base;
+        assert_eq!(rd(&mut d, sts, 2) & (1 << 8), 0);
+        let r = d
+            .control("power_button", &serde_json::Value::Null)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r["pwrbtn_sts"], true);
+        assert_eq!(r["pwrbtn_en"], false);
+        assert_eq!(rd(&mut d, sts, 2) & (1 << 8), 1 << 8);
+        // Writing another status bit leaves it; writing it back clears it.
+        let mut a = Actions::new();
+        d.write(Space::Port, sts, 2, 1 << 15, &mut a);
+        assert_eq!(rd(&mut d, sts, 2) & (1 << 8), 1 << 8);
+        d.write(Space::Port, sts, 2, 1 << 8, &mut a);
+        assert_eq!(rd(&mut d, sts, 2) & (1 << 8), 0);
+        assert!(a.is_empty(), "a button press is no shutdown by itself");
+        assert!(d.control("no_such_cmd", &serde_json::Value::Null).is_none());
     }
 
     #[test]
