@@ -591,6 +591,24 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
+    /// Press the guest's fixed power button (pm-trap's `power_button`): an OS that watches
+    /// PM1a_STS powers off through S5. It is sent together with `xl shutdown`, not instead of
+    /// it: pm-trap raises no SCI, so a guest that waits for one (Linux) acts on xenstore's
+    /// shutdown request instead. Whichever the guest acts on, it ends with a shutdown reason.
+    fn press_power_button(&self) {
+        let Some(pm) = self.dms.iter().find(|d| d.rec.name == "pm-trap") else {
+            return;
+        };
+        let cmd = serde_json::json!({"cmd": "power_button"});
+        match ioreq_server::control::request(&pm.rec.socket, &cmd) {
+            Ok(v) if v.get("ok").and_then(|o| o.as_bool()) == Some(true) => {
+                info!("power button pressed (pm-trap: {v})")
+            }
+            Ok(v) => warn!("pm-trap refused the power button: {v}"),
+            Err(e) => warn!("could not press the power button through pm-trap: {e}"),
+        }
+    }
+
     fn run(mut self, sig: &SignalFd, xs: &mut Xenstore) -> i32 {
         let mut deadline: Option<Instant> = None;
         let mut requested = false;
@@ -649,8 +667,9 @@ impl Supervisor<'_> {
                                 self.state.phase = Phase::Stopping;
                                 let _ = self.state.save(&self.dir);
                                 crate::notify::notify("STOPPING=1");
-                                info!("{s}: asking guest {} (domid {}) to shut down (xl shutdown); destroy after {} s",
+                                info!("{s}: asking guest {} (domid {}) to shut down (ACPI power button and xl shutdown); destroy after {} s",
                                     self.name, self.domid, self.shutdown_timeout.as_secs());
+                                self.press_power_button();
                                 match self.xl.shutdown(self.domid) {
                                     Ok(()) => {
                                         deadline = Some(Instant::now() + self.shutdown_timeout)
