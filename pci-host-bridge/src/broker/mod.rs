@@ -1,0 +1,59 @@
+//! The privileged broker of a bridge with passed-through functions (issue 12, item 1), as a
+//! library piece: **not wired into the running bridge yet** (see "Not done" below).
+//!
+//! The split it is built for: the bridge opens everything privileged (the unrestricted
+//! privcmd handle passthrough needs, since the kernel refuses `IOCTL_PRIVCMD_HYPERCALL` on a
+//! restricted one; the host functions' sysfs files), then forks. The broker keeps only those
+//! and answers the worker — the serving process, which decodes every guest access — over a
+//! `SOCK_SEQPACKET` socketpair. Its whole interface is [`proto::Request`]; each request is
+//! checked by [`policy::Policy`] against what the configuration assigned before
+//! [`server::Broker`] executes it, and gets exactly one [`proto::Reply`]. A refused request
+//! is logged (rate-limited `warn!`) and answered [`proto::Reply::Refused`], never executed:
+//! - hypercalls only for the broker's domid;
+//! - `memory_mapping` only of host frames inside one page-sized memory BAR of an assigned
+//!   function, never the pages of its MSI-X table or PBA ([`crate::msix::MsixInfo::trapped_pages`]),
+//!   to guest frames inside the configured BAR windows; `ioport_mapping` likewise with I/O
+//!   BARs and the I/O window; permissions only for those BARs' frames and ports;
+//! - `map_pirq` only for an assigned function's SBDF, within its MSI vector count or MSI-X
+//!   table size, with `table_base` the host address of the table's BAR, once per entry;
+//!   `bind_pt_irq`/`unbind_pt_irq`/`unmap_pirq` only for pirqs it mapped;
+//!   `irq_permission` never (the bridge does not use it);
+//! - config reads inside config space; config writes of one aligned 1/2/4-byte access that
+//!   change only bits the function's register layout (the const tables) passes through or
+//!   the bridge itself drives in the host (Interrupt Disable, MSI Enable, MSI-X Enable and
+//!   Function Mask);
+//! - BAR accesses of one aligned width inside the BAR, no writes to the MSI-X table or PBA;
+//! - sysfs operations (enable, reset, driver unbind / re-probe) only on assigned functions.
+//!
+//! The worker side: [`client::BrokerChannel`] is the [`ioreq_server::executor::PtChannel`]
+//! of the worker's `PassthroughExecutor`, [`client::BrokerDevice`] the
+//! [`crate::backend::HostDevice`] of each function. The sim and real-Xen paths take the same
+//! code: the broker executes on whatever `PtChannel` and backends it is given.
+//!
+//! Intended process shape (for the wiring): the **broker is the parent** and keeps the pid
+//! pvh-dm supervises (it lives longest and holds the privileged state); the worker is its
+//! child. Worker exit = EOF on the socket: the broker then hands the functions back (what
+//! needs privilege: reset, deassign, `release_msix`, re-probe) and exits non-zero if the
+//! worker did not exit cleanly. Broker death = EOF or an error on the worker's next request:
+//! the worker stops serving (and `PR_SET_PDEATHSIG` ends a worker blocked elsewhere).
+//!
+//! Not done (the wiring): `main.rs` does not fork yet; the broker does not yet run the
+//! hand-back itself on EOF (today the serving process's teardown does it through the
+//! executor, whose state would then live in the worker); INTx notification fds (uio,
+//! eventfd) are not carried by [`client::BrokerDevice`]; the worker's handles are not
+//! restricted and the sandbox (ioreq-server/src/sandbox.rs) is not called.
+
+pub mod client;
+pub mod ledger;
+pub mod policy;
+pub mod proto;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{BrokerChannel, BrokerClient, BrokerDevice, DeviceFacts};
+pub use ledger::Ledger;
+pub use policy::{AssignedFunction, Policy, Refusal};
+pub use proto::{Envelope, Reply, Request, SysfsOp, VERSION};
+pub use server::{Broker, BrokerStats};
