@@ -271,6 +271,12 @@ impl Policy {
                 "BAR {bar} access of {len} bytes at {offset:#x}: not one aligned access inside the BAR"
             ));
         }
+        // Xen keeps the host's MSI-X table and PBA read-only for everyone but itself
+        // (`msix_capability_init` adds them to `mmio_ro_ranges`, xen/arch/x86/msi.c:941-946
+        // in 4.17); the guest's table is the bridge's emulation.
+        if write && bar == 6 {
+            return refuse("expansion ROM write: the bridge never writes the ROM");
+        }
         if write {
             if let Some(m) = f.msix {
                 for (mb, moff, mlen) in [
@@ -356,6 +362,8 @@ impl Policy {
                 }
                 Ok(())
             }
+            // map_pirq itself grants the guest access to the irq it maps (`map_domain_pirq`,
+            // xen/arch/x86/irq.c:2206-2208 in 4.17: `irq_permit_access(d, irq)`).
             PtOp::IrqPermission { pirq, .. } => refuse(format!(
                 "irq_permission (pirq {pirq}): the bridge never asks for it (map_pirq grants the guest its pirqs)"
             )),
@@ -393,6 +401,9 @@ impl Policy {
                     let Some(m) = f.msix else {
                         return refuse(format!("map_pirq MSI-X for {}: it has no MSI-X", f.host));
                     };
+                    // Xen compares table_base with the bare BAR address it reads and adds
+                    // the table offset itself (`msix_capability_init`, xen/arch/x86/msi.c:
+                    // 847-848 in 4.17: `WARN_ON(msi && msi->table_base != table_paddr)`).
                     let base = f.bars[usize::from(m.table_bar)].map(|b| b.host_addr);
                     if Some(table_base) != base {
                         return refuse(format!(

@@ -363,7 +363,10 @@ impl Broker {
                 })
                 .map(|_| ())
                 .or_else(|e| match e.errno() {
-                    // Not quarantined (iommu=no-quarantine): already dom0's.
+                    // Not quarantined (iommu=no-quarantine): already dom0's. With
+                    // quarantine on, deassigning from the guest moved it to dom_io, and only
+                    // deassigning from dom_io returns it to dom0
+                    // (xen/drivers/passthrough/pci.c:849-859 in 4.17).
                     Some(libc::EINVAL) | Some(libc::ENODEV) | Some(libc::ESRCH) => Ok(()),
                     _ => Err(e),
                 });

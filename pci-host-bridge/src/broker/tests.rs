@@ -450,6 +450,12 @@ fn refused_requests_reach_neither_xen_nor_the_device() {
             offset: 0x2000,
             data: vec![0; 8],
         },
+        Request::BarWrite {
+            sbdf: legacy,
+            bar: 6,
+            offset: 0,
+            data: vec![0; 4],
+        },
         Request::BarRead {
             sbdf: vf,
             bar: 3,
