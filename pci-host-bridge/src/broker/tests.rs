@@ -465,8 +465,14 @@ fn refused_requests_reach_neither_xen_nor_the_device() {
         Request::BarRead {
             sbdf: vf,
             bar: 0,
-            offset: 0x2,
+            offset: 0xFFFE,
             len: 4,
+        },
+        Request::BarRead {
+            sbdf: vf,
+            bar: 0,
+            offset: 0,
+            len: 3,
         },
         Request::BarRead {
             sbdf: vf,
