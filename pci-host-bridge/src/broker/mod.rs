@@ -3,7 +3,7 @@
 //!
 //! The split it is built for: the bridge opens everything privileged (the unrestricted
 //! privcmd handle passthrough needs, since the kernel refuses `IOCTL_PRIVCMD_HYPERCALL` on a
-//! restricted one; the host functions' sysfs files), then forks. The broker keeps only those
+//! restricted one; the host functions' sysfs files), then splits in two. The broker keeps only those
 //! and answers the worker — the serving process, which decodes every guest access — over a
 //! `SOCK_SEQPACKET` socketpair. Its whole interface is [`proto::Request`]; each request is
 //! checked by [`policy::Policy`] against what the configuration assigned before
@@ -22,7 +22,8 @@
 //!   change only bits the function's register layout (the const tables) passes through or
 //!   the bridge itself drives in the host (Interrupt Disable, MSI Enable, MSI-X Enable and
 //!   Function Mask);
-//! - BAR accesses of one aligned width inside the BAR, no writes to the MSI-X table or PBA;
+//! - BAR accesses of one 1/2/4/8-byte access inside the BAR (unaligned ones too: the bridge
+//!   forwards the guest's as they come), no writes to the MSI-X table, the PBA or the ROM;
 //! - sysfs operations (enable, reset, driver unbind / re-probe) only on assigned functions.
 //!
 //! The worker side: [`client::BrokerChannel`] is the [`ioreq_server::executor::PtChannel`]
@@ -32,16 +33,25 @@
 //!
 //! Intended process shape (for the wiring): the **broker is the parent** and keeps the pid
 //! pvh-dm supervises (it lives longest and holds the privileged state); the worker is its
-//! child. Worker exit = EOF on the socket: the broker then hands the functions back (what
-//! needs privilege: reset, deassign, `release_msix`, re-probe) and exits non-zero if the
-//! worker did not exit cleanly. Broker death = EOF or an error on the worker's next request:
-//! the worker stops serving (and `PR_SET_PDEATHSIG` ends a worker blocked elsewhere).
+//! child. Worker exit = EOF on the socket: [`server::Broker::serve`] returns and
+//! [`server::Broker::hand_back`] undoes whatever the worker's own teardown did not (nothing,
+//! after a clean stop; everything, from the broker's [`ledger::Ledger`], after a crash), then
+//! the broker exits, non-zero if the worker did. SIGTERM to the broker is passed on to the
+//! worker, whose teardown then runs through the broker as today's does. Broker death = EOF or
+//! an error on the worker's next request, which fails the executor call and stops the
+//! serving loop; a worker blocked elsewhere ends by its parent-death signal
+//! (`--exit-with-parent`). `kill -9` of the broker leaves what it leaves today, which pvh-dm
+//! reclaims as it does now.
 //!
-//! Not done (the wiring): `main.rs` does not fork yet; the broker does not yet run the
-//! hand-back itself on EOF (today the serving process's teardown does it through the
-//! executor, whose state would then live in the worker); INTx notification fds (uio,
-//! eventfd) are not carried by [`client::BrokerDevice`]; the worker's handles are not
-//! restricted and the sandbox (ioreq-server/src/sandbox.rs) is not called.
+//! Tested: `tests.rs` here (every kind of refused request reaches neither the channel nor the
+//! backend; accepted ones reach them exactly once; the hand-back) and
+//! `tests/broker_session.rs` (whole bridge sessions over a socketpair need no refusal and
+//! keep every invariant of `testing`; a worker gone mid-session is handed back until nothing
+//! is left in the fake Xen).
+//!
+//! Not done (the wiring): `main.rs` does not split the process yet; [`client::BrokerDevice`]
+//! carries neither INTx notification fds (uio, eventfd) nor the backend's `status()`; the
+//! worker does not call the sandbox (ioreq-server/src/sandbox.rs).
 
 pub mod client;
 pub mod ledger;
