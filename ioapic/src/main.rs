@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use ioapic::cli::Cli;
 use ioapic::{IoapicConfig, IoapicDevice, Snapshot};
-use ioreq_server::cli::{init_logging, serve};
+use ioreq_server::cli::{init_logging, serve_sandboxed};
 use ioreq_server::server::ServerOptions;
 
 fn main() -> anyhow::Result<()> {
@@ -25,8 +25,10 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("restoring {}", f.display()))?;
         tracing::info!(file = %f.display(), "state restored");
     }
-    // The ioapic needs nothing but DM ops (inject_msi) after setup.
-    serve(
+    // The ioapic needs nothing but DM ops (inject_msi) after setup: restricted handles, then
+    // deprivileged. Its irq_line socket is removed at the clean end by the sandbox's
+    // unlinker (the path is out of reach after the chroot).
+    serve_sandboxed(
         &a.common,
         &cfg,
         vec![Box::new(dev)],
@@ -35,5 +37,6 @@ fn main() -> anyhow::Result<()> {
             restrict: true,
             ..Default::default()
         },
+        ic.socket.clone().into_iter().collect(),
     )
 }

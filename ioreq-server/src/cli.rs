@@ -8,6 +8,7 @@ use tracing::info;
 
 use crate::config::GuestConfig;
 use crate::device::Device;
+use crate::sandbox::{self, Identity, Policy, Sandbox, UserSpec};
 use crate::server::{Server, ServerOptions};
 use crate::transport::sim::SimTransport;
 use crate::transport::xen::XenTransport;
@@ -42,6 +43,27 @@ pub struct CommonArgs {
     /// process exits.
     #[arg(long, value_name = "PID")]
     pub exit_with_parent: Option<u32>,
+    /// After setup, run as this user: NAME, or UID[:GID] (a numeric uid needs no passwd entry;
+    /// its gid defaults to its passwd entry's, else to the uid). Default: the scheme of Xen's
+    /// dm_restrict, the uid of the user `xen-qemuuser-range-base` plus the domid, with that
+    /// user's gid; it is an error on Xen when that user does not exist (on the sim transport
+    /// uid 0 is kept, with no capability). Ignored when not started as root.
+    #[arg(long, value_name = "NAME|UID[:GID]")]
+    pub user: Option<UserSpec>,
+    /// Do not deprivilege after setup: stay root with every capability, no chroot, no rlimits,
+    /// no seccomp filter (logged as a warning). For debugging only.
+    #[arg(long, conflicts_with = "user")]
+    pub no_sandbox: bool,
+    /// The empty directory the process chroots to after setup (created mode 0000 if missing;
+    /// it must be a root-owned directory only root may write, and empty).
+    #[arg(long, value_name = "DIR", default_value = sandbox::DEFAULT_ROOT)]
+    pub sandbox_root: PathBuf,
+    /// RLIMIT_NOFILE after setup (default: the descriptors open then plus 128).
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<u64>,
+    /// RLIMIT_AS after setup, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = sandbox::DEFAULT_MAX_MEMORY_MIB)]
+    pub max_memory: u64,
 }
 
 impl CommonArgs {
@@ -132,14 +154,66 @@ pub fn passthrough_executor(
     Ok(crate::executor::PassthroughExecutor::new(chan))
 }
 
-/// Serve `devices` for the guest of `cfg` until SIGTERM/SIGINT or a control `shutdown`.
-/// `opts.name` names the process; its control socket comes from the arguments or the config.
-/// Set `opts.restrict` only when the process needs no hypercall beyond DM ops after setup.
+/// Serve `devices` for the guest of `cfg` until SIGTERM/SIGINT or a control `shutdown`,
+/// without deprivileging (for a process that needs privileged hypercalls while it serves,
+/// e.g. pci-host-bridge with passed-through functions). `opts.name` names the process; its
+/// control socket comes from the arguments or the config. Set `opts.restrict` only when the
+/// process needs no hypercall beyond DM ops after setup.
 pub fn serve(
     args: &CommonArgs,
     cfg: &GuestConfig,
     devices: Vec<Box<dyn Device>>,
+    opts: ServerOptions,
+) -> anyhow::Result<()> {
+    serve_inner(args, cfg, devices, opts, None)
+}
+
+/// Like [`serve`], deprivileged between setup and serving ([`crate::sandbox`]) unless
+/// `--no-sandbox`: the per-guest uid is resolved before setup (a bad `--user` changes nothing
+/// in the hypervisor). `unlink_at_exit`: sockets besides the control socket that the process
+/// removes at its clean end (the ioapic's irq_line socket), which after the chroot only the
+/// sandbox's unlinker can reach.
+pub fn serve_sandboxed(
+    args: &CommonArgs,
+    cfg: &GuestConfig,
+    devices: Vec<Box<dyn Device>>,
+    opts: ServerOptions,
+    unlink_at_exit: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    let name = opts.name.clone();
+    if args.no_sandbox {
+        tracing::warn!("--no-sandbox: {name} serves as it was started (root, every capability, no seccomp filter)");
+        return serve_inner(args, cfg, devices, opts, None);
+    }
+    let identity = if nix::unistd::geteuid().is_root() {
+        let spec = args.user.clone().unwrap_or(UserSpec::RangeBase);
+        sandbox::resolve_user(&spec, cfg.domid, cfg.transport == TransportKind::Sim)?
+    } else {
+        Identity::KeepRoot("not root".into())
+    };
+    let mut unlink = vec![args
+        .control
+        .clone()
+        .unwrap_or_else(|| cfg.control_socket(&name))];
+    unlink.extend(unlink_at_exit);
+    let policy = Policy {
+        name,
+        identity,
+        root: args.sandbox_root.clone(),
+        max_files: args.max_files,
+        max_memory_mib: args.max_memory,
+        unlink_at_exit: unlink,
+        exit_with_parent: args.exit_with_parent,
+    };
+    serve_inner(args, cfg, devices, opts, Some(policy))
+}
+
+fn serve_inner(
+    args: &CommonArgs,
+    cfg: &GuestConfig,
+    devices: Vec<Box<dyn Device>>,
     mut opts: ServerOptions,
+    policy: Option<Policy>,
 ) -> anyhow::Result<()> {
     let name = opts.name.clone();
     let name = name.as_str();
@@ -152,17 +226,21 @@ pub fn serve(
     match cfg.transport {
         TransportKind::Xen => {
             let t = XenTransport::open(cfg.domid)?;
-            run(Server::setup(t, devices, opts)?, cfg)
+            run(Server::setup(t, devices, opts)?, cfg, policy)
         }
         TransportKind::Sim => {
             let t = SimTransport::connect(&cfg.sim.socket, cfg.domid, name)?;
-            run(Server::setup(t, devices, opts)?, cfg)
+            run(Server::setup(t, devices, opts)?, cfg, policy)
         }
     }
     .with_context(|| format!("{name} for domain {}", cfg.domid))
 }
 
-fn run<T: crate::transport::Transport>(s: Server<T>, cfg: &GuestConfig) -> anyhow::Result<()> {
+fn run<T: crate::transport::Transport>(
+    s: Server<T>,
+    cfg: &GuestConfig,
+    policy: Option<Policy>,
+) -> anyhow::Result<()> {
     if let Some(v) = cfg.vcpus {
         let have = s.status()["vcpus"].as_u64().unwrap_or(0);
         if have != u64::from(v) {
@@ -173,7 +251,27 @@ fn run<T: crate::transport::Transport>(s: Server<T>, cfg: &GuestConfig) -> anyho
             );
         }
     }
-    s.run()?;
+    // Between setup and serving: everything privileged is done (the ioreq server exists, its
+    // pages are mapped, the ports bound, the handles restricted, the sockets bound).
+    let sandbox = match &policy {
+        Some(p) => {
+            // On an error the server is dropped first (its teardown), then the sandbox (the
+            // unlinker removes the sockets).
+            let mut sb = Sandbox::prepare(p)?;
+            if let Err(e) = sb.enter(p) {
+                drop(s);
+                sb.finish();
+                return Err(e.into());
+            }
+            Some(sb)
+        }
+        None => None,
+    };
+    let r = s.run();
+    if let Some(sb) = sandbox {
+        sb.finish();
+    }
+    r?;
     Ok(())
 }
 

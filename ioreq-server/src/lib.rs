@@ -24,6 +24,7 @@ pub mod executor;
 pub mod irq_line;
 pub mod passthrough;
 pub mod ratelimit;
+pub mod sandbox;
 pub mod seqpacket;
 pub mod server;
 pub mod shared;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ioreq_server::cli::{init_logging, serve};
+use ioreq_server::cli::{init_logging, serve, serve_sandboxed};
 use ioreq_server::config::GuestConfig;
 use ioreq_server::server::ServerOptions;
 use pci_host_bridge::cli::{Cli, Cmd, RunArgs};
@@ -121,14 +121,20 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
             "pci-host-bridge",
         )?);
     }
-    serve(
-        &r.common,
-        &cfg,
-        vec![Box::new(dev)],
-        ServerOptions {
-            name: "pci-host-bridge".into(),
-            restrict: true,
-            ..Default::default()
-        },
-    )
+    let opts = ServerOptions {
+        name: "pci-host-bridge".into(),
+        restrict: true,
+        ..Default::default()
+    };
+    if passthrough {
+        // Passthrough needs unrestricted hypercalls while serving (memory_mapping on decode,
+        // map_pirq/bind_pt_irq on MSI-X unmask): not deprivileged until the broker split.
+        tracing::info!(
+            "passthrough: this process is not deprivileged (it issues domctls while serving)"
+        );
+        serve(&r.common, &cfg, vec![Box::new(dev)], opts)
+    } else {
+        // Only the host bridge: nothing but DM ops after setup, so deprivileged.
+        serve_sandboxed(&r.common, &cfg, vec![Box::new(dev)], opts, Vec::new())
+    }
 }

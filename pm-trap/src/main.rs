@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use ioreq_server::cli::{init_logging, serve};
+use ioreq_server::cli::{init_logging, serve_sandboxed};
 use ioreq_server::server::ServerOptions;
 use pm_trap::cli::{Cli, Cmd, RunArgs};
 use pm_trap::{inspect_dir, Mode, PmTrap, PmTrapConfig};
@@ -44,8 +44,9 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
     let setup = pm.setup()?;
     tracing::info!(mode = ?pm.mode, sleep = ?setup.sleep, "pm-trap layout resolved");
     let dev = PmTrap::new(setup)?;
-    // pm-trap needs nothing but DM ops after setup: restrict its handles to the guest.
-    serve(
+    // pm-trap needs nothing but DM ops after setup: restrict its handles to the guest, then
+    // deprivilege (per-guest uid, empty root, seccomp).
+    serve_sandboxed(
         &r.common,
         &cfg,
         vec![Box::new(dev)],
@@ -54,5 +55,6 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
             restrict: true,
             ..Default::default()
         },
+        Vec::new(),
     )
 }

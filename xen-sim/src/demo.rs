@@ -20,6 +20,10 @@ const PM1A_EVT: u16 = 0xB000;
 const PM1A_CNT: u16 = 0xB004;
 const IOAPIC_BASE: u64 = 0xFEC0_0000;
 
+/// The uid and gid the deprivileged device models run as when the demo runs as root
+/// (`nobody`/`nogroup` on Debian; no passwd entry is needed for a numeric --user).
+const DEMO_UID: u32 = 65534;
+
 /// The device models the demo runs, by binary name.
 const PROCESSES: [&str; 3] = ["pm-trap", "ioapic", "pci-host-bridge"];
 
@@ -169,13 +173,31 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         &snapshot_path(&bin, DEMO_DEVICE)?,
         &snapshot_path(&bin, DEMO_VF)?,
     ));
+    // As root, the device models that deprivilege after setup switch to an explicit numeric
+    // uid (nobody's), so that the demo needs no xen-qemuuser-range-base user on a fresh
+    // machine; the bridge, which passes functions through, stays privileged.
+    let user = DEMO_UID.to_string() + ":" + &DEMO_UID.to_string();
+    let extra: Vec<&str> = if nix::unistd::geteuid().is_root() {
+        vec!["--user", &user]
+    } else {
+        tracing::info!("not root: the device models keep this uid (no --user passed)");
+        Vec::new()
+    };
+    let mut pids = Vec::new();
     for p in PROCESSES {
-        h.try_spawn(&bin.join(p), &cfg, &[])
-            .with_context(|| format!("starting {p}"))?;
+        pids.push(
+            h.try_spawn(&bin.join(p), &cfg, &extra)
+                .with_context(|| format!("starting {p}"))?,
+        );
     }
     if !h.wait_ready(&PROCESSES) {
         bail!("the device models did not come up; rerun with PVH_DM_LOG=info to see why");
     }
+    // Read while they serve: what each process runs as.
+    let serving: Vec<ioreq_server::sandbox::ProcStatus> = pids
+        .iter()
+        .map(|pid| ioreq_server::sandbox::ProcStatus::read(*pid).unwrap_or_default())
+        .collect();
     let mut log = Vec::new();
     let assigned = h
         .sim
@@ -223,7 +245,14 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         "msis": r.msis.iter().map(|m| json!({"vector": m.vector, "dest": m.dest, "trigger": m.trigger})).collect::<Vec<_>>(),
         "dm_ops": r.dm_ops,
         "pci_functions": pci_functions,
-        "processes": PROCESSES.iter().zip(codes).map(|(p, c)| json!({"name": p, "exit_code": c})).collect::<Vec<_>>(),
+        "processes": PROCESSES.iter().zip(pids).zip(serving).zip(codes).map(|(((p, pid), st), c)| json!({
+            "name": p,
+            "pid": pid,
+            "uid": st.uid,
+            "no_new_privs": st.no_new_privs,
+            "seccomp": st.seccomp,
+            "exit_code": c,
+        })).collect::<Vec<_>>(),
         "guest_log": log,
         "crashed": r.crashed,
         "stuck_vcpus": r.stuck,
@@ -521,6 +550,17 @@ pub fn print_human(r: &Value) {
     );
     for o in r["xen_refusals"].as_array().into_iter().flatten() {
         println!("  xen    refused or warned: {o}");
+    }
+    for p in r["processes"].as_array().into_iter().flatten() {
+        println!(
+            "  proc   {} pid {} uid {} no_new_privs {} seccomp {} exit {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["pid"],
+            p["uid"],
+            p["no_new_privs"],
+            p["seccomp"],
+            p["exit_code"]
+        );
     }
     println!("  shutdown: {}", r["shutdown_reason"]);
 }
