@@ -4,11 +4,23 @@
 //! with `no_gfns`, enable, bind each vCPU's `vp_eport` (and the buffered port), register the
 //! ranges, restrict. Any failure after create destroys the server again.
 //!
-//! Loop (7.2): wait on the transport's event fds, the control socket and a signalfd; on any
-//! event read and unmask the pending ports, then scan *every* vCPU slot for READY (ports
-//! coalesce), dispatch, write `data`, release IORESP_READY, notify; drain the buffered ring.
-//! No timer runs while idle: the poll timeout is only set while a failed action waits for
-//! its retry.
+//! Loop (7.2): the main thread blocks in [`Transport::wait`] and nowhere else; on Xen that is
+//! a plain blocking `read()` of /dev/xen/evtchn, which returns the pending ports, unmasked at
+//! once with one `write()`. It then scans *every* vCPU slot for READY (ports coalesce),
+//! dispatches, writes `data`, releases IORESP_READY and notifies (`IOCTL_EVTCHN_NOTIFY`), and
+//! drains the buffered ring: read, write, ioctl per ioreq, no poll call. The signalfd, the
+//! control socket and its clients, the devices' fds and the action-retry timer are watched by
+//! a second thread ([`watch`]) in its own edge-triggered epoll set. Its fds are created at
+//! setup and the thread when the loop starts: after setup (a sandbox may be in place) the loop
+//! creates a thread, but no epoll set, eventfd or timer, and the thread inherits the sandbox.
+//! When one of its fds is ready it fires the transport's [`Waker`](crate::transport::Waker)
+//! (on Xen a loopback event channel on the same evtchn fd, bound before `restrict`), `wait`
+//! returns "woken", and the main thread handles those fds without blocking. Devices, control
+//! clients and slots are only touched by the main thread. No timer runs while idle: the retry
+//! timerfd is armed only while a failed action waits for its retry, and both threads sleep
+//! without a timeout. The watcher thread is stopped and joined when the loop ends, by return,
+//! error or panic, before teardown answers what is posted (a request whose handling a panic
+//! cut short included).
 //!
 //! Teardown (7.3): disable, answer what is posted, stop the devices, answer again, destroy,
 //! unmap, unbind, close; also on SIGTERM/SIGINT.
@@ -17,6 +29,10 @@ pub mod dispatch;
 pub mod guest_mem;
 pub mod ranges;
 pub mod stats;
+pub mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,7 +40,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Registry, Token};
 use tracing::{debug, error, info, warn};
 
 use crate::abi::*;
@@ -35,6 +51,7 @@ use crate::shared::{BufferedPage, IoreqPage, SLOTS_PER_PAGE};
 use crate::transport::{Transport, TransportError};
 use dispatch::Dispatcher;
 use ranges::RangeTable;
+use watch::{Watcher, TOKEN_TIMER};
 
 /// How the server is set up.
 #[derive(Clone, Debug)]
@@ -120,6 +137,9 @@ pub struct Server<T: Transport> {
     pub dispatcher: Dispatcher,
     control: Option<ControlServer>,
     signals: Option<nix::sys::signalfd::SignalFd>,
+    /// The watcher (its fds created at setup; the event loop takes it and starts its thread,
+    /// which dropping it stops and joins).
+    watch: Option<Watcher>,
     retries: VecDeque<Pending>,
     started: Instant,
     torn_down: bool,
@@ -128,7 +148,7 @@ pub struct Server<T: Transport> {
 
 const TOKEN_SIGNAL: Token = Token(0);
 const TOKEN_CONTROL: Token = Token(1);
-const TOKEN_EVTCHN_BASE: usize = 16;
+// Token(2) and Token(3) are the watcher's (the retry timer, its stop eventfd).
 const TOKEN_DEVICE_BASE: usize = 1 << 20;
 const TOKEN_CLIENT_BASE: usize = 1 << 24;
 
@@ -282,6 +302,15 @@ impl<T: Transport> Server<T> {
                 return Err((t, ServerError::Setup(format!("device setup failed: {e}"))));
             }
         }
+        // The waker before restricting: on Xen it binds a loopback event channel, which a
+        // restricted evtchn handle may no longer do. The watcher's fds are created now too,
+        // so that after setup (a sandbox may follow) the loop creates no epoll set or timer;
+        // its thread starts with the loop.
+        let waker = tryt!(t.waker());
+        let watch = match Watcher::new(waker) {
+            Ok(w) => w,
+            Err(e) => return Err((t, ServerError::Io("watcher", e))),
+        };
         if opts.restrict {
             tryt!(t.restrict());
             debug!("privcmd and evtchn restricted to domain {}", t.domid());
@@ -313,6 +342,7 @@ impl<T: Transport> Server<T> {
             dispatcher: Dispatcher::new(devices, table, vcpus),
             control,
             signals,
+            watch: Some(watch),
             retries: VecDeque::new(),
             started: Instant::now(),
             torn_down: false,
@@ -345,19 +375,17 @@ impl<T: Transport> Server<T> {
     }
 
     fn run_loop(&mut self) -> Result<(), ServerError> {
-        let mut poll = Poll::new().map_err(|e| ServerError::Io("epoll", e))?;
-        let evfds = self.transport.event_fds();
-        for (i, fd) in evfds.iter().enumerate() {
-            poll.registry()
-                .register(
-                    &mut SourceFd(fd),
-                    Token(TOKEN_EVTCHN_BASE + i),
-                    Interest::READABLE,
-                )
-                .map_err(|e| ServerError::Io("register event channel", e))?;
-        }
+        // Dropped on every way out of here, a panic included: stops and joins the thread.
+        let mut watch = self
+            .watch
+            .take()
+            .ok_or_else(|| ServerError::Setup("the event loop ran before".into()))?;
+        watch
+            .start(&self.opts.name)
+            .map_err(|e| ServerError::Io("watcher thread", e))?;
         if let Some(s) = &self.signals {
-            poll.registry()
+            watch
+                .registry()
                 .register(
                     &mut SourceFd(&s.as_raw_fd()),
                     TOKEN_SIGNAL,
@@ -366,81 +394,92 @@ impl<T: Transport> Server<T> {
                 .map_err(|e| ServerError::Io("register signalfd", e))?;
         }
         if let Some(c) = &mut self.control {
-            c.register(poll.registry(), TOKEN_CONTROL)
+            c.register(watch.registry(), TOKEN_CONTROL)
                 .map_err(|e| ServerError::Io("register control socket", e))?;
         }
         let mut dev_fds: Vec<RawFd> = Vec::new();
-        self.sync_device_fds(&poll, &mut dev_fds)?;
-        let mut events = Events::with_capacity(64);
+        self.sync_device_fds(watch.registry(), &mut dev_fds)?;
+        let mut ready = Vec::new();
         let mut pending = Vec::new();
         // Requests may already be waiting (posted before we bound our ports).
         self.service(&mut pending)?;
         while !self.stop {
-            let timeout = self
-                .retries
-                .iter()
-                .map(|p| p.due)
-                .min()
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(ServerError::Io("poll", e));
-            }
-            let mut device_events = Vec::new();
-            for ev in events.iter() {
-                match ev.token() {
-                    TOKEN_SIGNAL => {
-                        if let Some(sig) = self
-                            .signals
-                            .as_mut()
-                            .and_then(|s| s.read_signal().ok().flatten())
-                        {
-                            info!(signal = sig.ssi_signo, "signal received, shutting down");
-                            self.stop = true;
-                        }
-                    }
-                    TOKEN_CONTROL => {
-                        if let Some(c) = &mut self.control {
-                            c.accept(poll.registry(), TOKEN_CLIENT_BASE);
-                        }
-                    }
-                    Token(t) if t >= TOKEN_CLIENT_BASE => self.control_client(t, &poll),
-                    Token(t) if t >= TOKEN_DEVICE_BASE => {
-                        device_events.push(dev_fds[t - TOKEN_DEVICE_BASE])
-                    }
-                    Token(t) if t >= TOKEN_EVTCHN_BASE => {
-                        self.transport
-                            .take_pending(evfds[t - TOKEN_EVTCHN_BASE], &mut pending)?;
-                    }
-                    _ => {}
-                }
-            }
+            // The only blocking call: guest ports and the watcher's wake-ups alike.
+            let woken = self.transport.wait(&mut pending)?;
             if !pending.is_empty() {
                 self.dispatcher.stats.wakeups += 1;
                 self.service(&mut pending)?;
             }
-            if !device_events.is_empty() {
-                let mut actions = Actions::new();
-                for fd in device_events {
-                    for d in self.dispatcher.devices.iter_mut() {
-                        if d.event_fds().contains(&fd) {
-                            d.on_event(fd, &mut actions);
-                        }
-                    }
-                }
-                self.perform(&mut actions);
-                self.sync_device_fds(&poll, &mut dev_fds)?;
+            if woken {
+                watch
+                    .take_ready(&mut ready)
+                    .map_err(|e| ServerError::Io("watcher", std::io::Error::other(e)))?;
+                self.handle_ready(&ready, &mut watch, &mut dev_fds)?;
             }
             self.run_retries()?;
+            // No system call unless the earliest retry changed (none at all while none waits).
+            let due = self.retries.iter().map(|p| p.due).min();
+            watch
+                .set_deadline(due)
+                .map_err(|e| ServerError::Io("retry timer", e))?;
+        }
+        Ok(())
+    }
+
+    /// Handle what the watcher found ready (on this thread: device and control state stay
+    /// single-threaded).
+    fn handle_ready(
+        &mut self,
+        ready: &[Token],
+        watch: &mut Watcher,
+        dev_fds: &mut Vec<RawFd>,
+    ) -> Result<(), ServerError> {
+        let mut device_events = Vec::new();
+        for &t in ready {
+            match t {
+                TOKEN_SIGNAL => {
+                    if let Some(sig) = self
+                        .signals
+                        .as_mut()
+                        .and_then(|s| s.read_signal().ok().flatten())
+                    {
+                        info!(signal = sig.ssi_signo, "signal received, shutting down");
+                        self.stop = true;
+                    }
+                }
+                TOKEN_CONTROL => {
+                    if let Some(c) = &mut self.control {
+                        c.accept(watch.registry(), TOKEN_CLIENT_BASE);
+                    }
+                }
+                TOKEN_TIMER => watch.timer_fired(),
+                Token(t) if t >= TOKEN_CLIENT_BASE => self.control_client(t, watch.registry()),
+                Token(t) if t >= TOKEN_DEVICE_BASE => {
+                    if let Some(fd) = dev_fds.get(t - TOKEN_DEVICE_BASE) {
+                        device_events.push(*fd);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !device_events.is_empty() {
+            let mut actions = Actions::new();
+            for fd in device_events {
+                for d in self.dispatcher.devices.iter_mut() {
+                    if d.event_fds().contains(&fd) {
+                        d.on_event(fd, &mut actions);
+                    }
+                }
+            }
+            self.perform(&mut actions);
+            self.sync_device_fds(watch.registry(), dev_fds)?;
         }
         Ok(())
     }
 
     fn sync_device_fds(
         &mut self,
-        poll: &Poll,
+        registry: &Registry,
         registered: &mut Vec<RawFd>,
     ) -> Result<(), ServerError> {
         let want: Vec<RawFd> = self
@@ -453,10 +492,10 @@ impl<T: Transport> Server<T> {
             return Ok(());
         }
         for fd in registered.iter() {
-            let _ = poll.registry().deregister(&mut SourceFd(fd));
+            let _ = registry.deregister(&mut SourceFd(fd));
         }
         for (i, fd) in want.iter().enumerate() {
-            poll.registry()
+            registry
                 .register(
                     &mut SourceFd(fd),
                     Token(TOKEN_DEVICE_BASE + i),
@@ -626,11 +665,11 @@ impl<T: Transport> Server<T> {
         })
     }
 
-    fn control_client(&mut self, token: usize, poll: &Poll) {
+    fn control_client(&mut self, token: usize, registry: &Registry) {
         let Some(mut c) = self.control.take() else {
             return;
         };
-        for cmd in c.read_commands(token, poll.registry()) {
+        for cmd in c.read_commands(token, registry) {
             let reply = match cmd.get("cmd").and_then(|v| v.as_str()) {
                 Some("status") => serde_json::json!({"ok": true, "status": self.status()}),
                 Some("shutdown") => {
@@ -656,8 +695,35 @@ impl<T: Transport> Server<T> {
             };
             c.reply(token, &reply);
         }
-        c.finish(poll.registry());
+        c.finish(registry);
         self.control = Some(c);
+    }
+
+    /// Answer a slot left INPROCESS: only a request whose handling was cut short (a panic or
+    /// an error out of [`Server::service`]) is in that state here, since the loop answers
+    /// each request before it looks at the next. Its vCPU would otherwise stay blocked: a read
+    /// gets all-ones, as from no device.
+    fn answer_interrupted(&mut self) {
+        let Some(page) = &self.ioreq else { return };
+        for v in 0..self.vcpus {
+            if page.state(v) != STATE_IOREQ_INPROCESS {
+                continue;
+            }
+            let req = page.read(v);
+            warn!(
+                vcpu = v,
+                addr = req.addr,
+                "answering a request whose handling was interrupted"
+            );
+            if req.is_read() && !req.data_is_ptr() {
+                let bits = (req.size.clamp(1, 8) * 8) as u64;
+                page.write_data(v, u64::MAX >> (64 - bits));
+            }
+            page.set_state(v, STATE_IORESP_READY);
+            if let Err(e) = self.transport.notify(self.ports[v as usize]) {
+                debug!("notifying vcpu {v}: {e}");
+            }
+        }
     }
 
     /// Disable and destroy the server, unmap, unbind (idempotent).
@@ -666,6 +732,8 @@ impl<T: Transport> Server<T> {
             return;
         }
         self.torn_down = true;
+        // A server set up but never run still has its watcher thread: stop and join it.
+        self.watch = None;
         // Disable first: Xen then sends the guest's new accesses to no server (a read of them
         // answers all-ones, xen/arch/x86/hvm/ioreq.c's null handler), so nothing of the
         // device is reachable through us while the devices stop (a BAR unmapped by the bridge
@@ -678,6 +746,7 @@ impl<T: Transport> Server<T> {
         {
             warn!("disabling server {id}: {e}");
         }
+        self.answer_interrupted();
         let mut none = Vec::new();
         if let Err(e) = self.service(&mut none) {
             debug!("answering the last requests: {e}");

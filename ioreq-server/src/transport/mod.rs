@@ -3,8 +3,11 @@
 //! loop is generic over [`Transport`] and cannot tell them apart: both hand out the same page
 //! layout ([`crate::shared`]) and the same event-channel semantics (a pending port is read once,
 //! which also unmasks it; `notify` signals the hypervisor side).
-
-use std::os::fd::RawFd;
+//!
+//! Waiting is the transport's: [`Transport::wait`] blocks until a guest port is pending or a
+//! [`Waker`] (handed out by [`Transport::waker`], usable from another thread) fired. On Xen
+//! that is one blocking `read()` of /dev/xen/evtchn, the waker being a loopback event channel
+//! on the same fd, so that an ioreq costs read + unmask write + notify ioctl and nothing else.
 
 use crate::abi::{DomId, IoservId};
 use crate::dmop::{DmOp, DmOpOutput};
@@ -74,6 +77,12 @@ pub fn errno_name(errno: i32) -> String {
     format!("{} ({errno})", nix::errno::Errno::from_raw(errno).desc())
 }
 
+/// Makes a blocked [`Transport::wait`] return (`true`); wakes coalesce.
+pub trait Waker: Send + Sync {
+    /// Wake the waiting thread (or the next `wait`, if none is waiting).
+    fn wake(&self) -> Result<(), TransportError>;
+}
+
 /// What the server loop needs from a hypervisor.
 pub trait Transport {
     /// The guest this transport serves.
@@ -97,11 +106,16 @@ pub trait Transport {
     /// Unbind a local port (teardown).
     fn unbind(&mut self, local_port: u32) -> Result<(), TransportError>;
 
-    /// File descriptors to poll for pending events (stable after setup).
-    fn event_fds(&self) -> Vec<RawFd>;
+    /// A handle that makes [`Transport::wait`] return from another thread. Called once, at
+    /// setup, before [`Transport::restrict`] (on Xen it binds a loopback event channel, which
+    /// a restricted handle may no longer do).
+    fn waker(&mut self) -> Result<Box<dyn Waker>, TransportError>;
 
-    /// Read the pending local ports signalled on `fd` into `out` and unmask them.
-    fn take_pending(&mut self, fd: RawFd, out: &mut Vec<u32>) -> Result<(), TransportError>;
+    /// Block until at least one bound port is pending or the [`Waker`] fired; append the
+    /// pending guest ports to `out` (already unmasked) and return whether the waker fired.
+    /// May return spuriously (nothing in `out`, `false`); after an event-ring overflow every
+    /// bound port is reported and the return is `true`.
+    fn wait(&mut self, out: &mut Vec<u32>) -> Result<bool, TransportError>;
 
     /// Signal the hypervisor side of a local port.
     fn notify(&mut self, local_port: u32) -> Result<(), TransportError>;

@@ -1,13 +1,21 @@
 //! The `sim` transport: the client side of xen-sim. Same page layout and state machine as on
 //! Xen, on memfd pages; event channels are eventfd pairs; everything arrives over one
 //! `SOCK_SEQPACKET` socket with `SCM_RIGHTS` (protocol in [`super::sim_proto`]).
+//!
+//! Waiting: an epoll set of the ports' `to_dm` eventfds plus one eventfd of our own for the
+//! [`Waker`] (xen-sim models no loopback channel; nothing of the waker reaches the sim). An
+//! ioreq costs epoll_wait, the eventfd read, the notify write: three syscalls, as on Xen.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 
 use super::sim_proto::{SimReply, SimRequest, MAX_MESSAGE};
-use super::{Transport, TransportError};
+use super::{Transport, TransportError, Waker};
 use crate::abi::{DomId, IoservId, XEN_DM_OP_SIZE, XEN_PAGE_SIZE};
 use crate::dmop::{DmOp, DmOpOutput};
 use crate::seqpacket;
@@ -18,13 +26,29 @@ struct Port {
     to_xen: OwnedFd,
 }
 
+/// The epoll token of the waker (ports use their port number, which Xen keeps below 2^17).
+const WAKE: Token = Token(usize::MAX);
+
+/// [`Waker`] of the sim transport: mio's eventfd-backed waker in the wait set.
+struct SimWaker(Arc<mio::Waker>);
+
+impl Waker for SimWaker {
+    fn wake(&self) -> Result<(), TransportError> {
+        self.0
+            .wake()
+            .map_err(|e| TransportError::io("wake the event loop", e))
+    }
+}
+
 /// A connection to xen-sim for one guest.
 pub struct SimTransport {
     sock: OwnedFd,
     domid: DomId,
     ports: HashMap<u32, Port>,
-    by_fd: HashMap<RawFd, u32>,
     guest_ram: Option<(OwnedFd, u64)>,
+    poll: Poll,
+    events: Events,
+    waker: Option<Arc<mio::Waker>>,
 }
 
 impl SimTransport {
@@ -43,8 +67,10 @@ impl SimTransport {
             sock,
             domid,
             ports: HashMap::new(),
-            by_fd: HashMap::new(),
             guest_ram: None,
+            poll: Poll::new().map_err(|e| TransportError::io("epoll_create", e))?,
+            events: Events::with_capacity(64),
+            waker: None,
         };
         t.call(
             &SimRequest::Hello {
@@ -155,35 +181,67 @@ impl Transport for SimTransport {
             as u32;
         let to_xen = fds.pop().expect("len checked");
         let to_dm = fds.pop().expect("len checked");
-        self.by_fd.insert(to_dm.as_raw_fd(), local);
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&to_dm.as_raw_fd()),
+                Token(local as usize),
+                Interest::READABLE,
+            )
+            .map_err(|e| TransportError::io("epoll_ctl ADD event channel", e))?;
         self.ports.insert(local, Port { to_dm, to_xen });
         Ok(local)
     }
 
     fn unbind(&mut self, local_port: u32) -> Result<(), TransportError> {
         if let Some(p) = self.ports.remove(&local_port) {
-            self.by_fd.remove(&p.to_dm.as_raw_fd());
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&p.to_dm.as_raw_fd()));
         }
         self.call(&SimRequest::Unbind { port: local_port }, "unbind")
             .map(|_| ())
     }
 
-    fn event_fds(&self) -> Vec<RawFd> {
-        self.ports.values().map(|p| p.to_dm.as_raw_fd()).collect()
+    fn waker(&mut self) -> Result<Box<dyn Waker>, TransportError> {
+        if self.waker.is_none() {
+            let w = mio::Waker::new(self.poll.registry(), WAKE)
+                .map_err(|e| TransportError::io("eventfd for the waker", e))?;
+            self.waker = Some(Arc::new(w));
+        }
+        Ok(Box::new(SimWaker(self.waker.clone().expect("set above"))))
     }
 
-    fn take_pending(&mut self, fd: RawFd, out: &mut Vec<u32>) -> Result<(), TransportError> {
-        let Some(&port) = self.by_fd.get(&fd) else {
-            return Ok(());
-        };
-        let p = &self.ports[&port];
-        let mut b = [0u8; 8];
-        match nix::unistd::read(p.to_dm.as_raw_fd(), &mut b) {
-            Ok(_) => out.push(port),
-            Err(nix::errno::Errno::EAGAIN) => {}
-            Err(e) => return Err(TransportError::io("read event channel", e)),
+    fn wait(&mut self, out: &mut Vec<u32>) -> Result<bool, TransportError> {
+        loop {
+            match self.poll.poll(&mut self.events, None) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(TransportError::io("epoll_wait", e)),
+            }
         }
-        Ok(())
+        let mut woken = false;
+        for ev in self.events.iter() {
+            if ev.token() == WAKE {
+                // mio's waker needs no read: an edge-triggered eventfd reports every write.
+                woken = true;
+                continue;
+            }
+            let port = ev.token().0 as u32;
+            let Some(p) = self.ports.get(&port) else {
+                continue;
+            };
+            // Reading the eventfd resets it: the sim's "unmask" (edge-triggered, so a signal
+            // after this read is a new event).
+            let mut b = [0u8; 8];
+            match nix::unistd::read(p.to_dm.as_raw_fd(), &mut b) {
+                Ok(_) => out.push(port),
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => return Err(TransportError::io("read event channel", e)),
+            }
+        }
+        Ok(woken)
     }
 
     fn notify(&mut self, local_port: u32) -> Result<(), TransportError> {

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::{Transport, TransportError};
+use super::{Transport, TransportError, Waker};
 use crate::abi::*;
 use crate::dmop::{DmOp, DmOpOutput};
 use crate::passthrough::{Hypercall, PtOp};
@@ -30,6 +30,45 @@ pub struct XenTransport {
     version_ok: bool,
     /// Local ports bound on `evtchn` (to unmask them all after a ring overflow).
     bound: Vec<u32>,
+    /// The waker's loopback channel: (the unbound end, the end bound to it).
+    loopback: Option<(u32, u32)>,
+}
+
+/// `struct ioctl_evtchn_bind_unbound_port` (include/uapi/xen/evtchn.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct IoctlEvtchnBindUnboundPort {
+    remote_domain: u32,
+}
+
+/// `IOCTL_EVTCHN_BIND_UNBOUND_PORT` = `_IOC(_IOC_NONE, 'E', 2, 4)` = 0x00044502
+/// (xen-abi.md section 6; checked by a unit test below).
+const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 = ioc(
+    0,
+    b'E',
+    2,
+    std::mem::size_of::<IoctlEvtchnBindUnboundPort>(),
+);
+
+/// [`Waker`] of the xen transport: IOCTL_EVTCHN_NOTIFY on the loopback channel, through a
+/// second handle of the same evtchn file (the driver checks the port belongs to that file,
+/// drivers/xen/evtchn.c, evtchn_ioctl).
+struct XenWaker {
+    evtchn: File,
+    port: u32,
+}
+
+impl Waker for XenWaker {
+    fn wake(&self) -> Result<(), TransportError> {
+        let mut arg = IoctlEvtchnNotify { port: self.port };
+        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg).map_err(|errno| {
+            TransportError::Hypervisor {
+                what: format!("IOCTL_EVTCHN_NOTIFY {} (waker)", self.port),
+                errno,
+            }
+        })?;
+        Ok(())
+    }
 }
 
 /// `/dev/xen/hypercall`: locked pages for hypercall arguments (drivers/xen/privcmd-buf.c).
@@ -71,12 +110,32 @@ impl XenTransport {
     pub fn open(domid: DomId) -> Result<Self, TransportError> {
         Ok(XenTransport {
             privcmd: open(PRIVCMD, false)?,
-            evtchn: open(EVTCHN, true)?,
+            // Blocking: wait() sleeps in read() (see there).
+            evtchn: open(EVTCHN, false)?,
             domid,
             hcall_buf: None,
             version_ok: false,
             bound: Vec::new(),
+            loopback: None,
         })
+    }
+
+    /// A second handle on the same open evtchn file (same ports), for the waker thread.
+    fn clone_evtchn(&self) -> Result<File, TransportError> {
+        self.evtchn
+            .try_clone()
+            .map_err(|e| TransportError::io("dup /dev/xen/evtchn", e))
+    }
+
+    /// Unmask `ports` with one write of their numbers (drivers/xen/evtchn.c, evtchn_write).
+    fn unmask(&self, ports: &[u32]) -> Result<(), TransportError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let bytes: Vec<u8> = ports.iter().flat_map(|p| p.to_ne_bytes()).collect();
+        (&self.evtchn)
+            .write_all(&bytes)
+            .map_err(|e| TransportError::io("unmask event channels", e))
     }
 
     /// `IOCTL_PRIVCMD_HYPERCALL`: the hypercall's return value, or its errno.
@@ -220,36 +279,87 @@ impl Transport for XenTransport {
         Ok(())
     }
 
-    fn event_fds(&self) -> Vec<RawFd> {
-        vec![self.evtchn.as_raw_fd()]
+    fn waker(&mut self) -> Result<Box<dyn Waker>, TransportError> {
+        // A loopback event channel on our own evtchn fd, so that one blocking read() waits for
+        // the guest's ports and for the waker alike. Must happen before restrict():
+        // drivers/xen/evtchn.c (evtchn_ioctl) refuses IOCTL_EVTCHN_BIND_UNBOUND_PORT, and
+        // IOCTL_EVTCHN_BIND_INTERDOMAIN to any domain but the restricted one, with EACCES
+        // once IOCTL_EVTCHN_RESTRICT_DOMID was issued; ports bound before keep working for
+        // IOCTL_EVTCHN_NOTIFY and read() (the driver's commit adding the restriction: "Event
+        // channels that are already bound continue to work for sending and receiving
+        // notifications").
+        if let Some((_, local)) = self.loopback {
+            return Ok(Box::new(XenWaker {
+                evtchn: self.clone_evtchn()?,
+                port: local,
+            }));
+        }
+        // The unbound end: the driver allocates it with dom = DOMID_SELF and our remote_dom;
+        // xen/common/event_channel.c:351 (4.17, evtchn_alloc_unbound) turns a remote_dom of
+        // DOMID_SELF into the caller's own domain id, the documented loopback
+        // (xen/include/public/event_channel.h:74).
+        let mut ub = IoctlEvtchnBindUnboundPort {
+            remote_domain: u32::from(DOMID_SELF),
+        };
+        let unbound = ioctl(
+            self.evtchn.as_raw_fd(),
+            IOCTL_EVTCHN_BIND_UNBOUND_PORT,
+            &mut ub,
+        )
+        .map_err(|errno| TransportError::Hypervisor {
+            what: "IOCTL_EVTCHN_BIND_UNBOUND_PORT (loopback)".into(),
+            errno,
+        })? as u32;
+        // The other end, in the same domain: event_channel.c:398 (evtchn_bind_interdomain)
+        // resolves DOMID_SELF to ourselves through rcu_lock_domain_by_any_id
+        // (xen/common/domain.c:914), lines 405-411 and 456 handle ld == rd, and line 425 only
+        // asks that the unbound end accepts our domain, which line 351 made it do.
+        let mut bi = IoctlEvtchnBindInterdomain {
+            remote_domain: u32::from(DOMID_SELF),
+            remote_port: unbound,
+        };
+        let local = match ioctl(
+            self.evtchn.as_raw_fd(),
+            IOCTL_EVTCHN_BIND_INTERDOMAIN,
+            &mut bi,
+        ) {
+            Ok(p) => p as u32,
+            Err(errno) => {
+                let mut u = IoctlEvtchnUnbind { port: unbound };
+                let _ = ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_UNBIND, &mut u);
+                return Err(TransportError::Hypervisor {
+                    what: "IOCTL_EVTCHN_BIND_INTERDOMAIN (loopback)".into(),
+                    errno,
+                });
+            }
+        };
+        // Notifying `local` sets `unbound` pending (event_channel.c:824, evtchn_send); the
+        // bind itself sets `local` pending once (event_channel.c:447). wait() takes either as
+        // the waker.
+        self.loopback = Some((unbound, local));
+        self.bound.extend([unbound, local]);
+        Ok(Box::new(XenWaker {
+            evtchn: self.clone_evtchn()?,
+            port: local,
+        }))
     }
 
-    fn take_pending(&mut self, _fd: RawFd, out: &mut Vec<u32>) -> Result<(), TransportError> {
-        // drivers/xen/evtchn.c: read() returns whole u32 port numbers; the ports stay masked
-        // until written back, which we do at once (QEMU unmasks before handling, too).
-        // One read: a read that returns less than the buffer emptied the ring, so no second
-        // read (that would only say EAGAIN: one syscall per ioreq saved).
+    fn wait(&mut self, out: &mut Vec<u32>) -> Result<bool, TransportError> {
+        // drivers/xen/evtchn.c (evtchn_read): the fd is blocking, so read() sleeps until the
+        // ring holds at least one port and then returns every queued port that fits (whole
+        // u32s). The ports stay masked until written back, which we do at once, in one write
+        // (QEMU unmasks before handling, too). No poll/epoll before it: that would be a fourth
+        // syscall per ioreq.
         let mut buf = [0u8; 4 * 64];
-        let start = out.len();
-        loop {
-            match self.evtchn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    out.extend(
-                        buf[..n - n % 4]
-                            .chunks_exact(4)
-                            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
-                    );
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+        let n = loop {
+            match (&self.evtchn).read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
                     // Ring overflow: the kernel queued nothing more and left every port that
                     // fired masked (evtchn_interrupt sets enabled = false); IOCTL_EVTCHN_RESET
                     // empties the ring but unmasks nothing. So reset, then unmask every bound
-                    // port; the caller rescans every slot anyway.
+                    // port (the loopback too); the caller rescans every slot anyway.
                     ioctl::<u8>(
                         self.evtchn.as_raw_fd(),
                         IOCTL_EVTCHN_RESET,
@@ -259,20 +369,32 @@ impl Transport for XenTransport {
                         what: "IOCTL_EVTCHN_RESET".into(),
                         errno,
                     })?;
-                    out.truncate(start);
-                    out.extend(self.bound.iter().copied());
-                    break;
+                    self.unmask(&self.bound.clone())?;
+                    let lb = self.loopback;
+                    out.extend(
+                        self.bound
+                            .iter()
+                            .copied()
+                            .filter(|p| lb.is_none_or(|(a, b)| *p != a && *p != b)),
+                    );
+                    return Ok(true);
                 }
                 Err(e) => return Err(TransportError::io("read /dev/xen/evtchn", e)),
             }
+        };
+        let ports: Vec<u32> = buf[..n - n % 4]
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        self.unmask(&ports)?;
+        let mut woken = false;
+        for p in ports {
+            match self.loopback {
+                Some((a, b)) if p == a || p == b => woken = true,
+                _ => out.push(p),
+            }
         }
-        let unmask: Vec<u8> = out[start..].iter().flat_map(|p| p.to_ne_bytes()).collect();
-        if !unmask.is_empty() {
-            self.evtchn
-                .write_all(&unmask)
-                .map_err(|e| TransportError::io("unmask event channels", e))?;
-        }
-        Ok(())
+        Ok(woken)
     }
 
     fn notify(&mut self, local_port: u32) -> Result<(), TransportError> {
@@ -363,5 +485,17 @@ impl Transport for XenTransport {
             errno,
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_unbound_port_request_number() {
+        // include/uapi/xen/evtchn.h: _IOC(_IOC_NONE, 'E', 2, sizeof(struct
+        // ioctl_evtchn_bind_unbound_port)), as xen-abi.md section 6 lists it.
+        assert_eq!(IOCTL_EVTCHN_BIND_UNBOUND_PORT, 0x0004_4502);
     }
 }
