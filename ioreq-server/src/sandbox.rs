@@ -48,9 +48,9 @@ use tracing::{info, warn};
 use crate::abi::*;
 
 /// The user whose uid plus the domid is the default per-guest uid, and whose gid is the
-/// default gid: the name libxl uses for `dm_restrict` (tools/libs/light/libxl_internal.h:4795,
-/// `LIBXL_QEMU_USER_RANGE_BASE`; uid = its uid + domid, gid = its gid:
-/// tools/libs/light/libxl_dm.c:191-218 in Xen 4.17).
+/// default gid: the name libxl uses for `dm_restrict` (Xen 4.17
+/// tools/libs/light/libxl_internal.h:4795, `LIBXL_QEMU_USER_RANGE_BASE`; looked up at
+/// tools/libs/light/libxl_dm.c:191, uid = its uid + domid at :201, gid = its gid at :220-221).
 pub const RANGE_BASE_USER: &str = "xen-qemuuser-range-base";
 
 /// Default empty root directory (shared by every device model; it must stay empty).
@@ -140,12 +140,20 @@ pub enum Identity {
     KeepRoot(String),
 }
 
+/// The base uid Xen's documentation suggests for [`RANGE_BASE_USER`]
+/// (docs/features/qemu-deprivilege.pandoc:48-51 in Xen 4.17: "adduser --system --uid 131072
+/// --group --no-create-home xen-qemuuser-range-base"; 2^17, with the 32752 uids after it free
+/// for the domids).
+pub const SUGGESTED_BASE_UID: u32 = 131072;
+
 fn no_range_base_user() -> String {
     format!(
         "the per-guest user cannot be determined: user {RANGE_BASE_USER} does not exist and no --user was given. \
-         Create it (as libxl's dm_restrict expects: each guest's device models run as its uid + the domid, with its gid), e.g. \
-         `groupadd -r -g 200000 {RANGE_BASE_USER} && useradd -r -M -u 200000 -g 200000 -d /nonexistent -s /usr/sbin/nologin {RANGE_BASE_USER}` \
-         (and leave uids 200000..200000+32767 unused), or pass --user NAME|UID[:GID], or --no-sandbox"
+         Create it as Xen's dm_restrict expects (each guest's device models run as its uid + the domid, with its gid; \
+         keep the {SUGGESTED_BASE_UID}..{SUGGESTED_BASE_UID}+32752 uids otherwise unused), e.g. \
+         `adduser --system --uid {SUGGESTED_BASE_UID} --group --no-create-home {RANGE_BASE_USER}` \
+         (or `groupadd -r -g {SUGGESTED_BASE_UID} {RANGE_BASE_USER} && useradd -r -M -u {SUGGESTED_BASE_UID} -g {SUGGESTED_BASE_UID} -d /nonexistent -s /usr/sbin/nologin {RANGE_BASE_USER}`), \
+         or pass --user NAME|UID[:GID], or --no-sandbox"
     )
 }
 
@@ -167,7 +175,7 @@ pub fn resolve_user(spec: &UserSpec, domid: DomId, sim: bool) -> Result<Identity
                     .as_raw()
                     .checked_add(u32::from(domid))
                     .ok_or_else(|| SandboxError::User("uid overflow".into()))?;
-                // libxl refuses a uid that belongs to another user (libxl_dm.c:202-215).
+                // libxl refuses a uid that belongs to another user (libxl_dm.c:202-216).
                 if let Some(other) =
                     lookup(&format!("uid {uid}"), User::from_uid(Uid::from_raw(uid)))?
                 {

@@ -56,6 +56,24 @@ fn assert_deprivileged(name: &str, pid: u32) {
     assert_eq!(st.no_new_privs, Some(1), "{name}: NoNewPrivs");
     assert_eq!(st.seccomp, Some(2), "{name}: Seccomp (2 = filter)");
     assert_eq!(st.cap_eff, Some(0), "{name}: CapEff");
+    // rlimits: no core, bounded files and address space (the defaults).
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft = |key: &str| -> String {
+        let l = limits.lines().find(|l| l.starts_with(key)).unwrap();
+        l[key.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(soft("Max core file size"), "0", "{name}");
+    assert_eq!(
+        soft("Max address space"),
+        (1024u64 << 20).to_string(),
+        "{name}"
+    );
+    let files: u64 = soft("Max open files").parse().unwrap();
+    assert!((8..=512).contains(&files), "{name}: RLIMIT_NOFILE {files}");
 }
 
 /// The process whose parent is `pid` (the sandbox's unlinker).
