@@ -17,8 +17,7 @@ use ioreq_server::executor::PassthroughExecutor;
 use ioreq_server::seqpacket;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
 use pci_host_bridge::broker::{
-    AssignedFunction, Broker, BrokerChannel, BrokerClient, BrokerDevice, BrokerStats, DeviceFacts,
-    Policy,
+    policy_for, Broker, BrokerChannel, BrokerClient, BrokerDevice, BrokerStats,
 };
 use pci_host_bridge::testing::{
     lock, run_random, Checker, XenLike, XenLikeConfig, XenState, DOMID,
@@ -46,35 +45,22 @@ fn brokered(
         .zip(&devices)
         .map(|(d, s)| (config.guest_address(d), s.handle()))
         .collect();
-    let facts: Vec<DeviceFacts> = devices
-        .iter()
-        .map(|d| DeviceFacts::of(d as &dyn HostDevice))
-        .collect();
-    // The policy from the bridge's own view of the functions, built before the split.
-    let view = PciHostBridge::with_backends(
-        config,
-        devices
-            .iter()
-            .map(|d| Box::new(d.duplicate()) as Box<dyn HostDevice>)
-            .collect(),
-    )
-    .expect("bridge");
-    let policy = Policy::new(
-        DOMID,
-        config.windows(),
-        view.functions().map(AssignedFunction::of).collect(),
-    );
-    let hosts: Vec<_> = config.devices.iter().map(|d| d.host).collect();
+    let broker_config = config.clone();
     let (worker_end, broker_end) = seqpacket::pair().unwrap();
     let (tx, rx) = mpsc::channel();
     let broker = std::thread::spawn(move || {
         let (chan, state) = XenLike::new(xen).channel(DOMID);
         tx.send(state).unwrap();
-        let backends = hosts
-            .into_iter()
-            .zip(devices)
-            .map(|(h, d)| (h, Box::new(d) as Box<dyn HostDevice>))
-            .collect();
+        // The broker's policy from the bridge's own view, over the backends it keeps.
+        let (policy, backends) = policy_for(
+            &broker_config,
+            DOMID,
+            devices
+                .into_iter()
+                .map(|d| Box::new(d) as Box<dyn HostDevice>)
+                .collect(),
+        )
+        .expect("policy");
         let mut broker = Broker::new(policy, Box::new(chan), backends).expect("broker");
         broker
             .serve(std::os::fd::AsFd::as_fd(&broker_end))
@@ -87,8 +73,10 @@ fn brokered(
     let backends = config
         .devices
         .iter()
-        .zip(facts)
-        .map(|(d, f)| Box::new(BrokerDevice::new(client.clone(), d.host, f)) as Box<dyn HostDevice>)
+        .map(|d| {
+            Box::new(BrokerDevice::connect(client.clone(), d.host).expect("facts"))
+                as Box<dyn HostDevice>
+        })
         .collect();
     let mut bridge = PciHostBridge::with_backends(config, backends).expect("worker's bridge");
     bridge.set_executor(PassthroughExecutor::new(Box::new(BrokerChannel::new(

@@ -11,6 +11,7 @@ use ioreq_server::passthrough::PtOp;
 use ioreq_server::seqpacket;
 use ioreq_server::transport::TransportError;
 
+pub use super::proto::DeviceFacts;
 use super::proto::{self, Envelope, Reply, Request, SysfsOp, MAX_MESSAGE, VERSION};
 use crate::backend::{BarInfo, HostDevice};
 use crate::error::Error;
@@ -36,6 +37,11 @@ impl BrokerClient {
     /// Send `req` and wait for its one reply. An error means the broker is gone or broke
     /// the protocol: the worker must stop serving.
     pub fn call(&self, req: Request) -> Result<Reply, TransportError> {
+        self.call_with_fds(req).map(|(r, _)| r)
+    }
+
+    /// [`BrokerClient::call`], with the fds the reply carried.
+    pub fn call_with_fds(&self, req: Request) -> Result<(Reply, Vec<OwnedFd>), TransportError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let msg = proto::encode(&Envelope {
             version: VERSION,
@@ -46,14 +52,14 @@ impl BrokerClient {
         seqpacket::send(sock.as_raw_fd(), &msg, &[])
             .map_err(|e| TransportError::io("request to the broker", e))?;
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
+        let (n, fds) = loop {
             match seqpacket::recv(sock.as_raw_fd(), &mut buf) {
                 Ok((0, _)) => {
                     return Err(TransportError::Protocol(
                         "the broker closed the socket (it exited)".into(),
                     ))
                 }
-                Ok((n, _)) => break n,
+                Ok(r) => break r,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(TransportError::io("reply from the broker", e)),
             }
@@ -65,7 +71,7 @@ impl BrokerClient {
                 reply.seq()
             )));
         }
-        Ok(reply)
+        Ok((reply, fds))
     }
 }
 
@@ -107,56 +113,53 @@ impl PtChannel for BrokerChannel {
     }
 }
 
-/// What a host function's backend said about itself before the split (none of it changes
-/// while the function is assigned).
-#[derive(Clone, Debug)]
-pub struct DeviceFacts {
-    /// [`HostDevice::name`].
-    pub name: String,
-    /// [`HostDevice::config_len`].
-    pub config_len: usize,
-    /// [`HostDevice::ids`].
-    pub ids: (u16, u16),
-    /// [`HostDevice::bar`] 0..=5.
-    pub bars: [Option<BarInfo>; 6],
-    /// [`HostDevice::rom`].
-    pub rom: Option<BarInfo>,
-    /// [`HostDevice::is_virtual_function`].
-    pub virtual_function: bool,
-}
-
-impl DeviceFacts {
-    /// The facts of `dev`.
-    pub fn of(dev: &dyn HostDevice) -> Self {
-        DeviceFacts {
-            name: dev.name(),
-            config_len: dev.config_len(),
-            ids: dev.ids(),
-            bars: std::array::from_fn(|i| dev.bar(i)),
-            rom: dev.rom(),
-            virtual_function: dev.is_virtual_function(),
-        }
-    }
-}
-
-/// A host function whose config space, BARs and sysfs operations are reached through the
-/// broker. INTx is not carried: a function forwarding INTx keeps its notification fd in
-/// the worker (not wired yet, see [`crate::broker`]).
+/// A host function whose config space, BARs, sysfs operations, INTx acknowledgement and
+/// status are reached through the broker. The worker holds only a duplicate of the INTx
+/// notification fd, to wait on.
 #[derive(Debug)]
 pub struct BrokerDevice {
     client: Arc<BrokerClient>,
     host: PciAddress,
     facts: DeviceFacts,
+    intx: Option<OwnedFd>,
 }
 
 impl BrokerDevice {
-    /// Function `host` with `facts`, through `client`.
+    /// Function `host` with `facts`, through `client`, without INTx.
     pub fn new(client: Arc<BrokerClient>, host: PciAddress, facts: DeviceFacts) -> Self {
         BrokerDevice {
             client,
             host,
             facts,
+            intx: None,
         }
+    }
+
+    /// Function `host` as the broker's backend describes it, with its INTx notification fd
+    /// if it has one.
+    pub fn connect(client: Arc<BrokerClient>, host: PciAddress) -> Result<Self, Error> {
+        let err = |message: String| Error::Backend {
+            device: host.to_string(),
+            message,
+        };
+        let sbdf = host.sbdf();
+        let facts = match client.call(Request::Facts { sbdf }) {
+            Ok(Reply::Facts { facts, .. }) => facts,
+            Ok(r) => return Err(err(format!("broker answered facts with {r:?}"))),
+            Err(e) => return Err(err(format!("broker: {e}"))),
+        };
+        let intx = match client.call_with_fds(Request::IntxFd { sbdf }) {
+            Ok((Reply::Value { value: 0, .. }, _)) => None,
+            Ok((Reply::Value { value: 1, .. }, mut fds)) if fds.len() == 1 => fds.pop(),
+            Ok((r, _)) => return Err(err(format!("broker answered intx_fd with {r:?}"))),
+            Err(e) => return Err(err(format!("broker: {e}"))),
+        };
+        Ok(BrokerDevice {
+            client,
+            host,
+            facts,
+            intx,
+        })
     }
 
     fn ask(&self, req: Request) -> Result<Reply, Error> {
@@ -275,5 +278,33 @@ impl HostDevice for BrokerDevice {
     }
     fn detach_host_driver(&mut self) -> Result<Option<String>, Error> {
         self.sysfs(SysfsOp::DetachDriver).map(|(_, d)| d)
+    }
+    fn intx_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.intx.as_ref().map(|f| f.as_raw_fd())
+    }
+    fn intx_ack(&mut self) -> Result<u64, Error> {
+        if self.intx.is_none() {
+            return Ok(0);
+        }
+        match self.ask(Request::IntxAck {
+            sbdf: self.host.sbdf(),
+        })? {
+            Reply::Value { value, .. } => Ok(value),
+            r => Err(Error::Backend {
+                device: self.facts.name.clone(),
+                message: format!("broker answered intx_ack with {r:?}"),
+            }),
+        }
+    }
+    fn status(&self) -> serde_json::Value {
+        match self.ask(Request::Status {
+            sbdf: self.host.sbdf(),
+        }) {
+            Ok(Reply::Status { json, .. }) => {
+                serde_json::from_str(&json).unwrap_or(serde_json::Value::Null)
+            }
+            Ok(r) => serde_json::json!({ "broker": format!("unexpected answer {r:?}") }),
+            Err(e) => serde_json::json!({ "broker": e.to_string() }),
+        }
     }
 }

@@ -102,7 +102,10 @@ impl Ledger {
             }
             PtOp::DeassignDevice { sbdf, from_dom_io } => {
                 if from_dom_io {
+                    // dom0's now, also when the deassignment from the guest failed because
+                    // the domain is gone (it was quarantined with it).
                     self.quarantined.remove(&sbdf);
+                    self.assigned.remove(&sbdf);
                 } else if self.assigned.remove(&sbdf) {
                     self.quarantined.insert(sbdf);
                 }
@@ -176,5 +179,24 @@ mod tests {
         l.hypercall_done(&mm(0x1000, 0x8000, 100, false), 0);
         assert!(l.mem.is_empty());
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_function_taken_from_quarantine_is_dom0s() {
+        let deassign = |from_dom_io| PtOp::DeassignDevice {
+            sbdf: 0x312,
+            from_dom_io,
+        };
+        let mut l = Ledger::default();
+        l.hypercall_done(&PtOp::AssignDevice { sbdf: 0x312 }, 0);
+        l.hypercall_done(&deassign(false), 0);
+        assert!(l.assigned.is_empty() && l.quarantined.contains(&0x312));
+        l.hypercall_done(&deassign(true), 0);
+        assert!(l.is_empty());
+        // The domain died: deassigning from it failed, taking it from dom_io did not.
+        l.hypercall_done(&PtOp::AssignDevice { sbdf: 0x312 }, 0);
+        l.hypercall_refused(&deassign(false), libc::ESRCH);
+        l.hypercall_done(&deassign(true), 0);
+        assert!(l.is_empty(), "{l:?}");
     }
 }

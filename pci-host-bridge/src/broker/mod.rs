@@ -1,5 +1,6 @@
-//! The privileged broker of a bridge with passed-through functions (issue 12, item 1), as a
-//! library piece: **not wired into the running bridge yet** (see "Not done" below).
+//! The privileged broker of a bridge with passed-through functions (issue 12, item 1). The
+//! binary's `split` module runs it: the process the launcher started is the broker, and the
+//! worker that serves is its child.
 //!
 //! The split it is built for: the bridge opens everything privileged (the unrestricted
 //! privcmd handle passthrough needs, since the kernel refuses `IOCTL_PRIVCMD_HYPERCALL` on a
@@ -31,33 +32,32 @@
 //! [`crate::backend::HostDevice`] of each function. The sim and real-Xen paths take the same
 //! code: the broker executes on whatever `PtChannel` and backends it is given.
 //!
-//! Intended process shape (for the wiring): the **broker is the parent** and keeps the pid
-//! pvh-dm supervises (it lives longest and holds the privileged state); the worker is its
-//! child. Worker exit = EOF on the socket: [`server::Broker::serve`] returns and
-//! [`server::Broker::hand_back`] undoes whatever the worker's own teardown did not (nothing,
-//! after a clean stop; everything, from the broker's [`ledger::Ledger`], after a crash), then
-//! the broker exits, non-zero if the worker did. SIGTERM to the broker is passed on to the
-//! worker, whose teardown then runs through the broker as today's does. Broker death = EOF or
-//! an error on the worker's next request, which fails the executor call and stops the
-//! serving loop; a worker blocked elsewhere ends by its parent-death signal
-//! (`--exit-with-parent`). `kill -9` of the broker leaves what it leaves today, which pvh-dm
-//! reclaims as it does now.
+//! Processes: the **broker is the parent** and keeps the pid pvh-dm supervises (it lives
+//! longest and holds the privileged state); the worker is its child, started with the
+//! broker's socket as its standard input, `--exit-with-parent` the broker, and deprivileged
+//! after setup (`ioreq_server::sandbox`: its own handles are restricted to the domid as
+//! pm-trap's and ioapic's are). Worker exit = EOF on the socket: [`server::Broker::serve_one`]
+//! says so and [`server::Broker::hand_back`] undoes whatever the worker's own teardown did
+//! not (nothing after a clean stop; everything, from the broker's [`ledger::Ledger`], after a
+//! crash); the broker then exits, non-zero if the worker failed or a step is left. SIGTERM /
+//! SIGINT to the broker are passed on to the worker, whose teardown runs through the broker
+//! as before the split. Broker death = EOF or an error on the worker's next request, which
+//! fails the executor call and stops the serving loop; a worker blocked elsewhere gets its
+//! parent-death SIGTERM. `kill -9` of the broker leaves what a killed bridge left before,
+//! which pvh-dm reclaims as it did.
 //!
 //! Tested: `tests.rs` here (every kind of refused request reaches neither the channel nor the
-//! backend; accepted ones reach them exactly once; the hand-back) and
-//! `tests/broker_session.rs` (whole bridge sessions over a socketpair need no refusal and
-//! keep every invariant of `testing`; a worker gone mid-session is handed back until nothing
-//! is left in the fake Xen).
-//!
-//! Not done (the wiring): `main.rs` does not split the process yet; [`client::BrokerDevice`]
-//! carries neither INTx notification fds (uio, eventfd) nor the backend's `status()`; the
-//! worker does not call the sandbox (ioreq-server/src/sandbox.rs).
+//! backend; accepted ones reach them exactly once; the hand-back), `tests/broker_session.rs`
+//! (whole bridge sessions over a socketpair need no refusal and keep every invariant of
+//! `testing`; a worker gone mid-session is handed back until nothing is left in the fake Xen)
+//! and the workspace's `tests/tests/bridge_broker.rs` (the two processes behind xen-sim).
 
 pub mod client;
 pub mod ledger;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod setup;
 
 #[cfg(test)]
 mod tests;
@@ -67,3 +67,4 @@ pub use ledger::Ledger;
 pub use policy::{AssignedFunction, Policy, Refusal};
 pub use proto::{Envelope, Reply, Request, SysfsOp, VERSION};
 pub use server::{Broker, BrokerStats};
+pub use setup::policy_for;

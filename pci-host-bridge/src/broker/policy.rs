@@ -247,6 +247,10 @@ impl Policy {
                 let _: SysfsOp = *op;
                 Ok(())
             }
+            Request::Facts { sbdf }
+            | Request::IntxFd { sbdf }
+            | Request::IntxAck { sbdf }
+            | Request::Status { sbdf } => self.function(*sbdf).map(|_| ()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The broker's whole interface: one request enum, one reply enum, versioned, serde-encoded
 //! (JSON, one message per `SOCK_SEQPACKET` datagram). Every request gets exactly one reply.
 
+use crate::backend::BarInfo;
 use ioreq_server::abi::DomId;
 use ioreq_server::passthrough::PtOp;
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,59 @@ pub enum Request {
         /// What.
         op: SysfsOp,
     },
+    /// What the backend says of the function ([`DeviceFacts`]).
+    Facts {
+        /// The host function.
+        sbdf: u32,
+    },
+    /// A duplicate of the function's INTx notification fd, if it has one (answered with
+    /// value 1 and the fd attached, or 0).
+    IntxFd {
+        /// The host function.
+        sbdf: u32,
+    },
+    /// Consume the INTx notification ([`crate::backend::HostDevice::intx_ack`]).
+    IntxAck {
+        /// The host function.
+        sbdf: u32,
+    },
+    /// The backend's state for the status socket ([`crate::backend::HostDevice::status`]).
+    Status {
+        /// The host function.
+        sbdf: u32,
+    },
+}
+
+/// What a host function's backend says about itself (none of it changes while the function
+/// is assigned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceFacts {
+    /// [`crate::backend::HostDevice::name`].
+    pub name: String,
+    /// [`crate::backend::HostDevice::config_len`].
+    pub config_len: usize,
+    /// [`crate::backend::HostDevice::ids`].
+    pub ids: (u16, u16),
+    /// [`crate::backend::HostDevice::bar`] 0..=5.
+    pub bars: [Option<BarInfo>; 6],
+    /// [`crate::backend::HostDevice::rom`].
+    pub rom: Option<BarInfo>,
+    /// [`crate::backend::HostDevice::is_virtual_function`].
+    pub virtual_function: bool,
+}
+
+impl DeviceFacts {
+    /// The facts of `dev`.
+    pub fn of(dev: &dyn crate::backend::HostDevice) -> Self {
+        DeviceFacts {
+            name: dev.name(),
+            config_len: dev.config_len(),
+            ids: dev.ids(),
+            bars: std::array::from_fn(|i| dev.bar(i)),
+            rom: dev.rom(),
+            virtual_function: dev.is_virtual_function(),
+        }
+    }
 }
 
 /// The one answer to a request.
@@ -128,6 +182,20 @@ pub enum Reply {
         done: bool,
         /// `detach_driver`: the driver unbound.
         driver: Option<String>,
+    },
+    /// The answer to [`Request::Facts`].
+    Facts {
+        /// Echoed sequence number.
+        seq: u64,
+        /// The facts.
+        facts: DeviceFacts,
+    },
+    /// The answer to [`Request::Status`]: JSON text.
+    Status {
+        /// Echoed sequence number.
+        seq: u64,
+        /// The backend's status, as JSON.
+        json: String,
     },
     /// Xen answered with this (positive) errno.
     Errno {
@@ -161,6 +229,8 @@ impl Reply {
             Reply::Value { seq, .. }
             | Reply::Bytes { seq, .. }
             | Reply::Sysfs { seq, .. }
+            | Reply::Facts { seq, .. }
+            | Reply::Status { seq, .. }
             | Reply::Errno { seq, .. }
             | Reply::Failed { seq, .. }
             | Reply::Refused { seq, .. } => *seq,

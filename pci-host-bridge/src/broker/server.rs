@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use ioreq_server::executor::{PassthroughExecutor, PtChannel, PtError};
 use ioreq_server::passthrough::PtOp;
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::ledger::{Ledger, Run};
 use super::policy::{Policy, Refusal};
-use super::proto::{self, Envelope, Reply, Request, SysfsOp, MAX_MESSAGE, VERSION};
+use super::proto::{self, DeviceFacts, Envelope, Reply, Request, SysfsOp, MAX_MESSAGE, VERSION};
 use crate::backend::HostDevice;
 use crate::error::Error;
 use crate::topology::PciAddress;
@@ -103,6 +103,11 @@ impl Broker {
 
     /// Answer one encoded message (the reply, encoded).
     pub fn handle_message(&mut self, msg: &[u8]) -> Vec<u8> {
+        self.handle_message_fd(msg).0
+    }
+
+    /// [`Broker::handle_message`], with the fd the reply carries ([`Request::IntxFd`]).
+    fn handle_message_fd(&mut self, msg: &[u8]) -> (Vec<u8>, Option<RawFd>) {
         // The version is read first, so that a worker of another version gets a clear answer
         // even when its request enum does not decode.
         #[derive(serde::Deserialize)]
@@ -122,14 +127,37 @@ impl Broker {
             ),
             Ok(h) => match proto::decode::<Envelope>(msg) {
                 Err(e) => self.refused(h.seq, None, Refusal(e)),
-                Ok(env) => self.handle(env),
+                Ok(env) => {
+                    let (r, fd) = self.handle_fd(env);
+                    return (proto::encode(&r), fd);
+                }
             },
         };
-        proto::encode(&reply)
+        (proto::encode(&reply), None)
     }
 
     /// Answer one request: check it, and execute it only if it passes.
     pub fn handle(&mut self, env: Envelope) -> Reply {
+        self.handle_fd(env).0
+    }
+
+    fn handle_fd(&mut self, env: Envelope) -> (Reply, Option<RawFd>) {
+        let seq = env.seq;
+        match &env.req {
+            Request::IntxFd { sbdf } => {
+                if let Err(r) = self.policy.check(&env.req) {
+                    return (self.refused(seq, Some(&env.req), r), None);
+                }
+                self.stats.executed += 1;
+                let fd = self.dev(*sbdf).intx_fd();
+                let value = u64::from(fd.is_some());
+                (Reply::Value { seq, value }, fd)
+            }
+            _ => (self.execute(env), None),
+        }
+    }
+
+    fn execute(&mut self, env: Envelope) -> Reply {
         let seq = env.seq;
         if let Err(r) = self.policy.check(&env.req) {
             return self.refused(seq, Some(&env.req), r);
@@ -212,6 +240,22 @@ impl Broker {
                     Err(e) => failed(e),
                 }
             }
+            Request::Facts { sbdf } => Reply::Facts {
+                seq,
+                facts: DeviceFacts::of(self.dev(*sbdf)),
+            },
+            Request::IntxAck { sbdf } => match self.dev_mut(*sbdf).intx_ack() {
+                Ok(value) => Reply::Value { seq, value },
+                Err(e) => failed(e),
+            },
+            Request::Status { sbdf } => Reply::Status {
+                seq,
+                json: self.dev(*sbdf).status().to_string(),
+            },
+            Request::IntxFd { .. } => Reply::Failed {
+                seq,
+                message: "intx_fd answered elsewhere".into(),
+            },
         };
         self.stats.executed += 1;
         reply
@@ -233,23 +277,32 @@ impl Broker {
     /// Serve the worker on `sock` (one end of a `SOCK_SEQPACKET` socketpair) until it closes
     /// its end (EOF: the worker exited). Every message gets exactly one reply.
     pub fn serve(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        while self.serve_one(sock)? {}
+        Ok(())
+    }
+
+    /// Receive one message on `sock` (blocking) and answer it; `false` at EOF.
+    pub fn serve_one(&mut self, sock: BorrowedFd<'_>) -> io::Result<bool> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        loop {
-            let n = match seqpacket::recv(sock.as_raw_fd(), &mut buf) {
-                Ok((0, _)) => return Ok(()),
-                Ok((n, _fds)) => n,
+        let n = loop {
+            match seqpacket::recv(sock.as_raw_fd(), &mut buf) {
+                Ok((0, _)) => return Ok(false),
+                // Fds the worker sent are dropped (closed): the interface takes none.
+                Ok((n, _fds)) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A truncated message still gets its one answer.
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     let r = self.refused(0, None, Refusal(format!("message: {e}")));
                     seqpacket::send(sock.as_raw_fd(), &proto::encode(&r), &[])?;
-                    continue;
+                    return Ok(true);
                 }
                 Err(e) => return Err(e),
-            };
-            let reply = self.handle_message(&buf[..n]);
-            seqpacket::send(sock.as_raw_fd(), &reply, &[])?;
-        }
+            }
+        };
+        let (reply, fd) = self.handle_message_fd(&buf[..n]);
+        let fds: Vec<RawFd> = fd.into_iter().collect();
+        seqpacket::send(sock.as_raw_fd(), &reply, &fds)?;
+        Ok(true)
     }
 
     /// Hand back what the worker left set up, once it is gone (EOF after [`Broker::serve`]):
