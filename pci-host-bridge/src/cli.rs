@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// What every device-model process takes.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Internal: serve as the worker of a pci-host-bridge broker, whose socket is this
+    /// process's standard input. A bridge with passed-through functions starts its own
+    /// worker so (`pci_host_bridge::broker`); not for use by hand.
+    #[arg(long, hide = true)]
+    pub broker_worker: bool,
 }
 
 /// The `clap` command the binary parses (for manual pages and completions).

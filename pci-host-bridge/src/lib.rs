@@ -22,9 +22,9 @@
 //! - [`function`]: one passed-through function (layout + BARs + interrupts + backend);
 //! - [`host_bridge`]: the emulated 00:00.0;
 //! - [`bridge`]: [`PciHostBridge`], the [`ioreq_server::device::Device`] implementation;
-//! - [`broker`]: the privileged broker of a deprivileged bridge (its request enum, the checks
-//!   against what the config assigned, both ends of the socketpair, the hand-back); a library
-//!   piece, not yet wired into the binary;
+//! - [`broker`]: the privileged broker of a bridge with passed-through functions and the
+//!   worker's side of it (its request enum, the checks against what the config assigned, both
+//!   ends of the socketpair, the hand-back); the binary runs the two as two processes;
 //! - [`backend`]: the [`HostDevice`] trait with the `sysfs` and `snapshot` backends;
 //! - [`cli`]: the binary's command line;
 //! - [`list`] and [`pci_ids`]: the host's PCI functions as a PF/VF tree with names (the

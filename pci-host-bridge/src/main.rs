@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ioreq_server::cli::{init_logging, serve, serve_sandboxed};
+use ioreq_server::cli::{init_logging, serve_sandboxed};
 use ioreq_server::config::GuestConfig;
 use ioreq_server::server::ServerOptions;
 use pci_host_bridge::cli::{Cli, Cmd, RunArgs};
@@ -13,6 +13,8 @@ use pci_host_bridge::list::{list_host_functions, render_tree};
 use pci_host_bridge::pci_ids::PciIds;
 use pci_host_bridge::{PciConfig, PciHostBridge};
 use serde::Deserialize;
+
+mod split;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -90,51 +92,45 @@ fn reclaim(r: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the IOAPIC's irq_line socket is: `[pci] ioapic_socket`, else `[ioapic] socket` (the
+/// crates stay independent, this binary reads both sections of the one guest config).
+fn ioapic_socket(cfg: &GuestConfig, pci: &PciConfig) -> anyhow::Result<PathBuf> {
+    match &pci.ioapic_socket {
+        Some(p) => Ok(p.clone()),
+        None => cfg
+            .section::<IoapicSocket>("ioapic")?
+            .socket
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a [[pci.device]] forwards INTx (intx = ...) but neither [pci] ioapic_socket nor [ioapic] socket is set"
+                )
+            }),
+    }
+}
+
 fn run(r: RunArgs) -> anyhow::Result<()> {
     init_logging(&r.common.log);
     let cfg = r.common.load()?;
     let pci: PciConfig = cfg.section("pci")?;
-    let passthrough = !pci.devices.is_empty();
-    let mut dev = PciHostBridge::from_config(&pci)?;
-    if dev.needs_ioapic() {
-        // [pci] ioapic_socket, else [ioapic] socket: the crates stay independent, this
-        // binary reads both sections of the one guest config.
-        let socket = match &pci.ioapic_socket {
-            Some(p) => p.clone(),
-            None => cfg
-                .section::<IoapicSocket>("ioapic")?
-                .socket
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "a [[pci.device]] forwards INTx (intx = ...) but neither [pci] ioapic_socket nor [ioapic] socket is set"
-                    )
-                })?,
+    if !pci.devices.is_empty() {
+        // Passed-through functions need hypercalls and host accesses while serving: a
+        // privileged broker (this process, the one the launcher supervises) and the
+        // deprivileged worker that serves ([`split`]).
+        return if r.broker_worker {
+            split::worker(&r, &cfg, &pci)
+        } else {
+            split::broker(&cfg, &pci)
         };
-        connect_intx(&mut dev, &socket)?;
     }
-    // Passthrough hypercalls (domctls, physdev ops) go through an executor on a hypervisor
-    // handle of its own, which stays unrestricted (the kernel refuses IOCTL_PRIVCMD_HYPERCALL
-    // on a restricted privcmd); the serving transport needs only DM ops and is restricted.
-    if passthrough {
-        dev.set_executor(ioreq_server::cli::passthrough_executor(
-            &cfg,
-            "pci-host-bridge",
-        )?);
+    if r.broker_worker {
+        anyhow::bail!("--broker-worker: the config passes no function through");
     }
+    // Only the host bridge: nothing but DM ops after setup, so deprivileged.
+    let dev = PciHostBridge::from_config(&pci)?;
     let opts = ServerOptions {
         name: "pci-host-bridge".into(),
         restrict: true,
         ..Default::default()
     };
-    if passthrough {
-        // Passthrough needs unrestricted hypercalls while serving (memory_mapping on decode,
-        // map_pirq/bind_pt_irq on MSI-X unmask): not deprivileged until the broker split.
-        tracing::info!(
-            "passthrough: this process is not deprivileged (it issues domctls while serving)"
-        );
-        serve(&r.common, &cfg, vec![Box::new(dev)], opts)
-    } else {
-        // Only the host bridge: nothing but DM ops after setup, so deprivileged.
-        serve_sandboxed(&r.common, &cfg, vec![Box::new(dev)], opts, Vec::new())
-    }
+    serve_sandboxed(&r.common, &cfg, vec![Box::new(dev)], opts, Vec::new())
 }
