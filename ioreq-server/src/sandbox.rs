@@ -31,7 +31,8 @@
 //! process is. When the process dies without its teardown (SIGKILL, SIGSYS, an abort) the pipe
 //! just closes and the helper exits *without* unlinking, so a launcher still sees the socket an
 //! untorn process left (pvh-dm decides a bridge reclaim on that). The helper closes every other
-//! descriptor, blocks SIGTERM/SIGINT (inherited from the server's signalfd mask), and runs under
+//! descriptor, blocks SIGTERM/SIGINT (inherited from the server's signalfd mask), sits in a
+//! process group of its own (a group kill of the device models finds only them), and runs under
 //! its own seccomp filter: `read`, `unlink`, `exit`, `exit_group`.
 
 use std::ffi::CString;
@@ -600,9 +601,21 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
     let mut v: Named = vec![
         // Event channels (evtchn read/write, eventfds on sim), signalfd, control clients'
         // lines, stderr logging.
-        ("read", plain(SYS_read), "evtchn/eventfd/signalfd/control reads"),
-        ("write", plain(SYS_write), "evtchn unmask, eventfd notify, control replies, stderr"),
-        ("close", plain(SYS_close), "closing clients and passed descriptors"),
+        (
+            "read",
+            plain(SYS_read),
+            "evtchn/eventfd/signalfd/control reads",
+        ),
+        (
+            "write",
+            plain(SYS_write),
+            "evtchn unmask, eventfd notify, control replies, stderr",
+        ),
+        (
+            "close",
+            plain(SYS_close),
+            "closing clients and passed descriptors",
+        ),
         // privcmd and evtchn requests (only these numbers).
         (
             "ioctl",
@@ -626,18 +639,30 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
         ("madvise", plain(SYS_madvise), "allocation, thread exit"),
         ("brk", plain(SYS_brk), "allocation"),
         // The event loop.
-        ("epoll_create1", plain(SYS_epoll_create1), "the loop's epoll"),
-        ("epoll_ctl", plain(SYS_epoll_ctl), "(de)registering descriptors"),
+        (
+            "poll",
+            plain(SYS_poll),
+            "an INTx source's resample check (irq_line ack_resample), the bridge worker",
+        ),
+        ("ppoll", plain(SYS_ppoll), "as poll"),
+        (
+            "epoll_ctl",
+            plain(SYS_epoll_ctl),
+            "(de)registering descriptors",
+        ),
         ("epoll_wait", plain(SYS_epoll_wait), "the loop's wait"),
         ("epoll_pwait", plain(SYS_epoll_pwait), "the loop's wait"),
-        ("poll", plain(SYS_poll), "waiting on a descriptor"),
-        ("ppoll", plain(SYS_ppoll), "waiting on a descriptor"),
-        ("eventfd2", plain(SYS_eventfd2), "a waker"),
-        ("timerfd_create", plain(SYS_timerfd_create), "the retry timer"),
-        ("timerfd_settime", plain(SYS_timerfd_settime), "arming the retry timer"),
-        ("timerfd_gettime", plain(SYS_timerfd_gettime), "the retry timer"),
+        (
+            "timerfd_settime",
+            plain(SYS_timerfd_settime),
+            "arming the retry timer",
+        ),
         // Unix sockets: control and irq_line clients, xen-sim's socket.
-        ("accept4", plain(SYS_accept4), "control/irq_line connections"),
+        (
+            "accept4",
+            plain(SYS_accept4),
+            "control/irq_line connections",
+        ),
         (
             "getsockopt",
             (
@@ -650,9 +675,21 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
             ),
             "SO_PEERCRED only",
         ),
-        ("recvmsg", plain(SYS_recvmsg), "irq_line frames + fds, xen-sim replies + fds"),
-        ("sendmsg", plain(SYS_sendmsg), "irq_line frames, xen-sim requests"),
-        ("recvfrom", plain(SYS_recvfrom), "socket reads (std's read on a socket)"),
+        (
+            "recvmsg",
+            plain(SYS_recvmsg),
+            "irq_line frames + fds, xen-sim replies + fds",
+        ),
+        (
+            "sendmsg",
+            plain(SYS_sendmsg),
+            "irq_line frames, xen-sim requests",
+        ),
+        (
+            "recvfrom",
+            plain(SYS_recvfrom),
+            "socket reads (std's read on a socket)",
+        ),
         ("sendto", plain(SYS_sendto), "socket writes"),
         (
             "fcntl",
@@ -665,14 +702,17 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
                         F_SETFL as u64,
                         F_GETFD as u64,
                         F_SETFD as u64,
-                        F_DUPFD_CLOEXEC as u64,
                     ],
                 )?,
             ),
-            "F_GETFL/F_SETFL/F_GETFD/F_SETFD, F_DUPFD_CLOEXEC (a second handle for the watcher thread)",
+            "F_GETFL/F_SETFL/F_GETFD/F_SETFD",
         ),
         // Time, identity.
-        ("clock_gettime", plain(SYS_clock_gettime), "Instant/SystemTime (vDSO fallback)"),
+        (
+            "clock_gettime",
+            plain(SYS_clock_gettime),
+            "Instant/SystemTime (vDSO fallback)",
+        ),
         ("clock_nanosleep", plain(SYS_clock_nanosleep), "sleeping"),
         ("nanosleep", plain(SYS_nanosleep), "sleeping"),
         ("geteuid", plain(SYS_geteuid), "SO_PEERCRED check"),
@@ -680,24 +720,39 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
         ("getpid", plain(SYS_getpid), "abort()"),
         ("gettid", plain(SYS_gettid), "abort(), threads"),
         ("getrandom", plain(SYS_getrandom), "HashMap keys"),
-        ("getcwd", plain(SYS_getcwd), "printing a backtrace (\"/\" in the empty root)"),
+        (
+            "getcwd",
+            plain(SYS_getcwd),
+            "printing a backtrace (\"/\" in the empty root)",
+        ),
         // Threads (the loop may start a waker thread after the filter is in).
         (
             "clone",
-            (SYS_clone, vec![SeccompRule::new(vec![cond(
-                0,
-                Len::Qword,
-                Op::MaskedEq(CLONE_THREAD as u64),
-                CLONE_THREAD as u64,
-            )?])
-            .map_err(|e| SandboxError::Seccomp(e.to_string()))?]),
+            (
+                SYS_clone,
+                vec![SeccompRule::new(vec![cond(
+                    0,
+                    Len::Qword,
+                    Op::MaskedEq(CLONE_THREAD as u64),
+                    CLONE_THREAD as u64,
+                )?])
+                .map_err(|e| SandboxError::Seccomp(e.to_string()))?],
+            ),
             "threads only (CLONE_THREAD)",
         ),
-        ("clone3", plain(SYS_clone3), "threads (glibc's pthread_create)"),
+        (
+            "clone3",
+            plain(SYS_clone3),
+            "threads (glibc's pthread_create)",
+        ),
         ("futex", plain(SYS_futex), "locks, joins"),
         ("set_robust_list", plain(SYS_set_robust_list), "new threads"),
         ("rseq", plain(SYS_rseq), "new threads"),
-        ("sigaltstack", plain(SYS_sigaltstack), "std's stack-overflow handler per thread"),
+        (
+            "sigaltstack",
+            plain(SYS_sigaltstack),
+            "std's stack-overflow handler per thread",
+        ),
         ("sched_yield", plain(SYS_sched_yield), "spinning locks"),
         (
             "sched_getaffinity",
@@ -710,17 +765,33 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
             "PR_SET_NAME (thread names) only",
         ),
         // Signals and the end.
-        ("rt_sigprocmask", plain(SYS_rt_sigprocmask), "thread creation, abort()"),
+        (
+            "rt_sigprocmask",
+            plain(SYS_rt_sigprocmask),
+            "thread creation, abort()",
+        ),
         ("rt_sigaction", plain(SYS_rt_sigaction), "abort()"),
-        ("rt_sigreturn", plain(SYS_rt_sigreturn), "returning from a handler"),
+        (
+            "rt_sigreturn",
+            plain(SYS_rt_sigreturn),
+            "returning from a handler",
+        ),
         (
             "tgkill",
             (SYS_tgkill, any_of(2, &[SIGABRT as u64])?),
             "abort() only (SIGABRT)",
         ),
-        ("restart_syscall", plain(SYS_restart_syscall), "restarted waits"),
+        (
+            "restart_syscall",
+            plain(SYS_restart_syscall),
+            "restarted waits",
+        ),
         ("wait4", plain(SYS_wait4), "reaping the unlinker"),
-        ("unlink", plain(SYS_unlink), "teardown's remove_file (fails harmlessly in the root)"),
+        (
+            "unlink",
+            plain(SYS_unlink),
+            "teardown's remove_file (fails harmlessly in the root)",
+        ),
         ("unlinkat", plain(SYS_unlinkat), "teardown's remove_file"),
         ("exit", plain(SYS_exit), "thread exit"),
         ("exit_group", plain(SYS_exit_group), "process exit"),
@@ -817,7 +888,7 @@ impl Unlinker {
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
         let max_fd = i32::try_from(max_fd).unwrap_or(i32::MAX);
         // SAFETY: fork in a process that may have other threads: the child only makes the
-        // async-signal-safe system calls of `unlinker_child` (close, prctl, seccomp, read,
+        // async-signal-safe system calls of `unlinker_child` (close, prctl, setpgid, seccomp, read,
         // unlink, _exit) on data prepared before the fork, and never returns.
         match unsafe { libc::fork() } {
             -1 => Err(SandboxError::Sys(
@@ -855,6 +926,10 @@ fn unlinker_child(
             }
         }
         libc::prctl(libc::PR_SET_NAME, comm.as_ptr(), 0, 0, 0);
+        // A process group of its own: a supervisor that kills the device model's group
+        // (SIGKILL) must find the group empty once the device model is gone, not a zombie
+        // helper waiting for init to reap it. The helper ends by itself when the pipe closes.
+        libc::setpgid(0, 0);
         if seccompiler::apply_filter(filter).is_err() {
             libc::_exit(1);
         }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ioreq_server::sandbox::ProcStatus;
 use serde_json::{json, Value};
 use xen_sim::launch::Harness;
 use xen_sim::Vcpu;
@@ -193,11 +194,27 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     if !h.wait_ready(&PROCESSES) {
         bail!("the device models did not come up; rerun with PVH_DM_LOG=info to see why");
     }
-    // Read while they serve: what each process runs as.
-    let serving: Vec<ioreq_server::sandbox::ProcStatus> = pids
-        .iter()
-        .map(|pid| ioreq_server::sandbox::ProcStatus::read(*pid).unwrap_or_default())
-        .collect();
+    // Read while they serve: what each process runs as, and the processes they started that
+    // serve too (the bridge's worker: a passthrough bridge is a privileged broker, the
+    // process started here, and a deprivileged worker it started). The sandbox's unlinker, a
+    // child of the deprivileged processes, is not a device model and is not listed.
+    let mut serving: Vec<(String, u32, ioreq_server::sandbox::ProcStatus)> = Vec::new();
+    for (p, pid) in PROCESSES.iter().zip(&pids) {
+        serving.push((
+            p.to_string(),
+            *pid,
+            ProcStatus::read(*pid).unwrap_or_default(),
+        ));
+        for c in children(*pid) {
+            if proc_name(c).as_deref() == Some(p) {
+                serving.push((
+                    format!("{p}/worker"),
+                    c,
+                    ProcStatus::read(c).unwrap_or_default(),
+                ));
+            }
+        }
+    }
     let mut log = Vec::new();
     let assigned = h
         .sim
@@ -245,13 +262,14 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         "msis": r.msis.iter().map(|m| json!({"vector": m.vector, "dest": m.dest, "trigger": m.trigger})).collect::<Vec<_>>(),
         "dm_ops": r.dm_ops,
         "pci_functions": pci_functions,
-        "processes": PROCESSES.iter().zip(pids).zip(serving).zip(codes).map(|(((p, pid), st), c)| json!({
-            "name": p,
+        // exit_code: of the processes started here (a worker's is its broker's to see).
+        "processes": serving.iter().map(|(name, pid, st)| json!({
+            "name": name,
             "pid": pid,
             "uid": st.uid,
             "no_new_privs": st.no_new_privs,
             "seccomp": st.seccomp,
-            "exit_code": c,
+            "exit_code": pids.iter().position(|p| p == pid).and_then(|i| codes[i]),
         })).collect::<Vec<_>>(),
         "guest_log": log,
         "crashed": r.crashed,
@@ -261,6 +279,34 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         "device_interrupts": r.device_interrupts,
         "xen_refusals": r.dm_ops.iter().filter(|o| o["rc"] != 0 || o.get("table_base_warn").is_some()).cloned().collect::<Vec<_>>(),
     }))
+}
+
+/// The pids whose parent is `pid` (from /proc/PID/stat's ppid field).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // pid (comm) state ppid ...: comm may hold spaces, so after the last ')'.
+                    let (_, rest) = s.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// The `Name:` of /proc/PID/status (the executable's name, up to 15 bytes).
+fn proc_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:").map(|n| n.trim().to_string()))
 }
 
 /// Linux's bus-0 scan: vendor ID of every slot (function 0; functions 1-7 when the header
@@ -565,6 +611,8 @@ pub fn print_human(r: &Value) {
             p["no_new_privs"],
             p["seccomp"],
             p["exit_code"]
+                .as_i64()
+                .map_or("-".to_string(), |c| c.to_string())
         );
     }
     println!("  shutdown: {}", r["shutdown_reason"]);
