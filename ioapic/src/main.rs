@@ -10,7 +10,7 @@ use ioreq_server::cli::{init_logging, serve_sandboxed};
 use ioreq_server::server::ServerOptions;
 
 fn main() -> anyhow::Result<()> {
-    let a = Cli::parse();
+    let mut a = Cli::parse();
     init_logging(&a.common.log);
     let cfg = a.common.load()?;
     let ic: IoapicConfig = cfg.section("ioapic")?;
@@ -24,6 +24,12 @@ fn main() -> anyhow::Result<()> {
         dev.restore(snap)
             .with_context(|| format!("restoring {}", f.display()))?;
         tracing::info!(file = %f.display(), "state restored");
+    }
+    // Each interrupt source holds a connection, a trigger and a resample eventfd: the
+    // descriptor limit after setup leaves room for as many sources as the socket accepts.
+    if ic.socket.is_some() {
+        a.common.file_headroom = 3 * ioreq_server::irq_line::DEFAULT_MAX_SOURCES as u64
+            + ioreq_server::sandbox::DEFAULT_FILE_HEADROOM;
     }
     // The ioapic needs nothing but DM ops (inject_msi) after setup: restricted handles, then
     // deprivileged. Its irq_line socket is removed at the clean end by the sandbox's

@@ -58,9 +58,14 @@ pub struct CommonArgs {
     /// it must be a root-owned directory only root may write, and empty).
     #[arg(long, value_name = "DIR", default_value = sandbox::DEFAULT_ROOT)]
     pub sandbox_root: PathBuf,
-    /// RLIMIT_NOFILE after setup (default: the descriptors open then plus 128).
+    /// RLIMIT_NOFILE after setup (default: the descriptors open then plus what the process
+    /// may open while it serves: 128, more for the ioapic's interrupt sources).
     #[arg(long, value_name = "N")]
     pub max_files: Option<u64>,
+    /// Descriptors the process may open while it serves, beyond those open at the end of
+    /// setup, when `--max-files` is not given: set by the binary (not an option).
+    #[arg(skip = sandbox::DEFAULT_FILE_HEADROOM)]
+    pub file_headroom: u64,
     /// RLIMIT_AS after setup, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = sandbox::DEFAULT_MAX_MEMORY_MIB)]
     pub max_memory: u64,
@@ -201,6 +206,7 @@ pub fn serve_sandboxed(
         identity,
         root: args.sandbox_root.clone(),
         max_files: args.max_files,
+        file_headroom: args.file_headroom,
         max_memory_mib: args.max_memory,
         unlink_at_exit: unlink,
         exit_with_parent: args.exit_with_parent,

@@ -225,8 +225,11 @@ pub struct Policy {
     pub identity: Identity,
     /// The empty directory to chroot to (created mode 0000 if missing).
     pub root: PathBuf,
-    /// `RLIMIT_NOFILE`; `None`: the descriptors open now + [`DEFAULT_FILE_HEADROOM`].
+    /// `RLIMIT_NOFILE`; `None`: the descriptors open now + `file_headroom`.
     pub max_files: Option<u64>,
+    /// What the process may open while serving ([`DEFAULT_FILE_HEADROOM`] unless it has more
+    /// clients, like the ioapic's interrupt sources).
+    pub file_headroom: u64,
     /// `RLIMIT_AS` in MiB.
     pub max_memory_mib: u64,
     /// Files to remove at the clean end ([`Sandbox::finish`]): the control socket, the
@@ -252,7 +255,7 @@ impl Sandbox {
     /// paths of `p.unlink_at_exit` that exist).
     pub fn prepare(p: &Policy) -> Result<Sandbox, SandboxError> {
         let open = open_fds()?;
-        let nofile = p.max_files.unwrap_or(open + DEFAULT_FILE_HEADROOM);
+        let nofile = p.max_files.unwrap_or(open + p.file_headroom);
         if nofile < open {
             return Err(SandboxError::Check(format!(
                 "--max-files {nofile} is below the {open} descriptors already open"

@@ -73,7 +73,14 @@ fn assert_deprivileged(name: &str, pid: u32) {
         "{name}"
     );
     let files: u64 = soft("Max open files").parse().unwrap();
-    assert!((8..=512).contains(&files), "{name}: RLIMIT_NOFILE {files}");
+    // Bounded, with room for what the process serves: the ioapic's interrupt sources hold
+    // three descriptors each (256 sources by default).
+    let want = if name == "ioapic" {
+        768..=1200
+    } else {
+        8..=512
+    };
+    assert!(want.contains(&files), "{name}: RLIMIT_NOFILE {files}");
 }
 
 /// The process whose parent is `pid` (the sandbox's unlinker).
