@@ -164,3 +164,25 @@ fn a_worker_gone_mid_session_is_handed_back_by_the_broker() {
         );
     }
 }
+
+#[test]
+fn a_recorded_real_device_needs_nothing_the_broker_refuses() {
+    // A virtio-net function as a VM's sysfs showed it (read-only snapshot): PCIe and vendor
+    // capabilities the hand-made fixtures do not have.
+    for seed in 0..4u64 {
+        let config = PciConfig {
+            devices: vec![dev_cfg(2, 0)],
+            ..Default::default()
+        };
+        let devs = vec![snapshot("real/virtio-net-1af4-1041.json")];
+        let (mut bridge, mut checker, _state, broker) =
+            brokered(&config, devs, XenLikeConfig::default());
+        run_random(&mut bridge, &mut checker, 4000 + seed, 1500)
+            .unwrap_or_else(|e| panic!("through the broker: {e}"));
+        checker.stop_and_check(&mut bridge).unwrap();
+        drop(bridge);
+        let (stats, errs) = broker.join().expect("broker");
+        assert_eq!(stats.refused, 0, "seed {seed}");
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+}
