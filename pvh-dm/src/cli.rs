@@ -110,8 +110,8 @@ pub enum Cmd {
         Supervision (default): pvh-dm creates the domain with `xl create -p -e` (no xl monitor: the shut-down \
         domain waits for pvh-dm), watches xenstore's @releaseDomain, reads the shutdown reason from `xl list -v`, \
         destroys the domain, stops the device models and exits with the reason's code. A dying device model gets \
-        the domain destroyed. SIGTERM/SIGINT: the ACPI power button (pm-trap's PWRBTN_STS) and `xl shutdown` \
-        together, destroy after --shutdown-timeout; a second one \
+        the domain destroyed. SIGTERM/SIGINT: the ACPI power button (pm-trap's PWRBTN_STS) and xenstore's control/shutdown \
+        (what `xl shutdown` writes) together, destroy after --shutdown-timeout; a second one \
         destroys at once. With Type=notify under systemd it sends READY=1 once the guest runs.\n\n\
         If the launcher itself dies (kill -9): a reaper it started as soon as the domain existed (`pvh-dm reap`, \
         in a process group of its own, blocked on a pipe only the supervisor writes) stops the device models, \
@@ -134,10 +134,10 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// A clean power-off: ACPI power button and `xl shutdown`, then destroy after a timeout.
+    /// A clean power-off: ACPI power button and xenstore control/shutdown, then destroy after a timeout.
     #[command(
         long_about = "Ask a guest to shut down cleanly. TARGET is a domid, a guest name or the path of its \
-        xl config. If its supervisor runs, it is sent SIGTERM (it presses the guest's ACPI power button and runs `xl shutdown`, waits, destroys, stops the \
+        xl config. If its supervisor runs, it is sent SIGTERM (it presses the guest's ACPI power button and writes control/shutdown, waits, destroys, stops the \
         device models) and pvh-dm waits for it to exit; otherwise pvh-dm does the same itself. Used by \
         pvh-dm@.service's ExecStop."
     )]

@@ -69,7 +69,7 @@ pub struct RunOpts {
     pub dm_timeout: Duration,
     /// How long a device model may take to exit after SIGTERM.
     pub dm_stop_timeout: Duration,
-    /// How long the guest may take to shut down after `xl shutdown`.
+    /// How long the guest may take to shut down after the power button and the xenstore request.
     pub shutdown_timeout: Duration,
     /// Device-model stderr to `RUN/DOMID/NAME.log` (always with --detach).
     pub dm_log_files: bool,
@@ -591,24 +591,6 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
-    /// Press the guest's fixed power button (pm-trap's `power_button`): an OS that watches
-    /// PM1a_STS powers off through S5. It is sent together with `xl shutdown`, not instead of
-    /// it: pm-trap raises no SCI, so a guest that waits for one (Linux) acts on xenstore's
-    /// shutdown request instead. Whichever the guest acts on, it ends with a shutdown reason.
-    fn press_power_button(&self) {
-        let Some(pm) = self.dms.iter().find(|d| d.rec.name == "pm-trap") else {
-            return;
-        };
-        let cmd = serde_json::json!({"cmd": "power_button"});
-        match ioreq_server::control::request(&pm.rec.socket, &cmd) {
-            Ok(v) if v.get("ok").and_then(|o| o.as_bool()) == Some(true) => {
-                info!("power button pressed (pm-trap: {v})")
-            }
-            Ok(v) => warn!("pm-trap refused the power button: {v}"),
-            Err(e) => warn!("could not press the power button through pm-trap: {e}"),
-        }
-    }
-
     fn run(mut self, sig: &SignalFd, xs: &mut Xenstore) -> i32 {
         let mut deadline: Option<Instant> = None;
         let mut requested = false;
@@ -667,16 +649,16 @@ impl Supervisor<'_> {
                                 self.state.phase = Phase::Stopping;
                                 let _ = self.state.save(&self.dir);
                                 crate::notify::notify("STOPPING=1");
-                                info!("{s}: asking guest {} (domid {}) to shut down (ACPI power button and xl shutdown); destroy after {} s",
+                                info!("{s}: asking guest {} (domid {}) to shut down (ACPI power button and xenstore control/shutdown); destroy after {} s",
                                     self.name, self.domid, self.shutdown_timeout.as_secs());
-                                self.press_power_button();
-                                match self.xl.shutdown(self.domid) {
+                                dm::press_power_button(self.dms.iter().map(|d| &d.rec));
+                                match xs.request_poweroff(self.domid) {
                                     Ok(()) => {
                                         deadline = Some(Instant::now() + self.shutdown_timeout)
                                     }
                                     Err(e) => {
                                         warn!(
-                                            "xl shutdown failed ({e}): destroying domain {}",
+                                            "cannot write control/shutdown ({e}): destroying domain {}",
                                             self.domid
                                         );
                                         let _ = self.xl.destroy(&self.domid.to_string());
@@ -691,7 +673,7 @@ impl Supervisor<'_> {
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     warn!(
-                        "guest {} did not shut down within {} s of xl shutdown: destroying domain {}",
+                        "guest {} did not shut down within {} s of the request: destroying domain {}",
                         self.name,
                         self.shutdown_timeout.as_secs(),
                         self.domid

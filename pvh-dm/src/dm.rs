@@ -308,6 +308,24 @@ pub fn stop_all(dms: &mut [RunningDm], timeout: Duration) -> Vec<String> {
     out
 }
 
+/// Press the guest's fixed power button through pm-trap's `power_button` command (if pm-trap
+/// is among `dms`): an OS that watches PM1a_STS powers off through S5. pvh-dm sends it together
+/// with the xenstore shutdown request, not instead of it: pm-trap raises no SCI, so a guest
+/// that waits for one (Linux) acts on the request its xenbus driver sees instead.
+pub fn press_power_button<'a>(dms: impl IntoIterator<Item = &'a DmRecord>) {
+    let Some(pm) = dms.into_iter().find(|d| d.name == "pm-trap") else {
+        return;
+    };
+    let cmd = serde_json::json!({"cmd": "power_button"});
+    match ioreq_server::control::request(&pm.socket, &cmd) {
+        Ok(v) if v.get("ok").and_then(|o| o.as_bool()) == Some(true) => {
+            tracing::info!("power button pressed (pm-trap: {v})")
+        }
+        Ok(v) => tracing::warn!("pm-trap refused the power button: {v}"),
+        Err(e) => tracing::warn!("could not press the power button through pm-trap: {e}"),
+    }
+}
+
 /// Ask a control socket for `status`; `Err` names why not.
 pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
     match ioreq_server::control::request(socket, &serde_json::json!({"cmd": "status"})) {

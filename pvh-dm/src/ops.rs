@@ -271,8 +271,14 @@ pub fn shutdown(run: &Path, xl: &Xl, target: &str, timeout: Duration) -> i32 {
         eprintln!("pvh-dm: supervisor {pid} still runs: destroying");
         return destroy(run, xl, target);
     }
-    if let Err(e) = xl.shutdown(st.domid) {
-        eprintln!("pvh-dm: {e}: destroying");
+    crate::dm::press_power_button(&st.device_models);
+    if let Err(e) =
+        crate::xenstore::Xenstore::open(None).and_then(|mut xs| xs.request_poweroff(st.domid))
+    {
+        eprintln!(
+            "pvh-dm: cannot write domain {}'s control/shutdown ({e}): destroying",
+            st.domid
+        );
         return destroy(run, xl, target);
     }
     let down = wait_until(timeout, XL_POLL, || {

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 /// `XS_READ`.
 pub const XS_READ: u32 = 2;
+/// `XS_WRITE`.
+pub const XS_WRITE: u32 = 11;
 /// `XS_WATCH`.
 pub const XS_WATCH: u32 = 4;
 /// `XS_UNWATCH`.
@@ -286,6 +288,28 @@ impl Xenstore {
         self.request("watch", XS_WATCH, p).map(|_| ())
     }
 
+    /// Write `value` to the node `path` (created if missing): `XS_WRITE` takes `path\0` then the
+    /// value's bytes, without a terminating NUL (xs_wire.h; libxenstore's `xs_write`).
+    pub fn write(&mut self, path: &str, value: &str) -> Result<(), XsError> {
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        p.extend_from_slice(value.as_bytes());
+        self.request("write", XS_WRITE, p).map(|_| ())
+    }
+
+    /// Ask the guest's PV drivers to power off, as `xl shutdown` does: write `poweroff` to
+    /// `/local/domain/DOMID/control/shutdown` (libxl__domain_pvcontrol and
+    /// libxl__domain_pvcontrol_xspath, tools/libs/light/libxl_domain.c:746-800 in 4.17). Unlike
+    /// `xl shutdown` this does not then wait up to 60 s for the guest to acknowledge
+    /// (libxl__xswait_start with timeout_ms = 60 * 1000, line 793): a guest without PV drivers
+    /// never does, and the caller watches the domain anyway.
+    pub fn request_poweroff(&mut self, domid: u32) -> Result<(), XsError> {
+        self.write(
+            &format!("/local/domain/{domid}/control/shutdown"),
+            "poweroff",
+        )
+    }
+
     /// Read a node (`None` if it does not exist).
     pub fn read(&mut self, path: &str) -> Result<Option<String>, XsError> {
         let mut p = path.as_bytes().to_vec();
@@ -359,6 +383,19 @@ mod tests {
             b.write_all(&ok.encode()).unwrap();
             b.write_all(&ev.encode()).unwrap();
             let m = Msg::read_from(&mut b).unwrap();
+            assert_eq!(m.ty, XS_WRITE);
+            assert_eq!(
+                m.payload,
+                b"/local/domain/7/control/shutdown\0poweroff".to_vec()
+            );
+            let ok = Msg {
+                ty: XS_WRITE,
+                req_id: m.req_id,
+                tx_id: 0,
+                payload: b"OK\0".to_vec(),
+            };
+            b.write_all(&ok.encode()).unwrap();
+            let m = Msg::read_from(&mut b).unwrap();
             assert_eq!(m.ty, XS_READ);
             let e = Msg {
                 ty: XS_ERROR,
@@ -383,6 +420,7 @@ mod tests {
         );
         let e = xs.next_event().unwrap();
         assert_eq!(e.token, "tok");
+        xs.request_poweroff(7).unwrap();
         assert_eq!(xs.read("/local/domain/5/name").unwrap(), None);
         t.join().unwrap();
     }

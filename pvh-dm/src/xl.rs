@@ -291,11 +291,6 @@ impl Xl {
         self.run_args(&["destroy", target]).map(|_| ())
     }
 
-    /// `xl shutdown DOMID` (the PV control path: xenstore `control/shutdown`).
-    pub fn shutdown(&self, domid: u32) -> Result<(), XlError> {
-        self.run_args(&["shutdown", &domid.to_string()]).map(|_| ())
-    }
-
     /// The domain's state from `xl list -v DOMID`; a failing `xl list` for this domid means
     /// it is gone.
     pub fn state(&self, domid: u32) -> Result<DomainState, XlError> {

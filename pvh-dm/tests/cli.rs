@@ -35,7 +35,10 @@ fn every_subcommand_explains_itself() {
             ][..],
         ),
         ("status", &["--json", "runtime directory"][..]),
-        ("shutdown", &["xl shutdown", "ExecStop"][..]),
+        (
+            "shutdown",
+            &["power button", "control/shutdown", "ExecStop"][..],
+        ),
         ("destroy", &["state.json"][..]),
         ("doctor", &["one line", "IOMMU"][..]),
         ("install-unit", &["daemon-reload"][..]),

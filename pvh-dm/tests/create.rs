@@ -434,7 +434,7 @@ fn a_dying_device_model_destroys_the_domain() {
 
 #[test]
 fn sigterm_asks_for_a_clean_shutdown_then_destroys() {
-    // The guest obeys: xl shutdown -> it powers off -> exit 0.
+    // The guest obeys: control/shutdown -> it powers off -> exit 0.
     let r = Rig::new("term-ok");
     let (mut child, xs) = supervised(&r, &[]);
     nix::sys::signal::kill(
@@ -448,7 +448,7 @@ fn sigterm_asks_for_a_clean_shutdown_then_destroys() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(r.xl_log().contains("shutdown 7"), "{}", r.xl_log());
+    assert_eq!(r.xs_writes(), "/local/domain/7/control/shutdown poweroff\n");
     r.set_state("---s-- 0");
     xs.fire.send(()).unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
@@ -1034,29 +1034,32 @@ fn shutdown_subcommand_supervised_and_detached() {
     assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut child));
     assert!(r.run_entries().is_empty());
 
-    // Detached, obeyed: xl shutdown, the domain shuts down, destroyed, device models stopped.
+    // Detached, obeyed: control/shutdown written, the domain shuts down, destroyed, device
+    // models stopped.
     let r = Rig::new("shutdown-det");
     r.touch("obey-shutdown");
     assert_eq!(r.create(&["--detach"]).status.code(), Some(0));
+    let xs = fake_xenstored(r.dir());
     let o = r
         .cmd(&["shutdown", "7", "--timeout", "5"])
+        .env("XENSTORED_PATH", &xs.path)
         .output()
         .unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(r.xs_writes(), "/local/domain/7/control/shutdown poweroff\n");
     let xl = r.xl_log();
-    assert!(
-        xl.contains("shutdown 7") && xl.contains("destroy 7"),
-        "{xl}"
-    );
+    assert!(xl.contains("destroy 7"), "{xl}");
     assert!(r.dm_log().contains("pm-trap sigterm 7"));
     assert!(r.run_entries().is_empty());
 
     // Detached, ignored: destroyed after the timeout, exit 15.
     let r = Rig::new("shutdown-ign");
     assert_eq!(r.create(&["--detach"]).status.code(), Some(0));
+    let xs = fake_xenstored(r.dir());
     let o = r
         .cmd(&["shutdown", "7", "--timeout", "1"])
+        .env("XENSTORED_PATH", &xs.path)
         .output()
         .unwrap();
     let (_, err) = text(&o);

@@ -176,6 +176,11 @@ impl Rig {
         std::fs::read_to_string(self.dir().join("dm.log")).unwrap_or_default()
     }
 
+    /// What pvh-dm wrote to the fake xenstored ("PATH VALUE" lines).
+    pub fn xs_writes(&self) -> String {
+        std::fs::read_to_string(self.dir().join("xl").join("xs-writes")).unwrap_or_default()
+    }
+
     pub fn touch(&self, name: &str) {
         std::fs::write(self.dir().join("xl").join(name), b"").unwrap();
     }
@@ -295,8 +300,10 @@ fn write_msg(s: &mut UnixStream, ty: u32, req: u32, p: &[u8]) {
 
 /// A fake xenstored on a Unix socket: answers each XS_WATCH with OK plus the initial event
 /// (reported on `watched` as "PATH TOKEN"), each XS_READ with an empty value (every path
-/// exists: the guest's /local/domain/N directory stays), and sends one more `@releaseDomain`
-/// event per message on `fire`.
+/// exists: the guest's /local/domain/N directory stays), each XS_WRITE with OK (appended to
+/// `$DIR/xl/xs-writes` as "PATH VALUE"; a write of control/shutdown also does what the fake
+/// xl's `shutdown` does: touch `shutdown-requested`, and with `obey-shutdown` set the state to
+/// shut down), and sends one more `@releaseDomain` event per message on `fire`.
 pub struct FakeXenstored {
     pub path: PathBuf,
     pub fire: mpsc::Sender<()>,
@@ -308,6 +315,7 @@ pub fn fake_xenstored(dir: &Path) -> FakeXenstored {
     let l = UnixListener::bind(&path).unwrap();
     let (fire, fire_rx) = mpsc::channel::<()>();
     let (w_tx, watched) = mpsc::channel::<String>();
+    let xl_dir = dir.join("xl");
     std::thread::spawn(move || {
         let Ok((s, _)) = l.accept() else { return };
         let writer = std::sync::Arc::new(std::sync::Mutex::new(s.try_clone().unwrap()));
@@ -333,6 +341,23 @@ pub fn fake_xenstored(dir: &Path) -> FakeXenstored {
                         }
                     }
                     2 => write_msg(&mut w, 2, req, b""), // XS_READ: exists, empty
+                    11 => {
+                        // XS_WRITE: "path\0value"
+                        let value = parts[1..].join("\0");
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(xl_dir.join("xs-writes"))
+                            .unwrap();
+                        let _ = writeln!(f, "{} {value}", parts[0]);
+                        if parts[0].ends_with("/control/shutdown") {
+                            let _ = std::fs::write(xl_dir.join("shutdown-requested"), b"");
+                            if xl_dir.join("obey-shutdown").exists() {
+                                let _ = std::fs::write(xl_dir.join("state"), b"---s-- 0\n");
+                            }
+                        }
+                        write_msg(&mut w, 11, req, b"OK\0");
+                    }
                     _ => write_msg(&mut w, 16, req, b"EINVAL\0"),
                 }
             }
