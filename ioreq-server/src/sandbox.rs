@@ -885,7 +885,10 @@ impl Unlinker {
             .map(|p| CString::new(p.as_os_str().as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| SandboxError::Check("a socket path contains NUL".into()))?;
-        let comm: Vec<u8> = format!("{name}-unlink").bytes().take(15).collect();
+        // "unlink-NAME", cut to the 15 bytes of a comm (prctl(2) PR_SET_NAME): the prefix
+        // survives the cut, so `ps` and the rig tell the helper from its process even for
+        // pci-host-bridge, whose name alone fills the 15 bytes.
+        let comm: Vec<u8> = format!("unlink-{name}").bytes().take(15).collect();
         let comm = CString::new(comm).unwrap_or_default();
         let filter = unlinker_filter()?;
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;

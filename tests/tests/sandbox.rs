@@ -196,7 +196,7 @@ fn a_killed_process_leaves_its_socket_and_its_unlinker_exits() {
     let helpers = children_of(pid);
     assert_eq!(helpers.len(), 1, "pm-trap's children: {helpers:?}");
     let helper = helpers[0];
-    assert_eq!(status_line(helper, "Name"), "Name:\tpm-trap-unlink");
+    assert_eq!(status_line(helper, "Name"), "Name:\tunlink-pm-trap");
     // The unlinker stays root outside the chroot, but runs under its own filter.
     assert_eq!(ProcStatus::read(helper).unwrap().seccomp, Some(2));
     h.kill(pid);
