@@ -7,7 +7,7 @@
 //!   round trip can cost here;
 //! - `dispatch_ns_p50`: one in-process dispatch of an emulated register read (decode,
 //!   range lookup, device read), no I/O;
-//! - `rss_kib`, `startup_ms`, `idle_wakeups_per_min` of a device-model process;
+//! - `rss_kib`, `startup_ms`, `idle_wakeups_per_min` of a device-model process (all its threads);
 //! - scale (`--guests N`, 64 by default, 0 to skip): N guests against ONE xen-sim, each with
 //!   its three device-model processes (pm-trap, ioapic, pci-host-bridge without
 //!   passed-through functions; `--with-function`: one snapshot-backed function each,
@@ -224,7 +224,12 @@ fn pingpong_child() -> ! {
 }
 
 fn proc_status(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field(&format!("/proc/{pid}/status"), key)
+}
+
+/// The number after `key` in a /proc status file, 0 if absent.
+fn status_field(path: &str, key: &str) -> u64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     s.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
@@ -285,10 +290,23 @@ fn main() -> anyhow::Result<()> {
         percentile(&mut fl.clone(), 0.5),
     );
 
-    // Idle: no wakeups, RSS.
-    let switches = |pid| {
-        proc_status(pid, "voluntary_ctxt_switches:")
-            + proc_status(pid, "nonvoluntary_ctxt_switches:")
+    // Idle: no wakeups (of any thread: the serving loop's watcher thread counts too), RSS.
+    let switches = |pid: u32| -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        tasks
+            .iter()
+            .map(|t| {
+                let path = format!("/proc/{pid}/task/{t}/status");
+                status_field(&path, "voluntary_ctxt_switches:")
+                    + status_field(&path, "nonvoluntary_ctxt_switches:")
+            })
+            .sum()
     };
     let before = switches(pid);
     std::thread::sleep(Duration::from_secs(args.idle_secs));
