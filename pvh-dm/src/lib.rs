@@ -70,10 +70,31 @@ pub fn describe_status(st: std::process::ExitStatus) -> String {
         format!("exited with status {c}")
     } else if let Some(s) = st.signal() {
         match nix::sys::signal::Signal::try_from(s) {
+            Ok(sig @ nix::sys::signal::Signal::SIGSYS) => format!(
+                "was killed by signal {sig} (a system call outside its seccomp allow-list; the \
+                 kernel's audit log names it)"
+            ),
             Ok(sig) => format!("was killed by signal {sig}"),
             Err(_) => format!("was killed by signal {s}"),
         }
     } else {
         format!("ended ({st})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn describe_status_names_the_signal_and_explains_sigsys() {
+        let st = |raw| super::describe_status(std::process::ExitStatus::from_raw(raw));
+        assert_eq!(st(3 << 8), "exited with status 3");
+        assert_eq!(st(9), "was killed by signal SIGKILL");
+        let sys = st(nix::sys::signal::Signal::SIGSYS as i32);
+        assert!(
+            sys.starts_with("was killed by signal SIGSYS") && sys.contains("seccomp"),
+            "{sys}"
+        );
     }
 }
