@@ -184,13 +184,13 @@ impl ControlServer {
     }
 }
 
-/// Whether the peer of `s` may use the control socket: root or our own effective uid.
-fn peer_allowed(s: &UnixStream) -> bool {
+/// Whether the peer of the connected Unix socket `s` is root or runs as our effective uid
+/// (`SO_PEERCRED`, the credentials it had at connect time): the rule of the control socket and
+/// of the ioapic's irq_line socket. An error reading them refuses.
+pub(crate) fn peer_allowed(s: &impl std::os::fd::AsFd) -> bool {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    match getsockopt(s, PeerCredentials) {
-        Ok(c) => c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw(),
-        Err(_) => false,
-    }
+    getsockopt(s, PeerCredentials)
+        .is_ok_and(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
 }
 
 /// Client side: send one command to a control socket and return the reply.

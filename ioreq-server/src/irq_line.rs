@@ -868,7 +868,7 @@ impl IrqLineServer {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    if !peer_is_root_or_us(&stream) {
+                    if !crate::control::peer_allowed(&stream) {
                         if self.warn.allow() {
                             tracing::warn!(
                                 "irq-line: connection from a foreign uid refused (SO_PEERCRED)"
@@ -1115,13 +1115,6 @@ impl Drop for IrqLineServer {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// Whether the peer of `s` is root or runs as our effective uid (`SO_PEERCRED`).
-fn peer_is_root_or_us(s: &UnixStream) -> bool {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    getsockopt(s, PeerCredentials)
-        .is_ok_and(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
 }
 
 /// Checks that `fd` is an eventfd, where `/proc/self/fd` can tell (it may be absent in a
