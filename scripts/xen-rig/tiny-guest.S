@@ -80,6 +80,16 @@ _start:
          *        (pm-trap's `power_button`, which pvh-dm sends when told to stop the guest),
          *        clear PWRBTN_STS and power off;
          *   'b N': the peer benchmark (bench below); anything else: PCI steps, power off. */
+        pushl   %eax                    /* the entry registers, for the log */
+        movl    $msg_entry, %esi
+        call    puts
+        call    puthex
+        movl    $msg_ebx, %esi
+        call    puts
+        movl    %ebx, %eax
+        call    puthex
+        call    newline
+        popl    %eax
         xorl    %ebp, %ebp
         xorl    %esi, %esi
         cmpl    $0x2badb002, %eax
@@ -117,7 +127,14 @@ _start:
 5:      movb    %al, %cl
         incl    %esi
         jmp     4b
-3:      movl    $msg_up, %esi
+3:
+.ifdef BENCH_N
+        /* The build for the HVM peer (`as --defsym BENCH_N=N`): bench mode without a command
+         * line, since one run under QEMU reached us with none. */
+        movl    $BENCH_N, bench_n
+        jmp     bench_go
+.endif
+        movl    $msg_up, %esi
         call    puts
 
         /* 1. IDs of 00:01.0 */
@@ -204,6 +221,7 @@ poweroff:
 bench:
         call    parse_dec
         movl    %eax, bench_n
+bench_go:
         movl    $msg_up, %esi
         call    puts
         movw    $0xcf8, %dx
@@ -406,6 +424,8 @@ idt_desc:
 hexdigits: .ascii "0123456789abcdef"
 msg_up:    .asciz "RIG-TINY up\n"
 msg_cmdline: .asciz "RIG-TINY cmdline="
+msg_entry: .asciz "RIG-TINY entry eax="
+msg_ebx:   .asciz " ebx="
 msg_ids:   .asciz "RIG-TINY ids="
 msg_bar:   .asciz "RIG-TINY bar0="
 msg_reg:   .asciz "RIG-TINY reg0="
