@@ -35,7 +35,8 @@ impl Drop for TempDir {
 /// `$DIR/xl.log`. Behaviour from files in `$DIR/xl/`: `fail-create`, `fail-unpause`;
 /// `domain` exists while the domain does; `state` holds the xl list state column and
 /// reason code (default `-b---- -`); `create` copies the config's ramdisk to
-/// `$DIR/xl/initrd-seen`; `shutdown` writes `shutdown-requested`; `destroy` and `pause` also
+/// `$DIR/xl/initrd-seen` (no `shutdown`: pvh-dm writes control/shutdown to xenstore, see
+/// [`fake_xenstored`]); `destroy` and `pause` also
 /// append `xl destroy|pause DOMID` to `$DIR/dm.log`, where the fake device models log their
 /// SIGTERMs, so that a test sees the order; every call appends the signal mask it was started
 /// with (`SigBlk:` of /proc/self/status) to `$DIR/xl-sigmask`.
@@ -59,7 +60,6 @@ case "$1" in
     exit 0 ;;
   destroy) rm -f "$D/domain"; echo "xl destroy $2" >> "$(dirname "$0")/dm.log"; exit 0 ;;
   pause) echo "xl pause $2" >> "$(dirname "$0")/dm.log"; exit 0 ;;
-  shutdown) touch "$D/shutdown-requested"; [ -e "$D/obey-shutdown" ] && echo "---s-- 0" > "$D/state"; exit 0 ;;
   list)
     id="${@: -1}"
     [ -e "$D/domain" ] || { echo "Error: Domain '$id' does not exist." >&2; exit 1; }
