@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 
 use ioreq_server::device::{Action, Actions, Device, Range, Space};
 use ioreq_server::irq_line::{IrqLineError, IrqLineServer, PinChange};
+use ioreq_server::socket_access::SocketAccess;
 use serde_json::json;
 
 use crate::chip::{Ioapic, IrqOutput, Msi};
@@ -67,6 +68,15 @@ impl IoapicDevice {
     /// A reset IOAPIC as configured; binds the source socket if `socket` is set (a stale socket
     /// file is replaced, a live one is an error).
     pub fn new(config: &IoapicConfig) -> Result<IoapicDevice, DeviceError> {
+        Self::with_access(config, SocketAccess::PRIVATE)
+    }
+
+    /// [`IoapicDevice::new`], the source socket bound with the mode, group and peer rule of
+    /// `access` (the guest config's `[control] group`).
+    pub fn with_access(
+        config: &IoapicConfig,
+        access: SocketAccess,
+    ) -> Result<IoapicDevice, DeviceError> {
         config.validate()?;
         let ioapic =
             Ioapic::new(config.pins_u8(), config.version_enum(), config.id_u8()).map_err(|e| {
@@ -76,7 +86,11 @@ impl IoapicDevice {
                 }
             })?;
         let lines = match &config.socket {
-            Some(path) => Some(IrqLineServer::bind(path, usize::from(config.pins_u8()))?),
+            Some(path) => Some(IrqLineServer::bind_with(
+                path,
+                usize::from(config.pins_u8()),
+                access,
+            )?),
             None => None,
         };
         Ok(IoapicDevice {

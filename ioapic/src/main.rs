@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = a.common.load()?;
     let ic: IoapicConfig = cfg.section("ioapic")?;
     ic.validate()?;
-    let mut dev = IoapicDevice::new(&ic)?;
+    let mut dev = IoapicDevice::with_access(&ic, cfg.socket_access()?)?;
     if let Some(f) = &a.restore {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;

@@ -228,6 +228,7 @@ fn serve_inner(
             .clone()
             .unwrap_or_else(|| cfg.control_socket(name)),
     );
+    opts.control_access = cfg.socket_access()?;
     info!(domid = cfg.domid, transport = ?cfg.transport, control = ?opts.control_path, "{name} starting");
     match cfg.transport {
         TransportKind::Xen => {

@@ -83,6 +83,38 @@ pub struct ControlConfig {
     /// Directory; each process listens at `DIR/DOMID/NAME.sock`.
     #[serde(default = "default_control_dir")]
     pub dir: PathBuf,
+    /// A group whose members may use the sockets too (a name from the group database, or a
+    /// numeric gid): the control sockets and the ioapic's irq_line socket are then created
+    /// mode 0660 with this group, and a peer in it is served. Default: none (mode 0600, only
+    /// root and the device model's own uid).
+    #[serde(default)]
+    pub group: Option<GroupSpec>,
+}
+
+/// A group, as `[control] group` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum GroupSpec {
+    /// A numeric gid (needs no entry in the group database).
+    Gid(u32),
+    /// A name looked up in the group database (`getgrnam`).
+    Name(String),
+}
+
+impl GroupSpec {
+    /// The gid, or why there is none.
+    pub fn resolve(&self) -> Result<u32, String> {
+        match self {
+            GroupSpec::Gid(g) => Ok(*g),
+            GroupSpec::Name(n) => match nix::unistd::Group::from_name(n) {
+                Ok(Some(g)) => Ok(g.gid.as_raw()),
+                Ok(None) => Err(format!(
+                    "no group {n:?} in the group database (create it, e.g. `groupadd --system {n}`, or give a numeric gid)"
+                )),
+                Err(e) => Err(format!("looking up group {n:?}: {e}")),
+            },
+        }
+    }
 }
 
 fn default_control_dir() -> PathBuf {
@@ -93,6 +125,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             dir: default_control_dir(),
+            group: None,
         }
     }
 }
@@ -182,6 +215,20 @@ impl GuestConfig {
             "pci" => self.pci.is_some(),
             _ => false,
         }
+    }
+
+    /// Who may connect to this guest's sockets (`[control] group` resolved; the error names
+    /// the file and the group).
+    pub fn socket_access(&self) -> Result<crate::socket_access::SocketAccess, ConfigError> {
+        let group = match &self.control.group {
+            None => None,
+            Some(g) => Some(g.resolve().map_err(|message| ConfigError::Section {
+                path: self.path.clone(),
+                section: "control".into(),
+                message: format!("group: {message}"),
+            })?),
+        };
+        Ok(crate::socket_access::SocketAccess { group })
     }
 
     /// The control socket of process `name` for this guest.

@@ -5,8 +5,9 @@
 //! ioapic's `snapshot`). Every reply is one JSON line with `"ok": true|false`.
 //!
 //! Access: `shutdown` hands a device back under a running guest and the ioapic's `restore`
-//! replaces its interrupt state, so the socket is created mode 0600 and every connection's
-//! `SO_PEERCRED` is checked: only root and the process's own uid are served. A second process
+//! replaces its interrupt state, so the socket is created mode 0600 (0660 with `[control]
+//! group`) and every connection's `SO_PEERCRED` is checked: only root, the process's own uid
+//! and the group are served ([`crate::socket_access`]). A second process
 //! for the same path is refused while the first still answers (an old socket nobody answers
 //! is replaced). A reply never blocks the serving loop: a client that does not read its
 //! replies is disconnected.
@@ -20,6 +21,8 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, warn};
 
+use crate::socket_access::SocketAccess;
+
 /// Longest command line accepted; a client sending more is disconnected.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -28,6 +31,8 @@ pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
     clients: HashMap<usize, (UnixStream, Vec<u8>)>,
+    /// Who may connect.
+    access: SocketAccess,
     /// Clients to drop once answered.
     closing: Vec<usize>,
     next: usize,
@@ -50,23 +55,22 @@ impl ControlServer {
         Ok(())
     }
 
-    /// Listen at `path`, mode 0600 (its directory is created). A socket some process still
-    /// answers on is an error ([`ControlServer::check_free`]); a stale one is replaced.
-    pub fn bind(path: &Path) -> io::Result<Self> {
+    /// Listen at `path` with the mode and group of `access` (its directory is created). A
+    /// socket some process still answers on is an error ([`ControlServer::check_free`]); a
+    /// stale one is replaced.
+    pub fn bind(path: &Path, access: SocketAccess) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         Self::check_free(path)?;
         let _ = std::fs::remove_file(path);
-        // The socket file gets its mode at bind time from the umask: 0600 from the start,
-        // no window in which anyone may connect.
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-        let listener = UnixListener::bind(path);
-        nix::sys::stat::umask(old);
+        let listener = access.bind(path)?;
+        listener.set_nonblocking(true)?;
         Ok(ControlServer {
-            listener: listener?,
+            listener: UnixListener::from_std(listener),
             path: path.into(),
             clients: HashMap::new(),
+            access,
             closing: Vec::new(),
             next: 0,
         })
@@ -83,14 +87,14 @@ impl ControlServer {
     }
 
     /// Accept every waiting client, registering each under `base + n`; a client that is
-    /// neither root nor this process's uid is refused.
+    /// neither root, this process's uid nor in the configured group is refused.
     pub fn accept(&mut self, r: &Registry, base: usize) {
         while let Ok((mut s, _)) = self.listener.accept() {
-            if !peer_allowed(&s) {
+            if !self.access.allows(&s) {
                 let _ = writeln!(
                     s,
                     "{}",
-                    serde_json::json!({"ok": false, "error": "permission denied (SO_PEERCRED: not root, not this process's uid)"})
+                    serde_json::json!({"ok": false, "error": "permission denied (SO_PEERCRED: not root, not this process's uid, not in its socket group)"})
                 );
                 warn!("control connection from a foreign uid refused");
                 continue;
@@ -184,15 +188,6 @@ impl ControlServer {
     }
 }
 
-/// Whether the peer of the connected Unix socket `s` is root or runs as our effective uid
-/// (`SO_PEERCRED`, the credentials it had at connect time): the rule of the control socket and
-/// of the ioapic's irq_line socket. An error reading them refuses.
-pub(crate) fn peer_allowed(s: &impl std::os::fd::AsFd) -> bool {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    getsockopt(s, PeerCredentials)
-        .is_ok_and(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
-}
-
 /// Client side: send one command to a control socket and return the reply.
 pub fn request(path: &Path, cmd: &serde_json::Value) -> io::Result<serde_json::Value> {
     let mut s = StdUnixStream::connect(path)?;
@@ -212,10 +207,10 @@ mod tests {
     fn socket_is_private_and_a_live_one_is_not_taken_over() {
         let dir = std::env::temp_dir().join(format!("pvh-dm-control-{}", std::process::id()));
         let path = dir.join("x.sock");
-        let first = ControlServer::bind(&path).unwrap();
+        let first = ControlServer::bind(&path, SocketAccess::PRIVATE).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "mode {mode:o}");
-        let second = ControlServer::bind(&path);
+        let second = ControlServer::bind(&path, SocketAccess::PRIVATE);
         assert_eq!(
             second.err().map(|e| e.kind()),
             Some(io::ErrorKind::AddrInUse)
@@ -223,7 +218,7 @@ mod tests {
         drop(first);
         // The old socket file stays but nobody answers: it is replaced.
         assert!(path.exists());
-        ControlServer::bind(&path).unwrap();
+        ControlServer::bind(&path, SocketAccess::PRIVATE).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -666,6 +666,8 @@ pub struct IrqLineServer {
     next_id: u64,
     tracker: LineTracker,
     warn: RateLimit,
+    /// Who may connect (checked on every connection, [`crate::socket_access`]).
+    access: crate::socket_access::SocketAccess,
 }
 
 impl IrqLineServer {
@@ -683,6 +685,7 @@ impl IrqLineServer {
             next_id: 1,
             tracker: LineTracker::new(pins),
             warn: RateLimit::new(),
+            access: crate::socket_access::SocketAccess::PRIVATE,
         })
     }
 
@@ -690,12 +693,18 @@ impl IrqLineServer {
     /// listening) is replaced; a live one is an error (`AddrInUse`). The file is removed when
     /// the server is dropped.
     pub fn bind(path: impl AsRef<Path>, pins: usize) -> Result<Self, IrqLineError> {
+        Self::bind_with(path, pins, crate::socket_access::SocketAccess::PRIVATE)
+    }
+
+    /// [`IrqLineServer::bind`] with the access rule of `access`: mode 0600 from the start, or
+    /// 0660 and its group; `SO_PEERCRED` is checked again on every connection.
+    pub fn bind_with(
+        path: impl AsRef<Path>,
+        pins: usize,
+        access: crate::socket_access::SocketAccess,
+    ) -> Result<Self, IrqLineError> {
         let path = path.as_ref();
-        // Mode 0600 from the start (the umask applies at bind): only root and our uid may
-        // connect, and SO_PEERCRED is checked again on every connection.
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        nix::sys::stat::umask(old);
+        let bound = access.bind(path);
         let listener = match bound {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
@@ -708,7 +717,7 @@ impl IrqLineServer {
                 };
                 if is_socket && UnixStream::connect(path).is_err() {
                     std::fs::remove_file(path)?;
-                    UnixListener::bind(path)?
+                    access.bind(path)?
                 } else {
                     return Err(e.into());
                 }
@@ -717,6 +726,7 @@ impl IrqLineServer {
         };
         let mut server = Self::from_listener(listener, pins)?;
         server.owned_path = Some(path.to_path_buf());
+        server.access = access;
         Ok(server)
     }
 
@@ -868,10 +878,10 @@ impl IrqLineServer {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    if !crate::control::peer_allowed(&stream) {
+                    if !self.access.allows(&stream) {
                         if self.warn.allow() {
                             tracing::warn!(
-                                "irq-line: connection from a foreign uid refused (SO_PEERCRED)"
+                                "irq-line: connection from a foreign uid refused (SO_PEERCRED: not root, not our uid, not in the socket group)"
                             );
                         }
                         continue;

@@ -29,4 +29,5 @@ pub mod seqpacket;
 pub mod server;
 pub mod shared;
 pub mod signals;
+pub mod socket_access;
 pub mod transport;

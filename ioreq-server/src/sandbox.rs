@@ -670,13 +670,25 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
             "getsockopt",
             (
                 SYS_getsockopt,
-                vec![SeccompRule::new(vec![
-                    cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
-                    cond(2, Len::Dword, Op::Eq, SO_PEERCRED as u64)?,
-                ])
-                .map_err(|e| SandboxError::Seccomp(e.to_string()))?],
+                vec![
+                    SeccompRule::new(vec![
+                        cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
+                        cond(2, Len::Dword, Op::Eq, SO_PEERCRED as u64)?,
+                    ])
+                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?,
+                    SeccompRule::new(vec![
+                        cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
+                        cond(
+                            2,
+                            Len::Dword,
+                            Op::Eq,
+                            crate::socket_access::SO_PEERGROUPS as u64,
+                        )?,
+                    ])
+                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?,
+                ],
             ),
-            "SO_PEERCRED only",
+            "SO_PEERCRED and SO_PEERGROUPS only (socket access)",
         ),
         (
             "recvmsg",

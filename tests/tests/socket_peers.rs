@@ -3,11 +3,12 @@
 //! real processes behind xen-sim. Two layers: the socket file's mode (0600, root's) keeps
 //! another uid from connecting at all; and when the file is opened up (chmod 0666, as a
 //! careless administrator might), `SO_PEERCRED` still refuses it. Root is served, which shows
-//! the probe works. Needs root (a client of another uid).
+//! the probe works. With `[control] group`, the files are 0660 in that group and a member
+//! (by primary or supplementary gid) is served, a stranger still refused. Needs root (a
+//! client of another uid).
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,54 +19,75 @@ const DM_UID: u32 = 4252;
 const DM_GID: u32 = 4253;
 /// The stranger: neither root nor the device models' uid.
 const OTHER: u32 = 4363;
+/// The socket group of the second test (numeric: needs no /etc/group entry).
+const SOCK_GROUP: u32 = 4370;
 const IOAPIC_BASE: u64 = 0xFEC0_0000;
 
-fn probe(kind: &str, path: &Path, uid: Option<u32>) -> String {
+/// Who the probe runs as: root, or uid:gid with supplementary groups.
+#[derive(Clone, Copy)]
+enum As<'a> {
+    Root,
+    User(u32, u32, &'a [u32]),
+}
+
+fn probe(kind: &str, path: &Path, who: As) -> String {
     let mut c = Command::new(bin_path("sock-probe"));
-    c.arg(kind).arg(path);
-    if let Some(u) = uid {
-        c.uid(u).gid(u);
+    if let As::User(uid, gid, groups) = who {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        c.arg("--as").arg(format!("{uid}:{gid}:{}", list.join(",")));
     }
+    c.arg(kind).arg(path);
     let o = c.output().expect("sock-probe runs");
     assert!(o.status.success(), "sock-probe: {o:?}");
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-#[test]
-fn a_client_with_another_uid_is_refused_by_every_socket() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("not root: cannot run a client as another uid");
-        return;
+/// What a served client sees: a control socket answers, an irq_line socket stays open.
+fn served(kind: &str) -> &'static str {
+    if kind == "control" {
+        "answered"
+    } else {
+        "open"
     }
-    let mut h = Harness::new(5, 1, Duration::from_secs(5));
+}
+
+/// What a client refused by `SO_PEERCRED` sees: the control socket says why and hangs up,
+/// the irq_line socket just hangs up.
+fn refused(kind: &str) -> &'static str {
+    if kind == "control" {
+        "refused"
+    } else {
+        "closed"
+    }
+}
+
+/// The three device models of one guest behind xen-sim, deprivileged to DM_UID, with
+/// `[control] group` set when `group` is; returns the harness and every socket, with the
+/// directories on the way opened up so that only the sockets' own modes decide.
+fn start(group: Option<u32>) -> (Harness, Vec<(&'static str, PathBuf)>) {
+    let h = Harness::new(5, 1, Duration::from_secs(5));
+    let mut h = h;
     let irq_sock = h.dir.join("ioapic-irq.sock");
     let cfg = h.write_config(&format!(
         "[pm_trap]\nmode = \"guest\"\n\n[ioapic]\nbase = {IOAPIC_BASE:#x}\nsocket = \"{}\"\n\n[pci]\n",
         irq_sock.display()
     ));
+    if let Some(g) = group {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let text = text.replacen("[control]\n", &format!("[control]\ngroup = {g}\n"), 1);
+        std::fs::write(&cfg, text).unwrap();
+    }
     let user = format!("{DM_UID}:{DM_GID}");
     let names = ["pm-trap", "ioapic", "pci-host-bridge"];
     for n in names {
         h.spawn(&bin_path(n), &cfg, &["--user", &user]);
     }
     assert!(h.wait_ready(&names), "the device models did not come up");
-    let mut sockets: Vec<(&str, std::path::PathBuf)> = names
+    let mut sockets: Vec<(&str, PathBuf)> = names
         .iter()
         .map(|n| ("control", h.control_socket(n)))
         .collect();
-    sockets.push(("irq", irq_sock.clone()));
-
-    // Root is served: the probe itself works.
-    for (kind, path) in &sockets {
-        let want = if *kind == "control" {
-            "answered"
-        } else {
-            "open"
-        };
-        assert_eq!(probe(kind, path, None), want, "root at {}", path.display());
-    }
-    // The file's mode keeps another uid out (the directories on the way are opened up, so
-    // that only the socket's own mode decides).
+    sockets.push(("irq", irq_sock));
     let mut dirs: Vec<&Path> = sockets.iter().filter_map(|(_, p)| p.parent()).collect();
     dirs.dedup();
     for d in dirs {
@@ -77,11 +99,32 @@ fn a_client_with_another_uid_is_refused_by_every_socket() {
             a = p.parent();
         }
     }
+    (h, sockets)
+}
+
+#[test]
+fn a_client_with_another_uid_is_refused_by_every_socket() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot run a client as another uid");
+        return;
+    }
+    let (mut h, sockets) = start(None);
+    // Root is served: the probe itself works.
+    for (kind, path) in &sockets {
+        assert_eq!(
+            probe(kind, path, As::Root),
+            served(kind),
+            "root at {}",
+            path.display()
+        );
+    }
+    // The file's mode keeps another uid out.
+    let stranger = As::User(OTHER, OTHER, &[]);
     for (kind, path) in &sockets {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} mode", path.display());
         assert_eq!(
-            probe(kind, path, Some(OTHER)),
+            probe(kind, path, stranger),
             "connect-error:EACCES",
             "uid {OTHER} at {}",
             path.display()
@@ -90,30 +133,77 @@ fn a_client_with_another_uid_is_refused_by_every_socket() {
     // Opened up, the socket still refuses it: SO_PEERCRED, checked on every connection.
     for (kind, path) in &sockets {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        // The control socket says why and hangs up; the irq_line socket just hangs up.
-        let want = if *kind == "control" {
-            "refused"
-        } else {
-            "closed"
-        };
         assert_eq!(
-            probe(kind, path, Some(OTHER)),
-            want,
+            probe(kind, path, stranger),
+            refused(kind),
             "uid {OTHER} at {} (mode 0666)",
             path.display()
         );
     }
     // And they keep serving root afterwards.
     for (kind, path) in &sockets {
-        let want = if *kind == "control" {
-            "answered"
-        } else {
-            "open"
-        };
         assert_eq!(
-            probe(kind, path, None),
-            want,
+            probe(kind, path, As::Root),
+            served(kind),
             "root again at {}",
+            path.display()
+        );
+    }
+    assert_eq!(h.stop_all(), vec![Some(0); 3], "exit codes");
+}
+
+#[test]
+fn a_member_of_the_socket_group_is_served_and_a_stranger_is_not() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot run a client as another uid");
+        return;
+    }
+    let (mut h, sockets) = start(Some(SOCK_GROUP));
+    let by_primary = As::User(OTHER, SOCK_GROUP, &[]);
+    let by_supplementary = As::User(OTHER, OTHER, &[SOCK_GROUP]);
+    let stranger = As::User(OTHER, OTHER, &[]);
+    for (kind, path) in &sockets {
+        let m = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            0o660,
+            "{} mode",
+            path.display()
+        );
+        assert_eq!(m.gid(), SOCK_GROUP, "{} group", path.display());
+        assert_eq!(m.uid(), 0, "{} owner", path.display());
+        assert_eq!(
+            probe(kind, path, by_primary),
+            served(kind),
+            "gid {SOCK_GROUP} at {}",
+            path.display()
+        );
+        assert_eq!(
+            probe(kind, path, by_supplementary),
+            served(kind),
+            "supplementary group {SOCK_GROUP} at {}",
+            path.display()
+        );
+        assert_eq!(
+            probe(kind, path, stranger),
+            "connect-error:EACCES",
+            "uid {OTHER} outside the group at {}",
+            path.display()
+        );
+    }
+    // Opened up, the group rule still decides: SO_PEERCRED and SO_PEERGROUPS.
+    for (kind, path) in &sockets {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            probe(kind, path, stranger),
+            refused(kind),
+            "uid {OTHER} outside the group at {} (mode 0666)",
+            path.display()
+        );
+        assert_eq!(
+            probe(kind, path, by_supplementary),
+            served(kind),
+            "supplementary group {SOCK_GROUP} at {} (mode 0666)",
             path.display()
         );
     }

@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub restrict: bool,
     /// Where to listen for status/shutdown commands (None: no control socket).
     pub control_path: Option<PathBuf>,
+    /// Who may connect to the control socket (`[control] group`).
+    pub control_access: crate::socket_access::SocketAccess,
     /// Handle SIGTERM/SIGINT through a signalfd (binaries: yes; in-process tests: no).
     pub handle_signals: bool,
     /// Retries of a failing action before the process gives up.
@@ -80,6 +82,7 @@ impl Default for ServerOptions {
             bufioreq: HVM_IOREQSRV_BUFIOREQ_OFF,
             restrict: true,
             control_path: None,
+            control_access: crate::socket_access::SocketAccess::PRIVATE,
             handle_signals: true,
             action_retries: 8,
             retry_delay: Duration::from_millis(10),
@@ -317,7 +320,7 @@ impl<T: Transport> Server<T> {
         }
         // The control socket appears last: once it answers, setup is complete.
         let control = match &opts.control_path {
-            Some(p) => match ControlServer::bind(p) {
+            Some(p) => match ControlServer::bind(p, opts.control_access) {
                 Ok(c) => Some(c),
                 Err(e) => return Err((t, ServerError::Io("control socket", e))),
             },

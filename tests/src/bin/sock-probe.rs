@@ -1,5 +1,6 @@
 //! sock-probe: connect to a device model's Unix socket and say what happened, for the
-//! socket-access tests (run as another uid through `Command::uid`). Prints one word:
+//! socket-access tests. Started as root, `--as UID:GID[:G1,G2...]` first becomes that user
+//! with those supplementary groups (none when not given). Prints one word:
 //! - `connect-error:ERRNO` (e.g. `connect-error:EACCES`: the file's mode kept us out);
 //! - control sockets (`control PATH`): `answered` (a reply line came), `refused` (the reply
 //!   was the server's "permission denied"), `closed` (the server closed the connection
@@ -12,9 +13,17 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--as") {
+        let ids = args.get(2).cloned().unwrap_or_default();
+        if let Err(e) = become_user(&ids) {
+            eprintln!("sock-probe: --as {ids}: {e}");
+            std::process::exit(2);
+        }
+        args.drain(1..3);
+    }
     let (Some(kind), Some(path)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: sock-probe control|irq PATH");
+        eprintln!("usage: sock-probe [--as UID:GID[:G1,G2...]] control|irq PATH");
         std::process::exit(2);
     };
     let mut s = match UnixStream::connect(path) {
@@ -63,4 +72,33 @@ fn main() {
         Err(_) => "open",
     };
     println!("{word}");
+}
+
+/// Drop to `UID:GID[:G1,G2...]`: supplementary groups first, then the gid, then the uid (the
+/// order in which root may still change the next).
+fn become_user(ids: &str) -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let mut parts = ids.split(':');
+    let num = |s: Option<&str>| -> Result<u32, String> {
+        s.ok_or("missing field")?
+            .parse::<u32>()
+            .map_err(|e| e.to_string())
+    };
+    let uid = num(parts.next())?;
+    let gid = num(parts.next())?;
+    let groups: Vec<Gid> = match parts.next() {
+        Some(list) if !list.is_empty() => list
+            .split(',')
+            .map(|g| {
+                g.parse::<u32>()
+                    .map(Gid::from_raw)
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid: {e}"))?;
+    setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid: {e}"))?;
+    Ok(())
 }
