@@ -17,29 +17,7 @@ use std::os::fd::RawFd;
 
 use serde::{Deserialize, Serialize};
 
-/// The address space of an access, matching Xen's `XEN_DMOP_IO_RANGE_*` range types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Space {
-    /// x86 I/O ports (`XEN_DMOP_IO_RANGE_PORT`, ioreq type PIO).
-    Port,
-    /// Guest-physical MMIO (`XEN_DMOP_IO_RANGE_MEMORY`, ioreq type COPY).
-    Memory,
-    /// PCI configuration space by SBDF (`XEN_DMOP_IO_RANGE_PCI`, ioreq type PCI_CONFIG).
-    /// Range bounds are SBDF values; an access address is `SBDF << 32 | register`.
-    PciConfig,
-}
-
-impl Space {
-    /// The `XEN_DMOP_IO_RANGE_*` number of this space (xen/include/public/hvm/dm_op.h).
-    pub fn dmop_type(self) -> u32 {
-        match self {
-            Space::Port => crate::abi::XEN_DMOP_IO_RANGE_PORT,
-            Space::Memory => crate::abi::XEN_DMOP_IO_RANGE_MEMORY,
-            Space::PciConfig => crate::abi::XEN_DMOP_IO_RANGE_PCI,
-        }
-    }
-}
+pub use xen_abi::dmop::Space;
 
 /// An inclusive range of one address space, as Xen registers it (`start..=end`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,20 +78,20 @@ impl ShutdownReason {
     /// The `SHUTDOWN_*` number.
     pub fn code(self) -> u32 {
         match self {
-            ShutdownReason::Poweroff => crate::abi::SHUTDOWN_POWEROFF,
-            ShutdownReason::Reboot => crate::abi::SHUTDOWN_REBOOT,
-            ShutdownReason::Suspend => crate::abi::SHUTDOWN_SUSPEND,
-            ShutdownReason::Crash => crate::abi::SHUTDOWN_CRASH,
+            ShutdownReason::Poweroff => xen_abi::SHUTDOWN_POWEROFF,
+            ShutdownReason::Reboot => xen_abi::SHUTDOWN_REBOOT,
+            ShutdownReason::Suspend => xen_abi::SHUTDOWN_SUSPEND,
+            ShutdownReason::Crash => xen_abi::SHUTDOWN_CRASH,
         }
     }
 
     /// The reason for a `SHUTDOWN_*` number, if it is one of these.
     pub fn from_code(code: u32) -> Option<Self> {
         Some(match code {
-            crate::abi::SHUTDOWN_POWEROFF => ShutdownReason::Poweroff,
-            crate::abi::SHUTDOWN_REBOOT => ShutdownReason::Reboot,
-            crate::abi::SHUTDOWN_SUSPEND => ShutdownReason::Suspend,
-            crate::abi::SHUTDOWN_CRASH => ShutdownReason::Crash,
+            xen_abi::SHUTDOWN_POWEROFF => ShutdownReason::Poweroff,
+            xen_abi::SHUTDOWN_REBOOT => ShutdownReason::Reboot,
+            xen_abi::SHUTDOWN_SUSPEND => ShutdownReason::Suspend,
+            xen_abi::SHUTDOWN_CRASH => ShutdownReason::Crash,
             _ => return None,
         })
     }

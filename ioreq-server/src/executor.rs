@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::abi::DomId;
-use crate::passthrough::PtOp;
 use crate::transport::{errno_name, Transport, TransportError};
+use xen_abi::passthrough::PtOp;
+use xen_abi::DomId;
 
 /// Where passthrough hypercalls go.
 pub trait PtChannel {

@@ -1,10 +1,11 @@
 //! The ioreq-server library: Xen's ioreq protocol for device-model processes.
 //!
-//! - [`abi`]: every Xen and Linux structure and number the project uses;
-//! - [`dmop`]: DM ops as data and their exact byte encoding;
+//! - [`abi`], [`dmop`], [`passthrough`]: the Xen and Linux ABI, DM ops and passthrough ops as
+//!   data with their encodings; they live in the `xen-abi` crate and are re-exported here
+//!   under their old paths;
 //! - [`device`]: the device API (a state machine returning actions);
-//! - [`passthrough`]: passthrough domctls/physdev ops as data, Xen 4.17 encodings;
-//!   [`executor`]: their synchronous executor, the one owner of what is set up in Xen;
+//! - [`executor`]: the synchronous executor of passthrough ops, the one owner of what is set
+//!   up in Xen;
 //! - [`shared`]: the shared ioreq and buffered pages (the only shared-memory code);
 //! - [`transport`]: one trait, two implementations (`xen` and `sim`);
 //! - [`server`]: the event loop that serves devices over a transport;
@@ -14,15 +15,18 @@
 //! All `unsafe` code of the project lives in this crate, each block with a `SAFETY` comment.
 #![deny(missing_docs)]
 
-pub mod abi;
+/// Every Xen and Linux structure and number the project uses (the `xen-abi` crate's root).
+pub mod abi {
+    pub use xen_abi::*;
+}
+pub use xen_abi::{dmop, passthrough};
+
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod device;
-pub mod dmop;
 pub mod executor;
 pub mod irq_line;
-pub mod passthrough;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod seqpacket;

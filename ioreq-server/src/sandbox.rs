@@ -46,7 +46,7 @@ use seccompiler::{
 };
 use tracing::{info, warn};
 
-use crate::abi::*;
+use xen_abi::*;
 
 /// The user whose uid plus the domid is the default per-guest uid, and whose gid is the
 /// default gid: the name libxl uses for `dm_restrict` (Xen 4.17

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use crate::abi::{
+use xen_abi::{
     BufIoreq, Ioreq, BUFFERED_SLOTS_OFFSET, BUFFERED_WRITE_POINTER_OFFSET, IOREQ_BUFFER_SLOT_NUM,
     IOREQ_FLAGS_OFFSET, XEN_PAGE_SIZE,
 };
@@ -374,7 +374,7 @@ pub fn memfd(name: &str, len: u64) -> io::Result<std::os::fd::OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::*;
+    use xen_abi::*;
 
     #[test]
     fn slot_post_read_and_state_transitions() {

@@ -4,7 +4,7 @@
  * Compiled against Debian's real headers (libxen-dev for Xen's public headers,
  * linux-libc-dev for the Linux uapi <xen/privcmd.h>/<xen/evtchn.h>), it prints
  * the size, alignment and field offsets/sizes of every structure and the value
- * of every constant that ioreq-server/src/abi.rs mirrors, one "key value" per
+ * of every constant that xen-abi/src mirrors, one "key value" per
  * line (the value is the last word). The Rust test compares them with the Rust
  * definitions.
  *
@@ -284,8 +284,8 @@ int main(void)
     STRUCT(physdev_unmap_pirq);
     FIELD(physdev_unmap_pirq, domid);
     FIELD(physdev_unmap_pirq, pirq);
-    /* Built / read as bytes by ioreq-server/src/passthrough.rs (no struct in
-     * abi.rs, so no alignof): the argument of PHYSDEVOP_prepare_msix and
+    /* Built / read as bytes by xen-abi/src/passthrough.rs (no struct in
+     * xen-abi, so no alignof): the argument of PHYSDEVOP_prepare_msix and
      * release_msix, and the getdomaininfo fields the Rust side reads. */
     printf("sizeof physdev_pci_device %zu\n", sizeof(struct physdev_pci_device));
     printf("offset physdev_pci_device seg %zu\nfieldsize physdev_pci_device seg %zu\n",

@@ -6,8 +6,8 @@
 //! prints sizes, alignments, field offsets/sizes, bit-field bytes and constants as `key value`
 //! lines; this test compares every one of them with the Rust side and fails if:
 //! - a Rust value differs from the C value (all mismatches are listed);
-//! - `abi.rs` gains a `pub const`/`pub const fn`/`pub struct`/`pub type` this test does not
-//!   compare, or a struct gains a field (the field lists below are checked exhaustively at
+//! - xen-abi (`public.rs`, `linux.rs`, `domctl.rs`) gains a `pub const`/`pub const fn`/
+//!   `pub struct`/`pub type` this test does not compare, or a struct gains a field (the field lists below are checked exhaustively at
 //!   compile time);
 //! - the C program prints something no Rust item was compared with;
 //! - the two privcmd/evtchn header copies disagree;
@@ -28,8 +28,15 @@ use std::process::Command;
 use ioreq_server::abi::*;
 use ioreq_server::passthrough::{Hypercall, PtOp};
 
-/// The Rust source under test, to find items this test does not know about.
-const ABI_RS: &str = include_str!("../../ioreq-server/src/abi.rs");
+/// The Rust sources under test (the xen-abi crate's root modules, re-exported at its root), to
+/// find items this test does not know about.
+const ABI_RS: [(&str, &str); 3] = [
+    ("public", include_str!("../../xen-abi/src/public.rs")),
+    ("linux", include_str!("../../xen-abi/src/linux.rs")),
+    ("domctl", include_str!("../../xen-abi/src/domctl.rs")),
+];
+/// xen-abi's lib.rs: every private module it declares (and re-exports) must be in [`ABI_RS`].
+const ABI_LIB_RS: &str = include_str!("../../xen-abi/src/lib.rs");
 
 // -------------------------------------------------------------------------------------------
 // What the Rust side declares
@@ -380,7 +387,7 @@ fn const_fn_samples() -> Vec<(&'static str, u64, &'static str)> {
     ]
 }
 
-/// Layouts `ioreq_server::passthrough` builds or reads as bytes, without a struct in abi.rs:
+/// Layouts `ioreq_server::passthrough` builds or reads as bytes, without a struct in xen-abi:
 /// (what, Rust value, C key). The Rust values are found by running the encoder/decoder, so
 /// they are what the code does, not a copy of the header.
 fn encoder_layouts() -> Vec<(String, u64, &'static str)> {
@@ -780,7 +787,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Top-level public items of abi.rs: (kind, name).
+/// Top-level public items of xen-abi's root modules: (kind, name).
 fn abi_rs_items() -> Vec<(&'static str, String)> {
     let kinds = [
         ("pub const fn ", "const fn"),
@@ -794,7 +801,7 @@ fn abi_rs_items() -> Vec<(&'static str, String)> {
         ("pub mod ", "mod"), // items in a submodule would escape this parser: flag it
     ];
     let mut items = Vec::new();
-    for line in ABI_RS.lines() {
+    for line in ABI_RS.iter().flat_map(|(_, src)| src.lines()) {
         // Only items at column 0: methods and test code are indented.
         for (prefix, kind) in kinds {
             if let Some(rest) = line.strip_prefix(prefix) {
@@ -828,10 +835,20 @@ fn every_public_abi_item_is_compared() {
     for (n, ..) in const_fn_samples() {
         covered.insert(("const fn", n.to_string()));
     }
+    let parsed: Vec<&str> = ABI_RS.iter().map(|(m, _)| *m).collect();
+    for line in ABI_LIB_RS.lines() {
+        if let Some(m) = line.strip_prefix("mod ") {
+            let m = m.trim_end_matches(';');
+            assert!(
+                parsed.contains(&m),
+                "xen-abi/src/lib.rs declares `mod {m}`, which this test does not parse: add it to ABI_RS"
+            );
+        }
+    }
     let items = abi_rs_items();
     assert!(
         items.len() > 50,
-        "parsed only {} items from abi.rs: is the parser still right?",
+        "parsed only {} items from xen-abi: is the parser still right?",
         items.len()
     );
     let missing: Vec<String> = items
@@ -841,11 +858,11 @@ fn every_public_abi_item_is_compared() {
         .collect();
     assert!(
         missing.is_empty(),
-        "ioreq-server/src/abi.rs has public items the layout test does not compare with the C headers: {}\n\
+        "xen-abi/src/{{public,linux,domctl}}.rs have public items the layout test does not compare with the C headers: {}\n\
          add them to tests/tests/abi_layout.rs (and tests/c/abi_layout.c)",
         missing.join(", ")
     );
-    // And the other way: nothing listed here that abi.rs no longer declares.
+    // And the other way: nothing listed here that xen-abi no longer declares.
     let declared: BTreeSet<(&str, String)> = items.into_iter().collect();
     let stale: Vec<String> = covered
         .iter()
@@ -854,7 +871,7 @@ fn every_public_abi_item_is_compared() {
         .collect();
     assert!(
         stale.is_empty(),
-        "abi_layout.rs lists items abi.rs does not declare at top level: {}",
+        "abi_layout.rs lists items xen-abi does not declare at top level: {}",
         stale.join(", ")
     );
 }

@@ -5,11 +5,11 @@
 use super::guest_mem::GuestMemory;
 use super::ranges::RangeTable;
 use super::stats::Stats;
-use crate::abi::*;
 use crate::device::{Actions, Device, Space};
 use crate::guest_warn;
 use crate::ratelimit::RateLimit;
 use crate::transport::Transport;
+use xen_abi::*;
 
 /// More repetitions than this in one request is absurd (Xen caps a rep batch well below it).
 pub const MAX_REP_COUNT: u32 = 1 << 16;

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::abi::XEN_PAGE_SIZE;
 use crate::shared::Mapping;
 use crate::transport::{Transport, TransportError};
+use xen_abi::XEN_PAGE_SIZE;
 
 /// At most this many pages stay mapped; past it the cache starts over.
 pub const MAX_CACHED_PAGES: usize = 256;

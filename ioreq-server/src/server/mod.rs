@@ -43,15 +43,15 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, error, info, warn};
 
-use crate::abi::*;
 use crate::control::ControlServer;
 use crate::device::{Action, Actions, Device, Range};
-use crate::dmop::DmOp;
 use crate::shared::{BufferedPage, IoreqPage, SLOTS_PER_PAGE};
 use crate::transport::{Transport, TransportError};
 use dispatch::Dispatcher;
 use ranges::RangeTable;
 use watch::{Watcher, TOKEN_TIMER};
+use xen_abi::dmop::DmOp;
+use xen_abi::*;
 
 /// How the server is set up.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::abi::*;
+use xen_abi::*;
 
 /// Requests served, by ioreq type.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]

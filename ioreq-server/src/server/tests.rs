@@ -12,10 +12,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::abi::{Ioreq, IOREQ_READ, IOREQ_TYPE_PIO, IOREQ_WRITE, STATE_IOREQ_NONE};
 use crate::device::Space;
 use crate::shared::Mapping;
 use crate::transport::Waker;
+use xen_abi::{Ioreq, IOREQ_READ, IOREQ_TYPE_PIO, IOREQ_WRITE, STATE_IOREQ_NONE};
 
 const VCPUS: u32 = 2;
 const PORT: u64 = 0x510;
@@ -76,13 +76,13 @@ impl Waker for FakeWaker {
 }
 
 impl Transport for Fake {
-    fn domid(&self) -> crate::abi::DomId {
+    fn domid(&self) -> xen_abi::DomId {
         7
     }
-    fn dm_op(&mut self, op: &DmOp) -> Result<crate::dmop::DmOpOutput, TransportError> {
+    fn dm_op(&mut self, op: &DmOp) -> Result<xen_abi::dmop::DmOpOutput, TransportError> {
         self.c.others.fetch_add(1, SeqCst);
         self.c.ops.lock().unwrap().push(format!("{op:?}"));
-        let mut out = crate::dmop::DmOpOutput::default();
+        let mut out = xen_abi::dmop::DmOpOutput::default();
         match op {
             DmOp::NrVcpus => out.vcpus = Some(VCPUS),
             DmOp::CreateIoreqServer { .. } => out.id = Some(1),
@@ -148,7 +148,7 @@ impl Transport for Fake {
         self.c.others.fetch_add(1, SeqCst);
         Err(TransportError::Protocol("no guest memory here".into()))
     }
-    fn passthrough(&mut self, _: &crate::passthrough::PtOp) -> Result<u64, TransportError> {
+    fn passthrough(&mut self, _: &xen_abi::passthrough::PtOp) -> Result<u64, TransportError> {
         self.c.others.fetch_add(1, SeqCst);
         Err(TransportError::Protocol("no passthrough here".into()))
     }

@@ -9,9 +9,9 @@
 //! that is one blocking `read()` of /dev/xen/evtchn, the waker being a loopback event channel
 //! on the same fd, so that an ioreq costs read + unmask write + notify ioctl and nothing else.
 
-use crate::abi::{DomId, IoservId};
-use crate::dmop::{DmOp, DmOpOutput};
 use crate::shared::Mapping;
+use xen_abi::dmop::{DmOp, DmOpOutput};
+use xen_abi::{DomId, IoservId};
 
 pub mod sim;
 pub mod sim_proto;
@@ -124,10 +124,10 @@ pub trait Transport {
     fn map_guest_page(&mut self, gfn: u64) -> Result<Mapping, TransportError>;
 
     /// One passthrough domctl or physdev op, exactly once (no retry, no loop): its value as
-    /// [`crate::passthrough::PtOp::decode_result`] reads it (the pirq of `map_pirq_msi`, the
+    /// [`xen_abi::passthrough::PtOp::decode_result`] reads it (the pirq of `map_pirq_msi`, the
     /// positive partial count of `memory_mapping`, ...). A negative return is
     /// [`TransportError::Hypervisor`] with the errno.
-    fn passthrough(&mut self, op: &crate::passthrough::PtOp) -> Result<u64, TransportError>;
+    fn passthrough(&mut self, op: &xen_abi::passthrough::PtOp) -> Result<u64, TransportError>;
 
     /// Restrict the process's hypervisor handles to the guest (irreversible). After this,
     /// only DM ops, resource/guest mappings and event channels for this guest work.

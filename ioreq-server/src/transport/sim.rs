@@ -16,10 +16,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::sim_proto::{SimReply, SimRequest, MAX_MESSAGE};
 use super::{Transport, TransportError, Waker};
-use crate::abi::{DomId, IoservId, XEN_DM_OP_SIZE, XEN_PAGE_SIZE};
-use crate::dmop::{DmOp, DmOpOutput};
 use crate::seqpacket;
 use crate::shared::Mapping;
+use xen_abi::dmop::{DmOp, DmOpOutput};
+use xen_abi::{DomId, IoservId, XEN_DM_OP_SIZE, XEN_PAGE_SIZE};
 
 struct Port {
     to_dm: OwnedFd,
@@ -272,7 +272,7 @@ impl Transport for SimTransport {
             .map_err(|e| TransportError::io("mmap guest page", e))
     }
 
-    fn passthrough(&mut self, op: &crate::passthrough::PtOp) -> Result<u64, TransportError> {
+    fn passthrough(&mut self, op: &xen_abi::passthrough::PtOp) -> Result<u64, TransportError> {
         let what = format!("{op:?}");
         let (reply, _) = self.call(&SimRequest::Passthrough { op: op.clone() }, &what)?;
         Ok(reply.value.unwrap_or(0))

@@ -51,12 +51,12 @@ pub enum SimRequest {
     /// Guest RAM as a memfd (the sim's `IOCTL_PRIVCMD_MMAPBATCH_V2`). Reply: `value` = size.
     GuestMemory,
     /// A passthrough hypercall (`IOCTL_PRIVCMD_HYPERCALL` on Xen). Reply: `rc` < 0 for an
-    /// error; else `value` = what [`crate::passthrough::PtOp::decode_result`] gives on Xen (the
+    /// error; else `value` = what [`xen_abi::passthrough::PtOp::decode_result`] gives on Xen (the
     /// pirq of `map_pirq_msi`, the partial count of `memory_mapping`, `max_pages` of
     /// `get_domain_info`; absent means 0).
     Passthrough {
         /// The operation.
-        op: crate::passthrough::PtOp,
+        op: xen_abi::passthrough::PtOp,
     },
     /// `IOCTL_PRIVCMD_RESTRICT` + `IOCTL_EVTCHN_RESTRICT_DOMID`.
     Restrict,

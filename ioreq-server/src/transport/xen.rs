@@ -1,5 +1,5 @@
 //! The `xen` transport: /dev/xen/privcmd and /dev/xen/evtchn, pure Rust (raw ioctls; no C
-//! library at run time). Request numbers and layouts are in [`crate::abi`] and checked against
+//! library at run time). Request numbers and layouts are in [`xen_abi`] and checked against
 //! Debian's headers by the layout test.
 
 use std::fs::{File, OpenOptions};
@@ -9,10 +9,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::{Transport, TransportError, Waker};
-use crate::abi::*;
-use crate::dmop::{DmOp, DmOpOutput};
-use crate::passthrough::{Hypercall, PtOp};
 use crate::shared::Mapping;
+use xen_abi::dmop::{DmOp, DmOpOutput};
+use xen_abi::passthrough::{Hypercall, PtOp};
+use xen_abi::*;
 
 /// Default device nodes.
 pub const PRIVCMD: &str = "/dev/xen/privcmd";

@@ -6,8 +6,31 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::abi::*;
-use crate::device::Space;
+use crate::*;
+
+/// The address space of an access, matching Xen's `XEN_DMOP_IO_RANGE_*` range types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Space {
+    /// x86 I/O ports (`XEN_DMOP_IO_RANGE_PORT`, ioreq type PIO).
+    Port,
+    /// Guest-physical MMIO (`XEN_DMOP_IO_RANGE_MEMORY`, ioreq type COPY).
+    Memory,
+    /// PCI configuration space by SBDF (`XEN_DMOP_IO_RANGE_PCI`, ioreq type PCI_CONFIG).
+    /// Range bounds are SBDF values; an access address is `SBDF << 32 | register`.
+    PciConfig,
+}
+
+impl Space {
+    /// The `XEN_DMOP_IO_RANGE_*` number of this space (xen/include/public/hvm/dm_op.h).
+    pub fn dmop_type(self) -> u32 {
+        match self {
+            Space::Port => crate::XEN_DMOP_IO_RANGE_PORT,
+            Space::Memory => crate::XEN_DMOP_IO_RANGE_MEMORY,
+            Space::PciConfig => crate::XEN_DMOP_IO_RANGE_PCI,
+        }
+    }
+}
 
 /// One DM op with its input arguments (field names are dm_op.h's own).
 #[allow(missing_docs)]

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::abi::*;
+use crate::*;
 
 /// One passthrough operation on the guest.
 #[allow(missing_docs)] // field names follow domctl.h / physdev.h
