@@ -4,7 +4,8 @@
 //!   naturally aligned config cycles). Only root sees more than the first 64 bytes.
 //! - `resource` has one line per resource, `start end flags` in hex: lines 0-5 are the BARs,
 //!   line 6 the expansion ROM (later lines are bridge windows or SR-IOV VF BARs). The flags are
-//!   the kernel's `IORESOURCE_*` bits (include/linux/ioport.h).
+//!   the kernel's `IORESOURCE_*` bits (include/linux/ioport.h). Parsed in `resource.rs`, which
+//!   the VFIO backend shares.
 //! - BAR contents (the MSI-X PBA, registers next to the MSI-X table, sub-page BARs, whatever
 //!   Xen did not map): I/O BARs through `read`/`write` on `resourceN` (which sysfs supports for
 //!   I/O resources); memory BARs through an `mmap` of `resourceN`, made once on first use,
@@ -43,120 +44,19 @@ use crate::error::Error;
 use crate::sriov::VfIdentity;
 use crate::topology::PciAddress;
 
+mod resource;
+
+pub use resource::{
+    bars_from_resource, parse_resource, ResourceLine, IORESOURCE_DISABLED, IORESOURCE_IO,
+    IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH, IORESOURCE_UNSET,
+};
+
 /// Drivers [`HostDevice::detach_host_driver`] leaves bound.
 pub const KEEP_DRIVERS: &[&str] = &[uio::DRIVER, "pciback", "xen-pciback"];
-
-/// `IORESOURCE_IO`.
-pub const IORESOURCE_IO: u64 = 0x0000_0100;
-/// `IORESOURCE_MEM`.
-pub const IORESOURCE_MEM: u64 = 0x0000_0200;
-/// `IORESOURCE_PREFETCH`.
-pub const IORESOURCE_PREFETCH: u64 = 0x0000_2000;
-/// `IORESOURCE_MEM_64`.
-pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
-/// `IORESOURCE_DISABLED`.
-pub const IORESOURCE_DISABLED: u64 = 0x1000_0000;
-/// `IORESOURCE_UNSET`: no address assigned.
-pub const IORESOURCE_UNSET: u64 = 0x2000_0000;
 
 /// The directory of a function under a sysfs root (`ROOT/bus/pci/devices/SBDF`).
 pub fn device_dir(sysfs_root: &Path, addr: PciAddress) -> PathBuf {
     sysfs_root.join("bus/pci/devices").join(addr.to_string())
-}
-
-/// One parsed line of `resource`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResourceLine {
-    /// First address.
-    pub start: u64,
-    /// Last address (inclusive).
-    pub end: u64,
-    /// `IORESOURCE_*` flags.
-    pub flags: u64,
-}
-
-impl ResourceLine {
-    /// The BAR this line describes, if it is an assigned I/O or memory resource.
-    pub fn bar_info(&self) -> Option<BarInfo> {
-        if (self.start == 0 && self.end == 0) || self.end < self.start {
-            return None;
-        }
-        if self.flags & (IORESOURCE_UNSET | IORESOURCE_DISABLED) != 0 {
-            return None;
-        }
-        let kind = if self.flags & IORESOURCE_IO != 0 {
-            BarKind::Io
-        } else if self.flags & IORESOURCE_MEM != 0 {
-            if self.flags & IORESOURCE_MEM_64 != 0 {
-                BarKind::Mem64
-            } else {
-                BarKind::Mem32
-            }
-        } else {
-            return None;
-        };
-        Some(BarInfo {
-            kind,
-            prefetchable: kind != BarKind::Io && self.flags & IORESOURCE_PREFETCH != 0,
-            host_addr: self.start,
-            size: (self.end - self.start).checked_add(1)?,
-        })
-    }
-}
-
-/// Parse the text of a `resource` file.
-pub fn parse_resource(text: &str, path: &Path) -> Result<Vec<ResourceLine>, Error> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let num = |s: &str| {
-            u64::from_str_radix(s.trim_start_matches("0x"), 16)
-                .map_err(|_| Error::parse(path, format!("line {}: bad number {s:?}", n + 1)))
-        };
-        if fields.len() != 3 {
-            return Err(Error::parse(
-                path,
-                format!("line {}: expected 3 fields", n + 1),
-            ));
-        }
-        out.push(ResourceLine {
-            start: num(fields[0])?,
-            end: num(fields[1])?,
-            flags: num(fields[2])?,
-        });
-    }
-    Ok(out)
-}
-
-/// BARs 0-5 and the ROM from parsed `resource` lines. The slot after a 64-bit BAR is `None`.
-pub fn bars_from_resource(lines: &[ResourceLine]) -> ([Option<BarInfo>; 6], Option<BarInfo>) {
-    let mut bars = [None; 6];
-    let mut i = 0;
-    while i < 6 {
-        let info = lines.get(i).and_then(ResourceLine::bar_info);
-        if let Some(b) = info {
-            if b.kind == BarKind::Mem64 {
-                if i == 5 {
-                    // A 64-bit BAR cannot start in the last slot: treat as unusable.
-                    i += 1;
-                    continue;
-                }
-                bars[i] = Some(b);
-                i += 2;
-                continue;
-            }
-            bars[i] = Some(b);
-        }
-        i += 1;
-    }
-    let rom = lines
-        .get(6)
-        .and_then(ResourceLine::bar_info)
-        .filter(|r| r.is_mem());
-    (bars, rom)
 }
 
 fn read_hex_file(path: &Path) -> Result<u64, Error> {
