@@ -117,14 +117,13 @@ impl IntxPin {
 
 /// First GSI of the PCI INTx lines on the IOAPIC (GSIs 0-15 are the ISA IRQs, identity-mapped,
 /// no interrupt source overrides).
-pub use ioreq_server::irq_line::PCI_INTX_GSI_OFFSET as PCI_GSI_OFFSET;
+pub use irq_line::PCI_INTX_GSI_OFFSET as PCI_GSI_OFFSET;
 
 /// The GSI the `_PRT` routes pin `pin` of guest slot `slot` to:
-/// [`ioreq_server::irq_line::pci_intx_gsi`], the one formula pci-host-bridge raises INTx with
+/// [`irq_line::pci_intx_gsi`], the one formula pci-host-bridge raises INTx with
 /// too (`GSI = gsi_base + 16 + ((slot + pin) % 4)` with this crate's 0-based pins).
 pub fn intx_gsi(gsi_base: u32, slot: u8, pin: IntxPin) -> u32 {
-    ioreq_server::irq_line::pci_intx_gsi(gsi_base, slot, pin as u8 + 1)
-        .expect("IntxPin is one of the four pins")
+    irq_line::pci_intx_gsi(gsi_base, slot, pin as u8 + 1).expect("IntxPin is one of the four pins")
 }
 
 /// OEMID of every table Xen's libacpi builds (tools/libacpi/acpi2_0.h `ACPI_OEM_ID`).

@@ -46,7 +46,7 @@ pub struct IoapicConfig {
     /// APIC ID (default 0, at most 15).
     #[serde(default)]
     pub id: u64,
-    /// Unix socket for interrupt sources (see `ioreq_server::irq_line`); none by default.
+    /// Unix socket for interrupt sources (see `irq_line`); none by default.
     #[serde(default)]
     pub socket: Option<PathBuf>,
 }

@@ -1,6 +1,6 @@
 //! The IOAPIC as an ioreq-server [`Device`]: the MMIO window plus the pin inputs.
 //!
-//! Pin inputs come from other processes through `ioreq_server::irq_line` (trigger/resample
+//! Pin inputs come from other processes through `irq_line` (trigger/resample
 //! eventfd pairs over the configured Unix socket). The device watches the listener, every
 //! connection and every trigger eventfd ([`Device::event_fds`]); each wired-OR level change
 //! drives the pin ([`Ioapic::set_asserted`]). When an EOI clears Remote IRR on a pin, every
@@ -10,8 +10,8 @@
 use std::os::fd::RawFd;
 
 use ioreq_server::device::{Action, Actions, Device, Range, Space};
-use ioreq_server::irq_line::{IrqLineError, IrqLineServer, PinChange};
 use ioreq_server::socket_access::SocketAccess;
+use irq_line::{IrqLineError, IrqLineServer, PinChange};
 use serde_json::json;
 
 use crate::chip::{Ioapic, IrqOutput, Msi};
@@ -268,7 +268,7 @@ impl Device for IoapicDevice {
 mod tests {
     use super::*;
     use crate::regs::*;
-    use ioreq_server::irq_line::IrqLine;
+    use irq_line::IrqLine;
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 

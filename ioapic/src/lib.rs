@@ -5,7 +5,7 @@
 //!   EOI, pin inputs, delivery as MSIs (level entries are sent as edge MSIs, see
 //!   [`Msi::from_entry`]);
 //! - [`device`]: [`IoapicDevice`], the ioreq-server [`ioreq_server::device::Device`] with pin
-//!   inputs from other processes over `ioreq_server::irq_line`;
+//!   inputs from other processes over `irq_line`;
 //! - [`snapshot`]: save and restore of the whole state;
 //! - [`config`]: the `[ioapic]` section of the per-guest configuration;
 //! - [`cli`]: the binary's command line;

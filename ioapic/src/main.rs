@@ -28,8 +28,8 @@ fn main() -> anyhow::Result<()> {
     // Each interrupt source holds a connection, a trigger and a resample eventfd: the
     // descriptor limit after setup leaves room for as many sources as the socket accepts.
     if ic.socket.is_some() {
-        a.common.file_headroom = 3 * ioreq_server::irq_line::DEFAULT_MAX_SOURCES as u64
-            + ioreq_server::sandbox::DEFAULT_FILE_HEADROOM;
+        a.common.file_headroom =
+            3 * irq_line::DEFAULT_MAX_SOURCES as u64 + ioreq_server::sandbox::DEFAULT_FILE_HEADROOM;
     }
     // The ioapic needs nothing but DM ops (inject_msi) after setup: restricted handles, then
     // deprivileged. Its irq_line socket is removed at the clean end by the sandbox's

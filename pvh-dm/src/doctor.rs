@@ -85,7 +85,7 @@ pub fn run(o: &Opts) -> i32 {
     {
         use ioreq_server::transport::Transport as _;
         match ioreq_server::transport::xen::XenTransport::open(0) {
-            Ok(mut t) => match t.passthrough(&ioreq_server::passthrough::PtOp::GetDomainInfo) {
+            Ok(mut t) => match t.passthrough(&xen_abi::passthrough::PtOp::GetDomainInfo) {
                 Ok(pages) => r.ok(format!(
                     "domctl interface 0x15: getdomaininfo(dom0) answered (max_pages {pages})"
                 )),

@@ -1,7 +1,7 @@
 //! Scratch storage device: what is written reads back, in every space, at every size.
 
-use ioreq_server::abi::pci_sbdf;
 use ioreq_server::device::{Actions, Device, Range, Space};
+use xen_abi::pci_sbdf;
 
 /// Ports claimed.
 pub const PORT_BASE: u64 = 0x500;

@@ -1,4 +1,4 @@
-//! Layout conformance of `ioreq_server::abi` with Debian's real headers.
+//! Layout conformance of `xen_abi` with Debian's real headers.
 //!
 //! `tests/c/abi_layout.c` is compiled with the system C compiler against libxen-dev (Xen's
 //! public headers) and linux-libc-dev (the Linux uapi `<xen/privcmd.h>`, `<xen/evtchn.h>`), and
@@ -25,8 +25,8 @@ use std::mem::{align_of, offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
-use ioreq_server::abi::*;
-use ioreq_server::passthrough::{Hypercall, PtOp};
+use xen_abi::passthrough::{Hypercall, PtOp};
+use xen_abi::*;
 
 /// The Rust sources under test (the xen-abi crate's root modules, re-exported at its root), to
 /// find items this test does not know about.
@@ -387,7 +387,7 @@ fn const_fn_samples() -> Vec<(&'static str, u64, &'static str)> {
     ]
 }
 
-/// Layouts `ioreq_server::passthrough` builds or reads as bytes, without a struct in xen-abi:
+/// Layouts `xen_abi::passthrough` builds or reads as bytes, without a struct in xen-abi:
 /// (what, Rust value, C key). The Rust values are found by running the encoder/decoder, so
 /// they are what the code does, not a copy of the header.
 fn encoder_layouts() -> Vec<(String, u64, &'static str)> {
@@ -931,7 +931,7 @@ fn abi_matches_debian_headers() {
     }
     assert!(
         failures.is_empty(),
-        "ioreq_server::abi does not match Debian's headers:\n  {}",
+        "xen_abi does not match Debian's headers:\n  {}",
         failures.join("\n  ")
     );
 }

@@ -1,4 +1,4 @@
-//! Wire conformance of `ioreq_server::dmop::DmOp::encode()` with Debian's real
+//! Wire conformance of `xen_abi::dmop::DmOp::encode()` with Debian's real
 //! libxendevicemodel.
 //!
 //! `tests/c/dmop_driver.c` calls libxendevicemodel with fixed arguments under the LD_PRELOAD
@@ -21,9 +21,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use ioreq_server::abi::*;
-use ioreq_server::device::Space;
-use ioreq_server::dmop::DmOp;
+use xen_abi::dmop::DmOp;
+use xen_abi::dmop::Space;
+use xen_abi::*;
 
 /// The driver's fixed arguments (tests/c/dmop_driver.c `DOM`, `ID`).
 const DOM: DomId = 0x1234;

@@ -1,4 +1,4 @@
-//! Wire conformance of `ioreq_server::passthrough::PtOp::encode_4_17()` with Debian's real
+//! Wire conformance of `xen_abi::passthrough::PtOp::encode_4_17()` with Debian's real
 //! libxenctrl 4.17 (domctl interface version 0x15).
 //!
 //! `tests/c/pt_driver.c` calls libxenctrl's passthrough functions with fixed arguments under
@@ -49,10 +49,10 @@ use std::process::Command;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use ioreq_server::abi::*;
 use ioreq_server::executor::{PassthroughExecutor, PtChannel};
-use ioreq_server::passthrough::{Hypercall, PtOp, PT_OP_NAMES};
 use ioreq_server::transport::TransportError;
+use xen_abi::passthrough::{Hypercall, PtOp, PT_OP_NAMES};
+use xen_abi::*;
 
 /// The driver's target domain (tests/c/pt_driver.c `DOM`).
 const DOM: DomId = 0x1234;

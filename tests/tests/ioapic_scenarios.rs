@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ioreq_server::irq_line::IrqLine;
+use irq_line::IrqLine;
 use serde_json::Value;
 use tests::harness::{bin_path, Harness};
 use xen_sim::Vcpu;

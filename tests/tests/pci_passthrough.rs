@@ -19,9 +19,9 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ioreq_server::passthrough::msi_gflags;
 use serde_json::Value;
 use tests::harness::{bin_path, Harness};
+use xen_abi::passthrough::msi_gflags;
 use xen_sim::Vcpu;
 
 const DOMID: u16 = 1;
@@ -84,7 +84,7 @@ fn pt_ops_since(h: &Harness, from: usize) -> Vec<Value> {
     dm_ops(h)
         .into_iter()
         .skip(from)
-        .filter(|o| ioreq_server::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
+        .filter(|o| xen_abi::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
         .collect()
 }
 

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ioreq_server::abi::*;
 use serde_json::Value;
 use tests::harness::{bin_path, Harness};
+use xen_abi::*;
 use xen_sim::{GuestError, Vcpu};
 
 const SLP_EN: u64 = 1 << 13;

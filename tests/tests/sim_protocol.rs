@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ioreq_server::abi::*;
 use ioreq_server::control;
 use tests::harness::Harness;
 use tests::scratch::*;
+use xen_abi::*;
 use xen_sim::GuestError;
 
 fn scratch_dm() -> PathBuf {

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use ioreq_server::abi::*;
-use ioreq_server::device::Space;
-use ioreq_server::dmop::DmOp;
 use ioreq_server::shared::IoreqPage;
 use ioreq_server::transport::sim::SimTransport;
 use ioreq_server::transport::Transport;
+use xen_abi::dmop::DmOp;
+use xen_abi::dmop::Space;
+use xen_abi::*;
 use xen_sim::{GuestError, Sim, SimOptions};
 
 struct Buggy {

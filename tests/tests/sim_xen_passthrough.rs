@@ -21,14 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ioreq_server::abi::*;
-use ioreq_server::device::Space;
-use ioreq_server::dmop::DmOp;
-use ioreq_server::passthrough::PtOp;
 use ioreq_server::shared::IoreqPage;
 use ioreq_server::transport::sim::SimTransport;
 use ioreq_server::transport::{Transport, TransportError};
 use serde_json::Value;
+use xen_abi::dmop::DmOp;
+use xen_abi::dmop::Space;
+use xen_abi::passthrough::PtOp;
+use xen_abi::*;
 use xen_sim::{DomainConfig, HostBar, HostPciDevice, MsixLayout, Owner, Sim, SimOptions};
 
 const VF: u32 = 0x0312;
@@ -147,7 +147,7 @@ fn bind(pirq: u64, gvec: u8, gtable: u64) -> PtOp {
     PtOp::BindPtIrqMsi {
         pirq: pirq as u32,
         gvec,
-        gflags: ioreq_server::passthrough::msi_gflags(0xFEE0_0000, u32::from(gvec), true),
+        gflags: xen_abi::passthrough::msi_gflags(0xFEE0_0000, u32::from(gvec), true),
         gtable,
     }
 }
@@ -657,9 +657,7 @@ fn a_bridge_passes_the_vf_through_as_xen_4_17_wants() {
         during
             .dm_ops
             .iter()
-            .filter(|o| ioreq_server::passthrough::is_passthrough_op(
-                o["op"].as_str().unwrap_or("")
-            ))
+            .filter(|o| xen_abi::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
             .map(|o| format!("{}={}", o["op"].as_str().unwrap_or(""), o["rc"]))
             .collect::<Vec<_>>()
             .join(" ")

@@ -376,7 +376,7 @@ fn pt_ops_since(h: &Harness, from: usize) -> Vec<Value> {
         .dm_ops
         .into_iter()
         .skip(from)
-        .filter(|o| ioreq_server::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
+        .filter(|o| xen_abi::passthrough::is_passthrough_op(o["op"].as_str().unwrap_or("")))
         .collect()
 }
 
@@ -526,7 +526,7 @@ fn ioapic(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<()
     let rte = 0x10 + 2 * u32::from(INTX_PIN);
     ioapic_write(v, rte + 1, INTX_DEST << 24)?;
     ioapic_write(v, rte, INTX_VECTOR | 1 << 13 | 1 << 15)?;
-    let mut line = ioreq_server::irq_line::IrqLine::connect(h.dir.join("ioapic.sock"), INTX_PIN)?;
+    let mut line = irq_line::IrqLine::connect(h.dir.join("ioapic.sock"), INTX_PIN)?;
     line.assert()?;
     // This pin's own vector: the VF's MSI-X vectors were delivered before, and an EOI sent
     // before the IOAPIC took the assertion resamples nothing.

@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 
-use ioreq_server::abi::*;
-use ioreq_server::device::Space;
-use ioreq_server::dmop::{DmOp, DmOpOutput};
 use ioreq_server::shared::{memfd, BufferedPage, IoreqPage, Mapping};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
+use xen_abi::dmop::Space;
+use xen_abi::dmop::{DmOp, DmOpOutput};
+use xen_abi::*;
 
 /// An MSI as the guest's local APIC sees it (Xen's decoding of inject_msi, xen-abi.md 2.4).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

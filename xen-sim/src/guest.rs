@@ -7,9 +7,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ioreq_server::abi::*;
-use ioreq_server::device::Space;
 use ioreq_server::server::dispatch::size_mask;
+use xen_abi::dmop::Space;
+use xen_abi::*;
 
 use crate::domain::Domain;
 use crate::hypervisor::{Sim, Watch};

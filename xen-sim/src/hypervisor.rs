@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ioreq_server::abi::XEN_PAGE_SIZE;
-use ioreq_server::dmop::DmOp;
 use ioreq_server::seqpacket;
 use ioreq_server::transport::sim_proto::{SimReply, SimRequest, MAX_MESSAGE};
 use tracing::{debug, info, warn};
+use xen_abi::dmop::DmOp;
+use xen_abi::XEN_PAGE_SIZE;
 
 use crate::domain::{Domain, DomainReport};
 use crate::guest::Vcpu;
@@ -466,8 +466,8 @@ impl Sim {
                     Err(e) => {
                         debug!("sim: undecodable dm_op: {e}");
                         let rc = match e {
-                            ioreq_server::dmop::DecodeError::Unknown(_) => -libc::EOPNOTSUPP,
-                            ioreq_server::dmop::DecodeError::Short(_) => -libc::EFAULT,
+                            xen_abi::dmop::DecodeError::Unknown(_) => -libc::EOPNOTSUPP,
+                            xen_abi::dmop::DecodeError::Short(_) => -libc::EFAULT,
                             _ => -libc::EINVAL,
                         };
                         return err(rc);
@@ -484,7 +484,7 @@ impl Sim {
                 }
                 match r {
                     Ok(out) => {
-                        let mut b: [u8; ioreq_server::abi::XEN_DM_OP_SIZE] = op.encode();
+                        let mut b: [u8; xen_abi::XEN_DM_OP_SIZE] = op.encode();
                         DmOp::write_output(&mut b, &out);
                         SimReply {
                             rc: 0,
@@ -508,7 +508,7 @@ impl Sim {
                     return err(-libc::EINVAL);
                 };
                 let _ = last;
-                if *frame == 0 && s.bufioreq == ioreq_server::abi::HVM_IOREQSRV_BUFIOREQ_OFF {
+                if *frame == 0 && s.bufioreq == xen_abi::HVM_IOREQSRV_BUFIOREQ_OFF {
                     return err(-libc::ENOENT);
                 }
                 match s.frames.try_clone() {
@@ -562,8 +562,7 @@ impl Sim {
                     d.notes
                         .insert("refused".into(), "restricted privcmd handle".into());
                     Err(-libc::EPERM)
-                } else if let (ioreq_server::passthrough::PtOp::GetDomainInfo, true) = (op, d.dead)
-                {
+                } else if let (xen_abi::passthrough::PtOp::GetDomainInfo, true) = (op, d.dead) {
                     // getdomaininfo of a domain that is gone answers for the first domain
                     // whose id is >= the one asked for (xen/common/domctl.c:375-414), or ESRCH.
                     // The echoed id then differs (PtOp::decode_result refuses that); the sim
@@ -580,7 +579,7 @@ impl Sim {
                 let mut rec = serde_json::to_value(op).unwrap_or_default();
                 if let Some(o) = rec.as_object_mut() {
                     match (&r, op) {
-                        (Ok(v), ioreq_server::passthrough::PtOp::MapPirqMsi { .. }) => {
+                        (Ok(v), xen_abi::passthrough::PtOp::MapPirqMsi { .. }) => {
                             o.insert("pirq".into(), (*v).into());
                         }
                         (Ok(v), _) if *v != 0 => {

@@ -15,9 +15,9 @@
 
 use std::collections::BTreeSet;
 
-use ioreq_server::abi::*;
-use ioreq_server::passthrough::PtOp;
 use serde_json::json;
+use xen_abi::passthrough::PtOp;
+use xen_abi::*;
 
 use crate::domain::Domain;
 use crate::host::{Host, Owner, MSIX_ENABLE, MSIX_MASKALL, MSI_ENABLE};

@@ -33,7 +33,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ioreq_server::abi::*;
 use ioreq_server::device::{Actions, Device, Space};
 use ioreq_server::server::dispatch::Dispatcher;
 use ioreq_server::server::ranges::RangeTable;
@@ -41,6 +40,7 @@ use ioreq_server::transport::sim::SimTransport;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde_json::json;
 use tests::scratch::{Scratch, PORT_BASE};
+use xen_abi::*;
 use xen_sim::launch::Harness;
 
 #[derive(Parser)]
