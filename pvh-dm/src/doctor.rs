@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use xen_abi::XEN_DOMCTL_INTERFACE_VERSION_4_17 as DOMCTL_4_17;
+
 use crate::exit;
 use crate::plan;
 use crate::xl::Xl;
@@ -72,11 +74,11 @@ pub fn run(o: &Opts) -> i32 {
     let version = format!("{major}.{minor}{extra}");
     if major == "4" && minor == "17" {
         r.ok(format!(
-            "Xen {version}: the domctl interface 0x15 pci-host-bridge implements"
+            "Xen {version}: the domctl interface {DOMCTL_4_17:#x} pci-host-bridge implements"
         ));
     } else {
         r.fail(format!(
-            "Xen {version}: pci-host-bridge's passthrough domctls are Xen 4.17's (interface 0x15); it will refuse \
+            "Xen {version}: pci-host-bridge's passthrough domctls are Xen 4.17's (interface {DOMCTL_4_17:#x}); it will refuse \
              passthrough on this version (guests without devices still run)"
         ));
     }
@@ -87,10 +89,10 @@ pub fn run(o: &Opts) -> i32 {
         match ioreq_server::transport::xen::XenTransport::open(0) {
             Ok(mut t) => match t.passthrough(&xen_abi::passthrough::PtOp::GetDomainInfo) {
                 Ok(pages) => r.ok(format!(
-                    "domctl interface 0x15: getdomaininfo(dom0) answered (max_pages {pages})"
+                    "domctl interface {DOMCTL_4_17:#x}: getdomaininfo(dom0) answered (max_pages {pages})"
                 )),
                 Err(e) => r.fail(format!(
-                    "getdomaininfo(dom0) with domctl interface 0x15: {e}"
+                    "getdomaininfo(dom0) with domctl interface {DOMCTL_4_17:#x}: {e}"
                 )),
             },
             Err(e) => r.fail(format!("hypervisor handles for the domctl check: {e}")),

@@ -404,6 +404,8 @@ int main(void)
     STRUCT(ioctl_evtchn_bind_interdomain);
     FIELD(ioctl_evtchn_bind_interdomain, remote_domain);
     FIELD(ioctl_evtchn_bind_interdomain, remote_port);
+    STRUCT(ioctl_evtchn_bind_unbound_port);
+    FIELD(ioctl_evtchn_bind_unbound_port, remote_domain);
     STRUCT(ioctl_evtchn_unbind);
     FIELD(ioctl_evtchn_unbind, port);
     STRUCT(ioctl_evtchn_notify);
@@ -411,6 +413,7 @@ int main(void)
     STRUCT(ioctl_evtchn_restrict_domid);
     FIELD(ioctl_evtchn_restrict_domid, domid);
     CONST(IOCTL_EVTCHN_BIND_INTERDOMAIN);
+    CONST(IOCTL_EVTCHN_BIND_UNBOUND_PORT);
     CONST(IOCTL_EVTCHN_UNBIND);
     CONST(IOCTL_EVTCHN_NOTIFY);
     CONST(IOCTL_EVTCHN_RESET);

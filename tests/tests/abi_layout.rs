@@ -169,6 +169,9 @@ fn structs() -> Vec<RustStruct> {
         rust_struct!(IoctlEvtchnBindInterdomain => "ioctl_evtchn_bind_interdomain" {
             remote_domain => "remote_domain", remote_port => "remote_port",
         }),
+        rust_struct!(IoctlEvtchnBindUnboundPort => "ioctl_evtchn_bind_unbound_port" {
+            remote_domain => "remote_domain",
+        }),
         rust_struct!(IoctlEvtchnUnbind => "ioctl_evtchn_unbind" { port => "port" }),
         rust_struct!(IoctlEvtchnNotify => "ioctl_evtchn_notify" { port => "port" }),
         rust_struct!(IoctlEvtchnRestrictDomid => "ioctl_evtchn_restrict_domid" { domid => "domid" }),
@@ -303,6 +306,7 @@ fn constants() -> Vec<(&'static str, u64, &'static str)> {
         IOCTL_PRIVCMD_MMAP_RESOURCE => "const IOCTL_PRIVCMD_MMAP_RESOURCE",
         // Linux evtchn.h
         IOCTL_EVTCHN_BIND_INTERDOMAIN => "const IOCTL_EVTCHN_BIND_INTERDOMAIN",
+        IOCTL_EVTCHN_BIND_UNBOUND_PORT => "const IOCTL_EVTCHN_BIND_UNBOUND_PORT",
         IOCTL_EVTCHN_UNBIND => "const IOCTL_EVTCHN_UNBIND",
         IOCTL_EVTCHN_NOTIFY => "const IOCTL_EVTCHN_NOTIFY",
         IOCTL_EVTCHN_RESET => "const IOCTL_EVTCHN_RESET",

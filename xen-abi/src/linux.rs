@@ -73,6 +73,12 @@ pub struct IoctlEvtchnBindInterdomain {
     pub remote_domain: u32,
     pub remote_port: u32,
 }
+/// The argument of `IOCTL_EVTCHN_BIND_UNBOUND_PORT` (the xen transport's waker loopback).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoctlEvtchnBindUnboundPort {
+    pub remote_domain: u32,
+}
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IoctlEvtchnUnbind {
@@ -91,6 +97,9 @@ pub struct IoctlEvtchnRestrictDomid {
 
 pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 =
     ioc(IOC_NONE, b'E', 1, size_of::<IoctlEvtchnBindInterdomain>());
+/// `_IOC(_IOC_NONE, 'E', 2, 4)` = 0x00044502 (xen-abi.md section 6).
+pub const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 =
+    ioc(IOC_NONE, b'E', 2, size_of::<IoctlEvtchnBindUnboundPort>());
 pub const IOCTL_EVTCHN_UNBIND: u64 = ioc(IOC_NONE, b'E', 3, size_of::<IoctlEvtchnUnbind>());
 pub const IOCTL_EVTCHN_NOTIFY: u64 = ioc(IOC_NONE, b'E', 4, size_of::<IoctlEvtchnNotify>());
 pub const IOCTL_EVTCHN_RESET: u64 = ioc(IOC_NONE, b'E', 5, 0);

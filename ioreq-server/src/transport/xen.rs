@@ -34,22 +34,6 @@ pub struct XenTransport {
     loopback: Option<(u32, u32)>,
 }
 
-/// `struct ioctl_evtchn_bind_unbound_port` (include/uapi/xen/evtchn.h).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct IoctlEvtchnBindUnboundPort {
-    remote_domain: u32,
-}
-
-/// `IOCTL_EVTCHN_BIND_UNBOUND_PORT` = `_IOC(_IOC_NONE, 'E', 2, 4)` = 0x00044502
-/// (xen-abi.md section 6; checked by a unit test below).
-const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 = ioc(
-    0,
-    b'E',
-    2,
-    std::mem::size_of::<IoctlEvtchnBindUnboundPort>(),
-);
-
 /// [`Waker`] of the xen transport: IOCTL_EVTCHN_NOTIFY on the loopback channel, through a
 /// second handle of the same evtchn file (the driver checks the port belongs to that file,
 /// drivers/xen/evtchn.c, evtchn_ioctl).
