@@ -18,7 +18,7 @@ pub const FRAME_LEN: usize = 16;
 pub const MAX_PINS: usize = 256;
 /// Default number of registrations one server accepts at once.
 pub const DEFAULT_MAX_SOURCES: usize = 256;
-/// How long [`IrqLine::connect`] waits for the IOAPIC's answer.
+/// How long [`IrqLine::connect`](crate::IrqLine::connect) waits for the IOAPIC's answer.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) const KIND_REGISTER: u8 = 1;
@@ -30,7 +30,7 @@ pub(crate) const KIND_REFUSED: u8 = 0x82;
 /// sized for that, so that the kernel never truncates (a truncated list could not be closed).
 pub(crate) const SCM_MAX_FD: usize = 253;
 
-/// Identifies one registration (one connection) on an [`IrqLineServer`].
+/// Identifies one registration (one connection) on an [`IrqLineServer`](crate::IrqLineServer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceId(pub u64);
 
