@@ -12,8 +12,8 @@
 //! - [`passthrough`]: passthrough domctls/physdev ops as data, Xen 4.17 encodings.
 //!
 //! Both the device models (through `ioreq-server`) and xen-sim speak these bytes, so each side
-//! depends on this crate rather than on the other. No `unsafe` code: encoding and decoding are
-//! byte copies.
+//! depends on this crate rather than on the other. The crate forbids `unsafe_code`: encoding
+//! and decoding are byte copies.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
