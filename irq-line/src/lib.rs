@@ -77,7 +77,6 @@
 //! - The IOAPIC: [`IrqLineServer`] (listener and connections) with a [`LineTracker`] inside; it
 //!   hands out [`PinChange`]s to apply to the pins and [`IrqLineServer::release_pin`] is called
 //!   on every EOI that clears Remote IRR.
-
 //! - [`Access`]: who may connect to a server's socket ([`OwnerOnly`] by default; ioreq-server's
 //!   `SocketAccess` adds a group).
 //!

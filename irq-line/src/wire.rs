@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Frame magic: the bytes `"IRQL"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"IRQL");
-/// The protocol version this module speaks.
+/// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Size of every frame in bytes.
 pub const FRAME_LEN: usize = 16;
@@ -111,7 +111,7 @@ pub enum ProtocolError {
     },
 }
 
-/// One protocol message (see the module docs for the wire format).
+/// One protocol message (see the crate docs for the wire format).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// Source → IOAPIC, first frame of a connection, with the trigger and resample fds.
