@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use ioreq_server::device::{Action, Actions, Device, Space};
-use ioreq_server::irq_line::{Frame, IrqLineServer, LineTracker, SourceId};
+use irq_line::{Frame, IrqLineServer, LineTracker, SourceId};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 

@@ -10,19 +10,19 @@
 //! - [`transport`]: one trait, two implementations (`xen` and `sim`);
 //! - [`server`]: the event loop that serves devices over a transport;
 //! - [`config`]: the per-guest TOML configuration; [`control`]: the status socket;
-//! - [`irq_line`]: the interrupt-line protocol between an interrupt source and the IOAPIC; it
-//!   lives in the `irq-line` crate and is re-exported here under its old path (with
-//!   [`socket_access::SocketAccess`] as one of its access rules).
+//! - [`socket_access`]: who may connect to a device model's sockets; [`seqpacket`]: messages
+//!   with fds, and the fd-receiving half of the `irq-line` crate's stream protocol (the
+//!   interrupt-line protocol between an interrupt source and the IOAPIC, which depends on
+//!   this crate and not the other way round).
 //!
-//! `unsafe` code lives in this crate and in `irq-line` (the crates that came out of it), each
-//! block with a `SAFETY` comment.
+//! `unsafe` code lives in this crate only (xen-abi and irq-line forbid it), each block with a
+//! `SAFETY` comment.
 #![deny(missing_docs)]
 
 /// Every Xen and Linux structure and number the project uses (the `xen-abi` crate's root).
 pub mod abi {
     pub use xen_abi::*;
 }
-pub use irq_line;
 pub use xen_abi::{dmop, passthrough};
 
 pub mod cli;

@@ -1,5 +1,8 @@
 //! Messages with file descriptors over `SOCK_SEQPACKET` Unix sockets (used by the sim
-//! transport and xen-sim). One message = one datagram; fds travel with `SCM_RIGHTS`.
+//! transport and xen-sim). One message = one datagram; fds travel with `SCM_RIGHTS`. Also the
+//! non-blocking receive of bytes and fds from a stream socket that the `irq-line` crate's
+//! server uses ([`recv_stream`]), so that taking ownership of received fds, the one `unsafe`
+//! step, stays in this crate.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -49,6 +52,60 @@ pub fn recv(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         ));
     }
     Ok((msg.bytes, fds))
+}
+
+/// Most fds one `SCM_RIGHTS` message can carry on Linux (`SCM_MAX_FD`, include/net/scm.h):
+/// [`recv_stream`]'s control buffer holds that many, so a control message is never truncated.
+pub const SCM_MAX_FD: usize = 253;
+
+/// Receive what a Unix stream socket has into `buf` without blocking (`MSG_DONTWAIT`, fds
+/// close-on-exec): `Ok(None)` when nothing is waiting, else the bytes read (0 = the peer
+/// closed) and the fds of every `SCM_RIGHTS` message that came with them, owned. A control
+/// message of another kind, or a truncated one, is `InvalidData` (the fds received with it
+/// are closed). `EINTR` is retried.
+pub fn recv_stream(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut *buf)];
+        let msg = match socket::recvmsg::<UnixAddr>(
+            sock,
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        let mut bad = msg.flags.intersects(MsgFlags::MSG_CTRUNC);
+        match msg.cmsgs() {
+            Ok(cmsgs) => {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::ScmRights(raw) => {
+                            for fd in raw {
+                                // SAFETY: the kernel just installed `fd` in this process for
+                                // this SCM_RIGHTS message; nothing else owns it, and wrapping it
+                                // at once guarantees it is closed.
+                                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                            }
+                        }
+                        _ => bad = true,
+                    }
+                }
+            }
+            Err(_) => bad = true,
+        }
+        if bad {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected or truncated control message",
+            ));
+        }
+        return Ok(Some((msg.bytes, fds)));
+    }
 }
 
 /// Connect a `SOCK_SEQPACKET` socket to `path`.

@@ -86,17 +86,6 @@ impl SocketAccess {
     }
 }
 
-/// The irq_line socket of the ioapic follows the same rule as the control socket.
-impl irq_line::Access for SocketAccess {
-    fn bind(&self, path: &Path) -> io::Result<UnixListener> {
-        SocketAccess::bind(self, path)
-    }
-
-    fn allows(&self, stream: &std::os::unix::net::UnixStream) -> bool {
-        SocketAccess::allows(self, stream)
-    }
-}
-
 /// The supplementary groups of the peer of `s` (`SO_PEERGROUPS`, socket(7)).
 fn peer_groups(s: &impl AsFd) -> io::Result<Vec<u32>> {
     let mut groups = vec![0u32; MAX_PEER_GROUPS];

@@ -77,25 +77,24 @@
 //! - The IOAPIC: [`IrqLineServer`] (listener and connections) with a [`LineTracker`] inside; it
 //!   hands out [`PinChange`]s to apply to the pins and [`IrqLineServer::release_pin`] is called
 //!   on every EOI that clears Remote IRR.
-//! - [`Access`]: who may connect to a server's socket ([`OwnerOnly`] by default; ioreq-server's
-//!   `SocketAccess` adds a group).
+//! - Who may connect to a server's socket: ioreq-server's `SocketAccess`, the same rule as the
+//!   device models' control sockets (0600 by default, a group with `[control] group`).
 //!
 //! Module map: `wire` (frames and errors), `client` ([`IrqLine`]), `tracker` ([`LineTracker`]),
-//! `server` ([`IrqLineServer`]), `access`, `swizzle` ([`pci_intx_gsi`]); everything is
+//! `server` ([`IrqLineServer`]), `swizzle` ([`pci_intx_gsi`]); everything is
 //! re-exported at the crate root.
 //!
-//! `unsafe` code: one block, taking ownership of the fds the kernel installed for an
-//! `SCM_RIGHTS` message (`server.rs`), and one in the tests; each has its `SAFETY` comment.
+//! No `unsafe` code: taking ownership of the fds an `SCM_RIGHTS` message carried is
+//! ioreq-server's `seqpacket::recv_stream`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-mod access;
 mod client;
 mod server;
 mod swizzle;
 mod tracker;
 mod wire;
 
-pub use access::*;
 pub use client::*;
 pub use server::*;
 pub use swizzle::*;

@@ -1,18 +1,19 @@
 //! The IOAPIC's side: the listener and its connections ([`IrqLineServer`]).
 
 use std::collections::BTreeMap;
-use std::io::{self, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{nix_io, send_frame, SCM_MAX_FD};
+use ioreq_server::socket_access::SocketAccess;
+
+use crate::wire::{nix_io, send_frame};
 use crate::*;
 
 /// What the server knows about one connection, for status reports.
@@ -70,8 +71,8 @@ pub struct IrqLineServer {
     next_id: u64,
     tracker: LineTracker,
     warn: RateLimit,
-    /// Who may connect (checked on every connection, [`Access`]).
-    access: Box<dyn Access>,
+    /// Who may connect (checked on every connection, ioreq-server's [`SocketAccess`]).
+    access: SocketAccess,
 }
 
 impl IrqLineServer {
@@ -89,7 +90,7 @@ impl IrqLineServer {
             next_id: 1,
             tracker: LineTracker::new(pins),
             warn: RateLimit::new(),
-            access: Box::new(OwnerOnly),
+            access: SocketAccess::PRIVATE,
         })
     }
 
@@ -97,16 +98,16 @@ impl IrqLineServer {
     /// listening) is replaced; a live one is an error (`AddrInUse`). The file is removed when
     /// the server is dropped.
     pub fn bind(path: impl AsRef<Path>, pins: usize) -> Result<Self, IrqLineError> {
-        Self::bind_with(path, pins, OwnerOnly)
+        Self::bind_with(path, pins, SocketAccess::PRIVATE)
     }
 
     /// [`IrqLineServer::bind`] with the access rule `access`: its file mode from the start
-    /// (0600 for [`OwnerOnly`], 0660 and a group for ioreq-server's `SocketAccess` with one);
+    /// (0600 for [`SocketAccess::PRIVATE`], 0660 and the group with `[control] group`);
     /// its peer check (`SO_PEERCRED`) again on every connection.
     pub fn bind_with(
         path: impl AsRef<Path>,
         pins: usize,
-        access: impl Access + 'static,
+        access: SocketAccess,
     ) -> Result<Self, IrqLineError> {
         let path = path.as_ref();
         let bound = access.bind(path);
@@ -131,7 +132,7 @@ impl IrqLineServer {
         };
         let mut server = Self::from_listener(listener, pins)?;
         server.owned_path = Some(path.to_path_buf());
-        server.access = Box::new(access);
+        server.access = access;
         Ok(server)
     }
 
@@ -179,6 +180,22 @@ impl IrqLineServer {
             },
         );
         Ok(id)
+    }
+
+    /// [`IrqLineServer::fds`], borrowed from the server (for `poll` and the like, which take
+    /// borrowed fds).
+    pub fn borrowed_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = Vec::with_capacity(1 + 2 * self.conns.len());
+        if let Some(l) = &self.listener {
+            fds.push(l.as_fd());
+        }
+        for c in self.conns.values() {
+            fds.push(c.stream.as_fd());
+            if let Some(r) = &c.reg {
+                fds.push(r.trigger.as_fd());
+            }
+        }
+        fds
     }
 
     /// Every fd to watch for readability: the listener, each connection, each trigger eventfd.
@@ -343,52 +360,21 @@ impl IrqLineServer {
     }
 
     fn read_stream(&mut self, id: SourceId, changes: &mut Vec<PinChange>) -> Result<(), Drop_> {
-        let mut cmsg_buf = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return Ok(());
             };
             let start = conn.rx_len;
-            let (bytes, fds) = {
-                let mut iov = [IoSliceMut::new(&mut conn.rx[start..])];
-                let msg = match recvmsg::<UnixAddr>(
-                    conn.stream.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg_buf),
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Ok(m) => m,
-                    Err(Errno::EAGAIN) => return Ok(()),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(Drop_::Io(nix_io(e))),
-                };
-                let mut fds: Vec<OwnedFd> = Vec::new();
-                let mut bad_cmsg = false;
-                match msg.cmsgs() {
-                    Ok(cmsgs) => {
-                        for c in cmsgs {
-                            match c {
-                                ControlMessageOwned::ScmRights(raw) => {
-                                    for fd in raw {
-                                        // SAFETY: the kernel just installed `fd` in this process
-                                        // for this SCM_RIGHTS message; nothing else owns it, and
-                                        // wrapping it at once guarantees it is closed.
-                                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                                    }
-                                }
-                                _ => bad_cmsg = true,
-                            }
-                        }
-                    }
-                    // MSG_CTRUNC: cannot happen with a buffer for SCM_MAX_FD fds.
-                    Err(_) => bad_cmsg = true,
+            let (bytes, fds) = match ioreq_server::seqpacket::recv_stream(
+                conn.stream.as_raw_fd(),
+                &mut conn.rx[start..],
+            ) {
+                Ok(Some(got)) => got,
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(Drop_::Protocol(e.to_string()))
                 }
-                if bad_cmsg {
-                    return Err(Drop_::Protocol(
-                        "unexpected or truncated control message".into(),
-                    ));
-                }
-                (msg.bytes, fds)
+                Err(e) => return Err(Drop_::Io(e)),
             };
             if bytes == 0 {
                 return Err(Drop_::Eof);

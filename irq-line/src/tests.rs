@@ -1,7 +1,7 @@
 //! Tests of the frames, the tracker, and a client and server over real sockets.
 
 use std::io::{IoSlice, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
@@ -29,12 +29,7 @@ fn pump_until(
 fn pump_once(server: &mut IrqLineServer, changes: &mut Vec<PinChange>, timeout_ms: u16) {
     let raw = server.fds();
     let ready: Vec<RawFd> = {
-        let borrowed: Vec<BorrowedFd<'_>> = raw
-            .iter()
-            // SAFETY: the fds belong to `server`, which outlives this block and is not
-            // touched while the borrowed fds are alive.
-            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
-            .collect();
+        let borrowed = server.borrowed_fds();
         let mut pfds: Vec<PollFd<'_>> = borrowed
             .iter()
             .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))

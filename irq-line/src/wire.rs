@@ -26,10 +26,6 @@ pub(crate) const KIND_DEASSERT: u8 = 2;
 pub(crate) const KIND_ACCEPTED: u8 = 0x81;
 pub(crate) const KIND_REFUSED: u8 = 0x82;
 
-/// Most fds one `SCM_RIGHTS` message can carry on Linux (`SCM_MAX_FD`). The receive buffer is
-/// sized for that, so that the kernel never truncates (a truncated list could not be closed).
-pub(crate) const SCM_MAX_FD: usize = 253;
-
 /// Identifies one registration (one connection) on an [`IrqLineServer`](crate::IrqLineServer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceId(pub u64);

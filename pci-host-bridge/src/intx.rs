@@ -3,7 +3,7 @@
 //! A PVH domU has no interrupt controller in Xen behind INTx (xen-abi.md 8.1: INTx passthrough
 //! injects into the vIOAPIC, which a PVH domU lacks), so the line goes through the `ioapic`
 //! process: the bridge is an interrupt source on its irq_line socket
-//! ([`ioreq_server::irq_line`]), one registration per function, on the pin the guest's ACPI
+//! ([`irq_line`]), one registration per function, on the pin the guest's ACPI
 //! `_PRT` routes the function's pin to ([`guest_gsi`]).
 //!
 //! The host side is level-triggered and masked at the device by the host while it waits
@@ -25,17 +25,17 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use ioreq_server::irq_line::{IrqLine, IrqLineError};
+use irq_line::{IrqLine, IrqLineError};
 use serde_json::json;
 
 use crate::backend::HostDevice;
 
 /// The GSI (= IOAPIC pin: the guest's only IOAPIC has GSI base 0) that interrupt pin `pin`
 /// (1 = INTA# .. 4 = INTD#) of the function in guest slot `slot` is routed to:
-/// [`ioreq_server::irq_line::pci_intx_gsi`], the one formula the guest's `_PRT` (guest-acpi)
+/// [`irq_line::pci_intx_gsi`], the one formula the guest's `_PRT` (guest-acpi)
 /// uses too. `None` for a pin outside 1..=4.
 pub fn guest_gsi(slot: u8, pin: u8) -> Option<u8> {
-    ioreq_server::irq_line::pci_intx_gsi(0, slot, pin).and_then(|g| u8::try_from(g).ok())
+    irq_line::pci_intx_gsi(0, slot, pin).and_then(|g| u8::try_from(g).ok())
 }
 
 /// The INTx state of one function.

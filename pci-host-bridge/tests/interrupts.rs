@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 
 use common::*;
 use ioreq_server::device::{Actions, Device};
-use ioreq_server::irq_line::IrqLineServer;
+use irq_line::IrqLineServer;
 use ioreq_server::passthrough::{msi_gflags, PtOp};
 use pci_host_bridge::backend::snapshot::{SnapshotDevice, WriteRecord};
 use pci_host_bridge::intx::guest_gsi;

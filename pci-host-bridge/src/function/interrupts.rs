@@ -15,7 +15,7 @@
 use std::os::fd::RawFd;
 
 use ioreq_server::executor::{PassthroughExecutor, PtError};
-use ioreq_server::irq_line::IrqLine;
+use irq_line::IrqLine;
 
 use super::PassthroughFunction;
 use crate::binding::{IrqSlot, Vector};
@@ -213,7 +213,7 @@ impl PassthroughFunction {
     pub fn connect_intx(
         &mut self,
         socket: &std::path::Path,
-    ) -> Result<(), ioreq_server::irq_line::IrqLineError> {
+    ) -> Result<(), irq_line::IrqLineError> {
         if let Some(i) = &mut self.intx {
             if !i.has_line() {
                 i.connect(socket)?;

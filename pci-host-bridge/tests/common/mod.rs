@@ -251,10 +251,10 @@ pub fn names(ops: &[PtOp]) -> Vec<String> {
 pub fn ioapic_line(
     pin: u8,
 ) -> (
-    ioreq_server::irq_line::IrqLineServer,
-    ioreq_server::irq_line::IrqLine,
+    irq_line::IrqLineServer,
+    irq_line::IrqLine,
 ) {
-    use ioreq_server::irq_line::{IrqLine, IrqLineServer};
+    use irq_line::{IrqLine, IrqLineServer};
     let mut srv = IrqLineServer::unbound(24).unwrap();
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     srv.adopt(a).unwrap();
