@@ -448,7 +448,8 @@ pub fn device_protocol(data: &[u8]) -> Stats {
         if input.done() {
             break;
         }
-        match input.u8() % 7 {
+        let op = input.u8() % 7;
+        match op {
             0 => {
                 let n = usize::from(input.u8() % 40);
                 let _ = raw_peer.write(input.bytes(n));
@@ -508,7 +509,12 @@ pub fn device_protocol(data: &[u8]) -> Stats {
                 let _ = sources[s].1.write(input.u64() % 4);
             }
         }
-        pump(&mut dev, &mut actions);
+        // Only a peer's write (ops 0, 1, 2, 6) makes one of the device's fds readable: after
+        // guest MMIO and EOIs (which write resample eventfds, read by the sources) every fd
+        // would answer EAGAIN, which the server ignores, so the pump would do nothing.
+        if matches!(op, 0 | 1 | 2 | 6) {
+            pump(&mut dev, &mut actions);
+        }
         let ioapic = dev.ioapic();
         let irr_before = std::mem::take(&mut irr);
         for pin in 0..8u8 {
