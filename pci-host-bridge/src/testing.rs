@@ -2309,8 +2309,26 @@ impl Checker {
         if !left.is_empty() {
             return Err(format!("after stop, left in Xen: {left:?}"));
         }
-        let log = x.log[from..].to_vec();
-        drop(x);
+        // The stop's calls, read in place (nothing below calls into the fake Xen).
+        let log = &x.log[from..];
+        // The first call of each kind that the order checks below look for, by host function
+        // (one pass over the log instead of a search per function and kind).
+        let mut firsts: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+        for l in log {
+            let key = match l.op {
+                PtOp::ReleaseMsix { sbdf } => (sbdf, 0),
+                PtOp::DeassignDevice {
+                    sbdf,
+                    from_dom_io: false,
+                } => (sbdf, 1),
+                PtOp::DeassignDevice {
+                    sbdf,
+                    from_dom_io: true,
+                } => (sbdf, 2),
+                _ => continue,
+            };
+            firsts.entry(key).or_insert(l.seq);
+        }
         for (a, fc) in &self.funcs {
             let Some(f) = bridge.function(*a) else {
                 continue;
@@ -2346,22 +2364,25 @@ impl Checker {
                 .iter()
                 .find(|e| e.kind == DeviceEventKind::DisableDecode)
                 .map(|e| e.seq);
+            // The function's host BARs (and ROM), looked up once instead of per call.
+            let mem: Vec<(u64, u64)> = (0..6)
+                .filter_map(|i| f.device().bar(i))
+                .chain(f.device().rom())
+                .filter(|b| b.kind != BarKind::Io)
+                .map(|b| (b.host_addr, b.host_addr + b.size))
+                .collect();
+            let io: Vec<(u64, u64)> = (0..6)
+                .filter_map(|i| f.device().bar(i))
+                .filter(|b| b.kind == BarKind::Io)
+                .map(|b| (b.host_addr, b.host_addr + b.size))
+                .collect();
             let mine = |l: &&LoggedOp| match l.op {
-                PtOp::MemoryMapping { mfn, nr, .. } => (0..6)
-                    .filter_map(|i| f.device().bar(i))
-                    .chain(f.device().rom())
-                    .any(|b| {
-                        b.kind != BarKind::Io
-                            && mfn * PAGE_SIZE >= b.host_addr
-                            && (mfn + nr) * PAGE_SIZE <= b.host_addr + b.size
-                    }),
-                PtOp::IoportMapping { mport, .. } => {
-                    (0..6).filter_map(|i| f.device().bar(i)).any(|b| {
-                        b.kind == BarKind::Io
-                            && u64::from(mport) >= b.host_addr
-                            && u64::from(mport) < b.host_addr + b.size
-                    })
-                }
+                PtOp::MemoryMapping { mfn, nr, .. } => mem
+                    .iter()
+                    .any(|&(lo, hi)| mfn * PAGE_SIZE >= lo && (mfn + nr) * PAGE_SIZE <= hi),
+                PtOp::IoportMapping { mport, .. } => io
+                    .iter()
+                    .any(|&(lo, hi)| u64::from(mport) >= lo && u64::from(mport) < hi),
                 PtOp::UnbindPtIrqMsi { .. } | PtOp::UnmapPirq { .. } => {
                     l.pirq.is_some_and(|b| b.sbdf == sbdf)
                 }
@@ -2390,16 +2411,9 @@ impl Checker {
                     }
                 }
             }
-            let seq = |o: PtOp| log.iter().find(|l| l.op == o).map(|l| l.seq);
-            let release = seq(PtOp::ReleaseMsix { sbdf });
-            let deassign = seq(PtOp::DeassignDevice {
-                sbdf,
-                from_dom_io: false,
-            });
-            let dom_io = seq(PtOp::DeassignDevice {
-                sbdf,
-                from_dom_io: true,
-            });
+            let release = firsts.get(&(sbdf, 0)).copied();
+            let deassign = firsts.get(&(sbdf, 1)).copied();
+            let dom_io = firsts.get(&(sbdf, 2)).copied();
             let Some(deassign) = deassign else {
                 return Err(format!("{a}: no deassign at stop"));
             };
@@ -2432,6 +2446,7 @@ impl Checker {
                 ));
             }
         }
+        drop(x);
         // A second stop does nothing (but ask whether the guest is alive).
         let n = self.xen().log.len();
         bridge.stop(&mut actions);
