@@ -84,7 +84,7 @@
 //! `server` ([`IrqLineServer`]), `swizzle` ([`pci_intx_gsi`]); everything is
 //! re-exported at the crate root.
 //!
-//! No `unsafe` code: taking ownership of the fds an `SCM_RIGHTS` message carried is
+//! The crate forbids `unsafe_code`: taking ownership of the fds an `SCM_RIGHTS` message carried is
 //! ioreq-server's `seqpacket::recv_stream`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
