@@ -5,12 +5,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use serde::{Deserialize, Serialize};
 
+use ioreq_server::ratelimit::RateLimit;
 use ioreq_server::socket_access::SocketAccess;
 
 use crate::wire::{nix_io, send_frame};
@@ -89,7 +90,8 @@ impl IrqLineServer {
             conns: BTreeMap::new(),
             next_id: 1,
             tracker: LineTracker::new(pins),
-            warn: RateLimit::new(),
+            // Ten peer-triggered warnings per 10 s.
+            warn: RateLimit::new(10, Duration::from_secs(10)),
             access: SocketAccess::PRIVATE,
         })
     }
@@ -531,36 +533,4 @@ fn check_eventfd(fd: BorrowedFd<'_>) -> Result<(), String> {
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| format!("F_SETFL: {e}"))?;
     Ok(())
-}
-
-/// A simple "at most N messages per window" limiter for peer-triggered warnings.
-#[derive(Debug)]
-struct RateLimit {
-    window_start: Option<Instant>,
-    count: u32,
-}
-
-impl RateLimit {
-    const PER_WINDOW: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(10);
-
-    fn new() -> Self {
-        RateLimit {
-            window_start: None,
-            count: 0,
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        match self.window_start {
-            Some(s) if now.duration_since(s) < Self::WINDOW => {}
-            _ => {
-                self.window_start = Some(now);
-                self.count = 0;
-            }
-        }
-        self.count += 1;
-        self.count <= Self::PER_WINDOW
-    }
 }
