@@ -209,7 +209,7 @@ impl Bindings {
 mod tests {
     use super::*;
     use ioreq_server::executor::fake::FakeChannel;
-    use ioreq_server::passthrough::PtOp;
+    use xen_abi::passthrough::PtOp;
 
     fn v(gvec: u8, nvec: u32) -> Vector {
         Vector {

@@ -35,7 +35,7 @@
 
 use serde::Serialize;
 
-use ioreq_server::passthrough::msi_gflags;
+use xen_abi::passthrough::msi_gflags;
 
 use crate::binding::Vector;
 use crate::config_space::{Init, Layout, RegDesc, RegKind};

@@ -63,7 +63,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ioreq_server::device::{Actions, Device, Space};
 use ioreq_server::executor::fake::FakeChannel;
 use ioreq_server::executor::PassthroughExecutor;
-use ioreq_server::passthrough::{msi_gflags, PtOp};
+use xen_abi::passthrough::{msi_gflags, PtOp};
 
 use crate::backend::snapshot::{next_seq, DeviceEventKind, SnapshotDevice, SnapshotHandle};
 use crate::backend::{BarInfo, BarKind, HostDevice};

@@ -43,7 +43,7 @@ impl PciAddress {
 
     /// The SBDF number Xen uses (`seg << 16 | bus << 8 | dev << 3 | fn`).
     pub const fn sbdf(&self) -> u32 {
-        ioreq_server::abi::pci_sbdf(self.segment, self.bus, self.device, self.function)
+        xen_abi::pci_sbdf(self.segment, self.bus, self.device, self.function)
     }
 
     /// The address of an SBDF number.

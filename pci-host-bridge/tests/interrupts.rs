@@ -11,11 +11,11 @@ use std::os::fd::AsRawFd;
 use common::*;
 use ioreq_server::device::{Actions, Device};
 use irq_line::IrqLineServer;
-use ioreq_server::passthrough::{msi_gflags, PtOp};
 use pci_host_bridge::backend::snapshot::{SnapshotDevice, WriteRecord};
 use pci_host_bridge::intx::guest_gsi;
 use pci_host_bridge::testing::{lock, XenLikeConfig};
 use pci_host_bridge::{HostDevice, PciAddress, PciConfig};
+use xen_abi::passthrough::{msi_gflags, PtOp};
 
 const PF: &str = "sriov-nic-pf.json";
 const VF: &str = "sriov-nic-vf.json";

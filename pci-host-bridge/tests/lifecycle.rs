@@ -7,13 +7,13 @@ mod common;
 
 use common::*;
 use ioreq_server::device::{Actions, Device};
-use ioreq_server::passthrough::PtOp;
 use pci_host_bridge::backend::snapshot::{DeviceEventKind, SnapshotDevice, SnapshotHandle};
 use pci_host_bridge::testing::{
     bridge_with_snapshots, linux_msix_ops, lock, placement_ops, XenLike, XenLikeConfig, XenState,
 };
 use pci_host_bridge::{PciAddress, PciConfig};
 use std::sync::{Arc, Mutex};
+use xen_abi::passthrough::PtOp;
 
 const VF: &str = "sriov-nic-vf.json";
 const VF_HOST: PciAddress = PciAddress::new(0, 3, 2, 2);

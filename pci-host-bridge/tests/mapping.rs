@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use ioreq_server::device::{Range, Space};
-use ioreq_server::passthrough::PtOp;
 use pci_host_bridge::testing::{lock, XenLikeConfig};
 use pci_host_bridge::PciConfig;
+use xen_abi::passthrough::PtOp;
 
 fn io(gport: u32, mport: u32, nr: u32, add: bool) -> PtOp {
     PtOp::IoportMapping {

@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use ioreq_server::executor::fake::FakeChannel;
 use ioreq_server::executor::PassthroughExecutor;
-use ioreq_server::passthrough::PtOp;
 use pci_host_bridge::backend::snapshot::{DeviceEventKind, SnapshotDevice};
 use pci_host_bridge::{HostDevice, PciAddress, PciConfig, PciDeviceConfig, PciHostBridge};
+use xen_abi::passthrough::PtOp;
 
 const VF_HOST: PciAddress = PciAddress::new(0, 3, 2, 2);
 const VF_SBDF: u32 = 0x0312;

@@ -5,11 +5,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ioreq_server::abi::DomId;
 use ioreq_server::executor::PtChannel;
-use ioreq_server::passthrough::PtOp;
 use ioreq_server::seqpacket;
 use ioreq_server::transport::TransportError;
+use xen_abi::passthrough::PtOp;
+use xen_abi::DomId;
 
 pub use super::proto::DeviceFacts;
 use super::proto::{self, Envelope, Reply, Request, SysfsOp, MAX_MESSAGE, VERSION};

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ioreq_server::passthrough::PtOp;
+use xen_abi::passthrough::PtOp;
 
 use super::proto::SysfsOp;
 

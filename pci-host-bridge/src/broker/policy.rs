@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use ioreq_server::abi::DomId;
-use ioreq_server::passthrough::PtOp;
+use xen_abi::passthrough::PtOp;
+use xen_abi::DomId;
 
 use super::proto::{Request, SysfsOp};
 use crate::backend::{BarInfo, BarKind};

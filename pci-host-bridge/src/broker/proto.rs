@@ -2,9 +2,9 @@
 //! (JSON, one message per `SOCK_SEQPACKET` datagram). Every request gets exactly one reply.
 
 use crate::backend::BarInfo;
-use ioreq_server::abi::DomId;
-use ioreq_server::passthrough::PtOp;
 use serde::{Deserialize, Serialize};
+use xen_abi::passthrough::PtOp;
+use xen_abi::DomId;
 
 /// The protocol version; a request of another version is answered with
 /// [`Reply::Refused`] and not looked at further.

@@ -7,11 +7,11 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use ioreq_server::executor::{PassthroughExecutor, PtChannel, PtError};
-use ioreq_server::passthrough::PtOp;
 use ioreq_server::ratelimit::RateLimit;
 use ioreq_server::seqpacket;
 use ioreq_server::transport::TransportError;
 use serde::Serialize;
+use xen_abi::passthrough::PtOp;
 
 use super::ledger::{Ledger, Run};
 use super::policy::{Policy, Refusal};

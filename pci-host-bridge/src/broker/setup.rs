@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
-use ioreq_server::abi::DomId;
+use xen_abi::DomId;
 
 use super::policy::{AssignedFunction, Policy};
 use crate::backend::{BarInfo, HostDevice};

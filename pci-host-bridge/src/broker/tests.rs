@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use ioreq_server::executor::fake::FakeChannel;
 use ioreq_server::executor::{MsiBind, PassthroughExecutor, PtError};
-use ioreq_server::passthrough::PtOp;
 use ioreq_server::seqpacket;
+use xen_abi::passthrough::PtOp;
 
 use super::*;
 use crate::backend::snapshot::SnapshotDevice;

@@ -210,10 +210,7 @@ impl PassthroughFunction {
     }
 
     /// Connect this function's INTx to the IOAPIC's irq_line socket (no-op without INTx).
-    pub fn connect_intx(
-        &mut self,
-        socket: &std::path::Path,
-    ) -> Result<(), irq_line::IrqLineError> {
+    pub fn connect_intx(&mut self, socket: &std::path::Path) -> Result<(), irq_line::IrqLineError> {
         if let Some(i) = &mut self.intx {
             if !i.has_line() {
                 i.connect(socket)?;

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ioreq_server::device::{Actions, Device, Space};
-use ioreq_server::passthrough::PtOp;
 use pci_host_bridge::backend::snapshot::{SnapshotDevice, SnapshotHandle};
 use pci_host_bridge::testing::{lock, XenLike, XenLikeConfig, XenState, DOMID};
 use pci_host_bridge::{HostDevice, PciAddress, PciConfig, PciDeviceConfig, PciHostBridge};
+use xen_abi::passthrough::PtOp;
 
 pub fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -248,12 +248,7 @@ pub fn names(ops: &[PtOp]) -> Vec<String> {
 }
 
 /// An in-process IOAPIC side of the irq_line protocol and a line registered on `pin`.
-pub fn ioapic_line(
-    pin: u8,
-) -> (
-    irq_line::IrqLineServer,
-    irq_line::IrqLine,
-) {
+pub fn ioapic_line(pin: u8) -> (irq_line::IrqLineServer, irq_line::IrqLine) {
     use irq_line::{IrqLine, IrqLineServer};
     let mut srv = IrqLineServer::unbound(24).unwrap();
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
