@@ -1,0 +1,350 @@
+//! The seccomp programs: the serving loop's allow-list (with its argument checks), the
+//! refused path lookups, and the helpers that compile a rule table into BPF.
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
+    SeccompFilter, SeccompRule,
+};
+
+use super::{sys, SandboxError};
+use xen_abi::*;
+
+fn target_arch() -> Result<seccompiler::TargetArch, SandboxError> {
+    std::env::consts::ARCH
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))
+}
+
+pub(super) fn compile(
+    rules: Vec<(i64, Vec<SeccompRule>)>,
+    what: &str,
+) -> Result<BpfProgram, SandboxError> {
+    let f = SeccompFilter::new(
+        rules.into_iter().collect(),
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        target_arch()?,
+    )
+    .map_err(|e| SandboxError::Seccomp(format!("{what}: {e}")))?;
+    f.try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(format!("{what}: {e}")))
+}
+
+fn cond(arg: u8, len: Len, op: Op, v: u64) -> Result<SeccompCondition, SandboxError> {
+    SeccompCondition::new(arg, len, op, v).map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
+/// One rule per value: argument `arg` equal to any of `values`.
+fn any_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SandboxError> {
+    values
+        .iter()
+        .map(|v| {
+            SeccompRule::new(vec![cond(arg, Len::Dword, Op::Eq, *v)?])
+                .map_err(|e| SandboxError::Seccomp(e.to_string()))
+        })
+        .collect()
+}
+
+/// One rule: argument `arg` has none of the bits of `mask`.
+fn none_of(arg: u8, mask: u64) -> Result<Vec<SeccompRule>, SandboxError> {
+    Ok(vec![SeccompRule::new(vec![cond(
+        arg,
+        Len::Dword,
+        Op::MaskedEq(mask),
+        0,
+    )?])
+    .map_err(|e| SandboxError::Seccomp(e.to_string()))?])
+}
+
+/// The ioctl requests the serving loop issues: DM ops, `data_is_ptr` guest pages and
+/// resource frames on privcmd; notify, unbind and reset on evtchn; FIONBIO (std's
+/// `set_nonblocking`, on an accepted irq_line connection).
+pub const SERVING_IOCTLS: [u64; 7] = [
+    IOCTL_PRIVCMD_DM_OP,
+    IOCTL_PRIVCMD_MMAPBATCH_V2,
+    IOCTL_PRIVCMD_MMAP_RESOURCE,
+    IOCTL_EVTCHN_NOTIFY,
+    IOCTL_EVTCHN_UNBIND,
+    IOCTL_EVTCHN_RESET,
+    libc::FIONBIO,
+];
+
+/// The serving loop's allow-list, by system call: the names, for the report and the docs.
+pub fn allowed_syscalls() -> Vec<(&'static str, &'static str)> {
+    serving_rules_named()
+        .map(|v| v.into_iter().map(|(n, _, why)| (n, why)).collect())
+        .unwrap_or_default()
+}
+
+type Named = Vec<(&'static str, (i64, Vec<SeccompRule>), &'static str)>;
+
+fn serving_rules_named() -> Result<Named, SandboxError> {
+    use libc::*;
+    let plain = |n: c_long| (n, Vec::new());
+    let mut v: Named = vec![
+        // Event channels (evtchn read/write, eventfds on sim), signalfd, control clients'
+        // lines, stderr logging.
+        (
+            "read",
+            plain(SYS_read),
+            "evtchn/eventfd/signalfd/control reads",
+        ),
+        (
+            "write",
+            plain(SYS_write),
+            "evtchn unmask, eventfd notify, control replies, stderr",
+        ),
+        (
+            "close",
+            plain(SYS_close),
+            "closing clients and passed descriptors",
+        ),
+        // privcmd and evtchn requests (only these numbers).
+        (
+            "ioctl",
+            (SYS_ioctl, any_of(1, &SERVING_IOCTLS)?),
+            "privcmd DM_OP/MMAPBATCH_V2/MMAP_RESOURCE, evtchn NOTIFY/UNBIND/RESET, FIONBIO",
+        ),
+        // Guest pages (data_is_ptr) and frames: privcmd VMAs on Xen, memfd pages on sim;
+        // allocation. Never executable.
+        (
+            "mmap",
+            (SYS_mmap, none_of(2, PROT_EXEC as u64)?),
+            "privcmd/memfd pages, allocation (no PROT_EXEC)",
+        ),
+        (
+            "mprotect",
+            (SYS_mprotect, none_of(2, PROT_EXEC as u64)?),
+            "thread stack guard (no PROT_EXEC)",
+        ),
+        ("munmap", plain(SYS_munmap), "unmapping pages, allocation"),
+        ("mremap", plain(SYS_mremap), "allocation (realloc)"),
+        ("madvise", plain(SYS_madvise), "allocation, thread exit"),
+        ("brk", plain(SYS_brk), "allocation"),
+        // The event loop.
+        (
+            "poll",
+            plain(SYS_poll),
+            "an INTx source's resample check (irq_line ack_resample), the bridge worker",
+        ),
+        ("ppoll", plain(SYS_ppoll), "as poll"),
+        (
+            "epoll_ctl",
+            plain(SYS_epoll_ctl),
+            "(de)registering descriptors",
+        ),
+        ("epoll_wait", plain(SYS_epoll_wait), "the loop's wait"),
+        ("epoll_pwait", plain(SYS_epoll_pwait), "the loop's wait"),
+        (
+            "timerfd_settime",
+            plain(SYS_timerfd_settime),
+            "arming the retry timer",
+        ),
+        // Unix sockets: control and irq_line clients, xen-sim's socket.
+        (
+            "accept4",
+            plain(SYS_accept4),
+            "control/irq_line connections",
+        ),
+        (
+            "getsockopt",
+            (
+                SYS_getsockopt,
+                vec![
+                    SeccompRule::new(vec![
+                        cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
+                        cond(2, Len::Dword, Op::Eq, SO_PEERCRED as u64)?,
+                    ])
+                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?,
+                    SeccompRule::new(vec![
+                        cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
+                        cond(
+                            2,
+                            Len::Dword,
+                            Op::Eq,
+                            crate::socket_access::SO_PEERGROUPS as u64,
+                        )?,
+                    ])
+                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?,
+                ],
+            ),
+            "SO_PEERCRED and SO_PEERGROUPS only (socket access)",
+        ),
+        (
+            "recvmsg",
+            plain(SYS_recvmsg),
+            "irq_line frames + fds, xen-sim replies + fds",
+        ),
+        (
+            "sendmsg",
+            plain(SYS_sendmsg),
+            "irq_line frames, xen-sim requests",
+        ),
+        (
+            "recvfrom",
+            plain(SYS_recvfrom),
+            "socket reads (std's read on a socket)",
+        ),
+        ("sendto", plain(SYS_sendto), "socket writes"),
+        (
+            "fcntl",
+            (
+                SYS_fcntl,
+                any_of(
+                    1,
+                    &[
+                        F_GETFL as u64,
+                        F_SETFL as u64,
+                        F_GETFD as u64,
+                        F_SETFD as u64,
+                    ],
+                )?,
+            ),
+            "F_GETFL/F_SETFL/F_GETFD/F_SETFD",
+        ),
+        // Time, identity.
+        (
+            "clock_gettime",
+            plain(SYS_clock_gettime),
+            "Instant/SystemTime (vDSO fallback)",
+        ),
+        ("clock_nanosleep", plain(SYS_clock_nanosleep), "sleeping"),
+        ("nanosleep", plain(SYS_nanosleep), "sleeping"),
+        ("geteuid", plain(SYS_geteuid), "SO_PEERCRED check"),
+        ("getuid", plain(SYS_getuid), "identity"),
+        ("getpid", plain(SYS_getpid), "abort()"),
+        ("gettid", plain(SYS_gettid), "abort(), threads"),
+        ("getrandom", plain(SYS_getrandom), "HashMap keys"),
+        (
+            "getcwd",
+            plain(SYS_getcwd),
+            "printing a backtrace (\"/\" in the empty root)",
+        ),
+        // Threads (the loop may start a waker thread after the filter is in).
+        (
+            "clone",
+            (
+                SYS_clone,
+                vec![SeccompRule::new(vec![cond(
+                    0,
+                    Len::Qword,
+                    Op::MaskedEq(CLONE_THREAD as u64),
+                    CLONE_THREAD as u64,
+                )?])
+                .map_err(|e| SandboxError::Seccomp(e.to_string()))?],
+            ),
+            "threads only (CLONE_THREAD)",
+        ),
+        (
+            "clone3",
+            plain(SYS_clone3),
+            "threads (glibc's pthread_create)",
+        ),
+        ("futex", plain(SYS_futex), "locks, joins"),
+        ("set_robust_list", plain(SYS_set_robust_list), "new threads"),
+        ("rseq", plain(SYS_rseq), "new threads"),
+        (
+            "sigaltstack",
+            plain(SYS_sigaltstack),
+            "std's stack-overflow handler per thread",
+        ),
+        ("sched_yield", plain(SYS_sched_yield), "spinning locks"),
+        (
+            "sched_getaffinity",
+            plain(SYS_sched_getaffinity),
+            "glibc's malloc sizing its arenas in a new thread",
+        ),
+        (
+            "prctl",
+            (SYS_prctl, any_of(0, &[PR_SET_NAME as u64])?),
+            "PR_SET_NAME (thread names) only",
+        ),
+        // Signals and the end.
+        (
+            "rt_sigprocmask",
+            plain(SYS_rt_sigprocmask),
+            "thread creation, abort()",
+        ),
+        ("rt_sigaction", plain(SYS_rt_sigaction), "abort()"),
+        (
+            "rt_sigreturn",
+            plain(SYS_rt_sigreturn),
+            "returning from a handler",
+        ),
+        (
+            "tgkill",
+            (SYS_tgkill, any_of(2, &[SIGABRT as u64])?),
+            "abort() only (SIGABRT)",
+        ),
+        (
+            "restart_syscall",
+            plain(SYS_restart_syscall),
+            "restarted waits",
+        ),
+        ("wait4", plain(SYS_wait4), "reaping the unlinker"),
+        (
+            "unlink",
+            plain(SYS_unlink),
+            "teardown's remove_file (fails harmlessly in the root)",
+        ),
+        ("unlinkat", plain(SYS_unlinkat), "teardown's remove_file"),
+        ("exit", plain(SYS_exit), "thread exit"),
+        ("exit_group", plain(SYS_exit_group), "process exit"),
+    ];
+    v.sort_by_key(|(n, _, _)| *n);
+    Ok(v)
+}
+
+/// Path lookups a failing process may still attempt (std's backtrace printing reads
+/// /proc/self/exe and the binary when RUST_BACKTRACE is set): answered EACCES without being
+/// made, by [`serving_filters`]'s first program. Nothing resolves in the empty root anyway.
+pub const REFUSED_LOOKUPS: [(&str, i64); 5] = [
+    ("openat", libc::SYS_openat),
+    ("open", libc::SYS_open),
+    ("readlink", libc::SYS_readlink),
+    ("newfstatat", libc::SYS_newfstatat),
+    ("statx", libc::SYS_statx),
+];
+
+/// The seccomp programs a serving device model runs under, in the order they are installed.
+/// The second is the allow-list ([`allowed_syscalls`], each with its argument checks, plus
+/// [`REFUSED_LOOKUPS`]); anything else kills the process (SIGSYS). The first answers
+/// [`REFUSED_LOOKUPS`] with EACCES and allows the rest; the kernel runs both and the stricter answer wins (seccomp(2), "the
+/// return value ... with the highest precedence"), so those lookups fail instead of being made
+/// or killing a process that is only printing its error.
+pub fn serving_filters() -> Result<[BpfProgram; 2], SandboxError> {
+    let mut allow: Vec<(i64, Vec<SeccompRule>)> = serving_rules_named()?
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
+    allow.extend(REFUSED_LOOKUPS.iter().map(|(_, n)| (*n, Vec::new())));
+    let allow = compile(allow, "serving filter")?;
+    let refuse = SeccompFilter::new(
+        REFUSED_LOOKUPS
+            .iter()
+            .map(|(_, n)| (*n, Vec::new()))
+            .collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        target_arch()?,
+    )
+    .map_err(|e| SandboxError::Seccomp(format!("lookup filter: {e}")))?;
+    let refuse: BpfProgram = refuse.try_into().map_err(|e: seccompiler::BackendError| {
+        SandboxError::Seccomp(format!("lookup filter: {e}"))
+    })?;
+    // In this order: seccompiler sets PR_SET_NO_NEW_PRIVS before each program, which the
+    // allow-list does not allow once it is in.
+    Ok([refuse, allow])
+}
+
+/// Install [`serving_filters`] on every thread of the calling process, with
+/// `PR_SET_NO_NEW_PRIVS` (seccomp(2) requires it or CAP_SYS_ADMIN).
+pub fn apply_serving_filter() -> Result<(), SandboxError> {
+    let fs = serving_filters()?;
+    nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    for f in &fs {
+        seccompiler::apply_filter_all_threads(f)
+            .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+    }
+    Ok(())
+}
