@@ -12,9 +12,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::device::Space;
+use crate::device::{Actions, Device, Range, Space};
 use crate::shared::Mapping;
 use crate::transport::Waker;
+use xen_abi::dmop::DmOp;
 use xen_abi::{Ioreq, IOREQ_READ, IOREQ_TYPE_PIO, IOREQ_WRITE, STATE_IOREQ_NONE};
 
 const VCPUS: u32 = 2;
