@@ -1,6 +1,6 @@
 //! The PM1 trap: ACPI PM1a/PM1b event and control blocks, the reset register and the
 //! HW-reduced sleep registers, emulated the way a chipset does, turning the guest's sleep
-//! requests into [`Action::Shutdown`].
+//! requests into [`Action::Shutdown`](ioreq_server::device::Action::Shutdown).
 //!
 //! Registers (see [`crate::regs`]):
 //! - PM1x_EVT_BLK: status (first half, write-1-to-clear) and enable (second half,
