@@ -23,6 +23,10 @@
 //!
 //! Hostile input: every read is bounds-checked, recursion is limited to [`MAX_DEPTH`], and
 //! nothing allocates more than a constant factor of the input size.
+//!
+//! Length: this file is a parser whose length is its content -- the cursor, name strings, the
+//! opcode signature tables and one function per term class of the AML grammar (ACPI 6.0, 20),
+//! walked by one `Walker`; it is kept in one file so that the grammar reads in one place.
 
 use std::collections::BTreeMap;
 use std::fmt;
