@@ -61,6 +61,11 @@ fn refused(kind: &str) -> &'static str {
     }
 }
 
+/// Probe `path` as `who` and check the outcome; `what` names the client in the message.
+fn expect(kind: &str, path: &Path, who: As, want: &str, what: &str) {
+    assert_eq!(probe(kind, path, who), want, "{what} at {}", path.display());
+}
+
 /// The three device models of one guest behind xen-sim, deprivileged to DM_UID, with
 /// `[control] group` set when `group` is; returns the harness and every socket, with the
 /// directories on the way opened up so that only the sockets' own modes decide.
@@ -123,21 +128,23 @@ fn a_client_with_another_uid_is_refused_by_every_socket() {
     for (kind, path) in &sockets {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} mode", path.display());
-        assert_eq!(
-            probe(kind, path, stranger),
+        expect(
+            kind,
+            path,
+            stranger,
             "connect-error:EACCES",
-            "uid {OTHER} at {}",
-            path.display()
+            &format!("uid {OTHER}"),
         );
     }
     // Opened up, the socket still refuses it: SO_PEERCRED, checked on every connection.
     for (kind, path) in &sockets {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(
-            probe(kind, path, stranger),
+        expect(
+            kind,
+            path,
+            stranger,
             refused(kind),
-            "uid {OTHER} at {} (mode 0666)",
-            path.display()
+            &format!("uid {OTHER} (mode 0666)"),
         );
     }
     // And they keep serving root afterwards.
@@ -172,39 +179,44 @@ fn a_member_of_the_socket_group_is_served_and_a_stranger_is_not() {
         );
         assert_eq!(m.gid(), SOCK_GROUP, "{} group", path.display());
         assert_eq!(m.uid(), 0, "{} owner", path.display());
-        assert_eq!(
-            probe(kind, path, by_primary),
+        expect(
+            kind,
+            path,
+            by_primary,
             served(kind),
-            "gid {SOCK_GROUP} at {}",
-            path.display()
+            &format!("gid {SOCK_GROUP}"),
         );
-        assert_eq!(
-            probe(kind, path, by_supplementary),
+        expect(
+            kind,
+            path,
+            by_supplementary,
             served(kind),
-            "supplementary group {SOCK_GROUP} at {}",
-            path.display()
+            &format!("supplementary group {SOCK_GROUP}"),
         );
-        assert_eq!(
-            probe(kind, path, stranger),
+        expect(
+            kind,
+            path,
+            stranger,
             "connect-error:EACCES",
-            "uid {OTHER} outside the group at {}",
-            path.display()
+            &format!("uid {OTHER} outside the group"),
         );
     }
     // Opened up, the group rule still decides: SO_PEERCRED and SO_PEERGROUPS.
     for (kind, path) in &sockets {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(
-            probe(kind, path, stranger),
+        expect(
+            kind,
+            path,
+            stranger,
             refused(kind),
-            "uid {OTHER} outside the group at {} (mode 0666)",
-            path.display()
+            &format!("uid {OTHER} outside the group (mode 0666)"),
         );
-        assert_eq!(
-            probe(kind, path, by_supplementary),
+        expect(
+            kind,
+            path,
+            by_supplementary,
             served(kind),
-            "supplementary group {SOCK_GROUP} at {} (mode 0666)",
-            path.display()
+            &format!("supplementary group {SOCK_GROUP} (mode 0666)"),
         );
     }
     assert_eq!(h.stop_all(), vec![Some(0); 3], "exit codes");
