@@ -10,11 +10,11 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use ioreq_server::abi::*;
 use ioreq_server::server::{Server, ServerOptions};
 use ioreq_server::transport::sim::SimTransport;
 use libfuzzer_sys::fuzz_target;
 use tests::scratch::Scratch;
+use xen_abi::*;
 use xen_sim::{Sim, SimOptions, Vcpu};
 
 struct World {

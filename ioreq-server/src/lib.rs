@@ -1,8 +1,8 @@
 //! The ioreq-server library: Xen's ioreq protocol for device-model processes.
 //!
-//! - [`abi`], [`dmop`], [`passthrough`]: the Xen and Linux ABI, DM ops and passthrough ops as
-//!   data with their encodings; they live in the `xen-abi` crate and are re-exported here
-//!   under their old paths;
+//! - the Xen and Linux ABI, DM ops and passthrough ops as data with their encodings are the
+//!   `xen-abi` crate's ([`xen_abi`], [`xen_abi::dmop`], [`xen_abi::passthrough`]); users import
+//!   it directly, this crate does not re-export it;
 //! - [`device`]: the device API (a state machine returning actions);
 //! - [`executor`]: the synchronous executor of passthrough ops, the one owner of what is set
 //!   up in Xen;
@@ -18,12 +18,6 @@
 //! `unsafe` code lives in this crate only (xen-abi and irq-line forbid it), each block with a
 //! `SAFETY` comment.
 #![deny(missing_docs)]
-
-/// Every Xen and Linux structure and number the project uses (the `xen-abi` crate's root).
-pub mod abi {
-    pub use xen_abi::*;
-}
-pub use xen_abi::{dmop, passthrough};
 
 pub mod cli;
 pub mod config;
