@@ -10,6 +10,7 @@ pub struct RateLimit {
     window_start: Option<Instant>,
     in_window: u32,
     suppressed: u64,
+    total_suppressed: u64,
 }
 
 impl RateLimit {
@@ -21,6 +22,7 @@ impl RateLimit {
             window_start: None,
             in_window: 0,
             suppressed: 0,
+            total_suppressed: 0,
         }
     }
 
@@ -51,6 +53,7 @@ impl RateLimit {
             true
         } else {
             self.suppressed = self.suppressed.saturating_add(1);
+            self.total_suppressed = self.total_suppressed.saturating_add(1);
             false
         }
     }
@@ -58,6 +61,12 @@ impl RateLimit {
     /// How many messages were suppressed since the last call.
     pub fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.suppressed)
+    }
+
+    /// How many messages were suppressed in all (for status reports; not reset by
+    /// [`RateLimit::take_suppressed`]).
+    pub fn total_suppressed(&self) -> u64 {
+        self.total_suppressed
     }
 }
 
@@ -94,6 +103,7 @@ mod tests {
         assert!(l.allow() && l.allow());
         assert!(!l.allow());
         assert_eq!(l.take_suppressed(), 1);
+        assert_eq!(l.total_suppressed(), 1);
         std::thread::sleep(Duration::from_millis(60));
         assert!(l.allow());
     }

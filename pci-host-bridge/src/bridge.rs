@@ -39,6 +39,8 @@ use std::path::Path;
 
 use ioreq_server::device::{Actions, Device, Range, Space};
 use ioreq_server::executor::PassthroughExecutor;
+use ioreq_server::guest_warn;
+use ioreq_server::ratelimit::RateLimit;
 use serde_json::json;
 
 use crate::backend::{self, HostDevice};
@@ -47,7 +49,6 @@ use crate::error::Error;
 use crate::function::PassthroughFunction;
 use crate::host_bridge::HostBridge;
 use crate::topology::{Ecam, PciAddress};
-use crate::warn::WarnOnce;
 
 /// The host bridge and the functions behind it.
 pub struct PciHostBridge {
@@ -60,7 +61,8 @@ pub struct PciHostBridge {
     /// The one owner of what is set up in Xen for this guest; `None` for a bridge without
     /// passed-through functions.
     exec: Option<PassthroughExecutor>,
-    warn: WarnOnce,
+    /// The rate limit of the bridge's own guest-caused warnings (`guest_warn!`).
+    warn: RateLimit,
 }
 
 impl std::fmt::Debug for PciHostBridge {
@@ -126,7 +128,7 @@ impl PciHostBridge {
             host_bridge: HostBridge::new(config.host_bridge_vendor, config.host_bridge_device),
             functions,
             exec: None,
-            warn: WarnOnce::default(),
+            warn: RateLimit::guest(),
         })
     }
 
@@ -308,10 +310,10 @@ impl PciHostBridge {
         }
         let Some(exec) = self.exec.as_mut() else {
             // No executor means no start: nothing of the device is the guest's yet.
-            self.warn.warn((2, 0), || {
+            guest_warn!(
+                self.warn,
                 "config write to a passed-through function before the bridge started: dropped"
-                    .into()
-            });
+            );
             return;
         };
         let remap = match self.functions.get_mut(&addr.devfn()) {
@@ -343,9 +345,7 @@ impl PciHostBridge {
                     for x in [a, b] {
                         blocked.entry(x.0).or_default().push(x.1);
                     }
-                    self.warn.warn((1, a.3 ^ b.3 << 1), || {
-                        format!(
-                            "guest BARs overlap ({:02x}.{} BAR{} at {:#x} and {:02x}.{} BAR{} at {:#x}): neither is mapped",
+                    guest_warn!(self.warn, "guest BARs overlap ({:02x}.{} BAR{} at {:#x} and {:02x}.{} BAR{} at {:#x}): neither is mapped",
                             a.0 >> 3,
                             a.0 & 7,
                             a.1,
@@ -353,9 +353,7 @@ impl PciHostBridge {
                             b.0 >> 3,
                             b.0 & 7,
                             b.1,
-                            b.3
-                        )
-                    });
+                            b.3);
                 }
             }
         }
@@ -428,9 +426,10 @@ impl PciHostBridge {
                 }
             }
         }
-        self.warn.warn((0, addr >> 12), || {
-            format!("MMIO write at {addr:#x} hits no decoded BAR: dropped")
-        });
+        guest_warn!(
+            self.warn,
+            "MMIO write at {addr:#x} hits no decoded BAR: dropped"
+        );
     }
 
     /// Remove every guest mapping (at shutdown, before the ioreq server is destroyed).

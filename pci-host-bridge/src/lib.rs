@@ -63,7 +63,6 @@ pub mod sriov;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod topology;
-mod warn;
 
 pub use backend::{BarInfo, BarKind, HostDevice};
 pub use bridge::PciHostBridge;

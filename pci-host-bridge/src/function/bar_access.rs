@@ -12,6 +12,7 @@
 //! `interrupts.rs`.
 
 use ioreq_server::executor::PassthroughExecutor;
+use ioreq_server::guest_warn;
 
 use super::PassthroughFunction;
 use crate::binding::IrqSlot;
@@ -48,9 +49,7 @@ impl PassthroughFunction {
                 {
                     return Some(t.read(rel, len));
                 }
-                self.warn.warn((4, off), || {
-                    format!("{}: MSI-X table access of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: reads all-ones", self.guest)
-                });
+                guest_warn!(self.warn, "{}: MSI-X table access of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: reads all-ones", self.guest);
                 return Some(u64::MAX);
             }
             if bar == info.pba_bar && overlaps(off, l, info.pba_offset, info.pba_len()) {
@@ -61,9 +60,7 @@ impl PassthroughFunction {
                 {
                     return Some(self.bar_read(bar, off, len).unwrap_or(0));
                 }
-                self.warn.warn((4, off), || {
-                    format!("{}: MSI-X PBA access of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the PBA: reads all-ones", self.guest)
-                });
+                guest_warn!(self.warn, "{}: MSI-X PBA access of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the PBA: reads all-ones", self.guest);
                 return Some(u64::MAX);
             }
         }
@@ -125,16 +122,15 @@ impl PassthroughFunction {
                         }
                     }
                 } else {
-                    self.warn.warn((4, off), || {
-                        format!("{guest}: MSI-X table write of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: dropped")
-                    });
+                    guest_warn!(self.warn, "{guest}: MSI-X table write of {len} bytes at {off:#x} is not an aligned DWORD/QWORD inside the table: dropped");
                 }
                 return true;
             }
             if bar == info.pba_bar && overlaps(off, l, info.pba_offset, info.pba_len()) {
-                self.warn.warn((5, off), || {
-                    format!("{guest}: write to the read-only MSI-X PBA dropped")
-                });
+                guest_warn!(
+                    self.warn,
+                    "{guest}: write to the read-only MSI-X PBA dropped"
+                );
                 return true;
             }
             let page = off / crate::bars::PAGE_SIZE;
@@ -150,9 +146,7 @@ impl PassthroughFunction {
             });
             if on_trapped_page {
                 // Xen maps these pages read-only for dom0 (mmio_ro_ranges): a write would fault.
-                self.warn.warn((12, off), || {
-                    format!("{guest}: write of {len} bytes at BAR {bar} + {off:#x} (a page Xen keeps read-only for the MSI-X table or PBA) dropped")
-                });
+                guest_warn!(self.warn, "{guest}: write of {len} bytes at BAR {bar} + {off:#x} (a page Xen keeps read-only for the MSI-X table or PBA) dropped");
                 return true;
             }
         }
@@ -160,9 +154,7 @@ impl PassthroughFunction {
         if off + l <= size {
             let bytes = data.to_le_bytes();
             if let Err(e) = self.dev.write_bar(bar, off, &bytes[..len]) {
-                self.warn.warn((6, u64::from(bar)), || {
-                    format!("{guest}: BAR {bar} write forwarding failed: {e}")
-                });
+                guest_warn!(self.warn, "{guest}: BAR {bar} write forwarding failed: {e}");
             }
         }
         true
@@ -177,9 +169,11 @@ impl PassthroughFunction {
         match self.dev.read_bar(bar, off, &mut buf[..len]) {
             Ok(()) => Some(u64::from_le_bytes(buf)),
             Err(e) => {
-                self.warn.warn((6, u64::from(bar)), || {
-                    format!("{}: BAR {bar} read forwarding failed: {e}", self.guest)
-                });
+                guest_warn!(
+                    self.warn,
+                    "{}: BAR {bar} read forwarding failed: {e}",
+                    self.guest
+                );
                 None
             }
         }

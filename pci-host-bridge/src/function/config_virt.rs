@@ -10,13 +10,14 @@
 //! - write: emulated, guest-writable bits update the virtual value; pass-through bits are merged
 //!   into the device's current value (W1C bits not written by the guest become 0) and written in
 //!   naturally aligned pieces covering only bytes that have pass-through bits; everything else
-//!   is dropped (and logged once per offset for unknown, hidden or opaque bytes).
+//!   is dropped (and logged, rate-limited, for unknown, hidden or opaque bytes).
 //!
 //! A write's consequences elsewhere are left to the other files: the BAR and ROM registers go
 //! to [`crate::bars`] (and the return value asks the owner to remap, see `mappings.rs`), and
 //! the interrupts are reconciled afterwards (`interrupts.rs`).
 
 use ioreq_server::executor::PassthroughExecutor;
+use ioreq_server::guest_warn;
 
 use super::PassthroughFunction;
 use crate::config_space::{RegKind, Slot};
@@ -63,9 +64,11 @@ impl PassthroughFunction {
             let buf = &mut dev_bytes[a - start..=b - start];
             if let Err(e) = self.dev.read_config(a as u16, buf) {
                 buf.fill(0xFF);
-                self.warn.warn((1, a as u64), || {
-                    format!("{}: config read at {a:#x} failed: {e}", self.guest)
-                });
+                guest_warn!(
+                    self.warn,
+                    "{}: config read at {a:#x} failed: {e}",
+                    self.guest
+                );
             }
         }
         let mut v = 0u64;
@@ -207,9 +210,10 @@ impl PassthroughFunction {
 
     fn drop_write(&mut self, off: usize, d: u8, what: &str) {
         let guest = self.guest;
-        self.warn.warn((0, off as u64), || {
-            format!("{guest}: guest write {d:#04x} to {what} config byte {off:#x} dropped (further ones at this offset not logged)")
-        });
+        guest_warn!(
+            self.warn,
+            "{guest}: guest write {d:#04x} to {what} config byte {off:#x} dropped"
+        );
     }
 
     /// Merge and write the pass-through bytes, run by run of consecutive offsets.
@@ -225,12 +229,11 @@ impl PassthroughFunction {
             let mut cur = vec![0u8; run.len()];
             if let Err(e) = self.dev.read_config(a as u16, &mut cur) {
                 // Without the current value a merge could change bits the guest does not own.
-                self.warn.warn((2, a as u64), || {
-                    format!(
-                        "{}: config read at {a:#x} failed, write dropped: {e}",
-                        self.guest
-                    )
-                });
+                guest_warn!(
+                    self.warn,
+                    "{}: config read at {a:#x} failed, write dropped: {e}",
+                    self.guest
+                );
                 i = j;
                 continue;
             }
@@ -251,9 +254,11 @@ impl PassthroughFunction {
                     continue;
                 }
                 if let Err(e) = self.dev.write_config(o as u16, piece) {
-                    self.warn.warn((3, o as u64), || {
-                        format!("{}: config write at {o:#x} failed: {e}", self.guest)
-                    });
+                    guest_warn!(
+                        self.warn,
+                        "{}: config write at {o:#x} failed: {e}",
+                        self.guest
+                    );
                 }
             }
             i = j;

@@ -15,6 +15,7 @@
 use std::os::fd::RawFd;
 
 use ioreq_server::executor::{PassthroughExecutor, PtError};
+use ioreq_server::guest_warn;
 use irq_line::IrqLine;
 
 use super::PassthroughFunction;
@@ -34,9 +35,11 @@ impl PassthroughFunction {
         let cur = match self.dev.read_config_word(off) {
             Ok(v) => v,
             Err(e) => {
-                self.warn.warn((7, u64::from(off)), || {
-                    format!("{}: reading the host's MSI-X control: {e}", self.guest)
-                });
+                guest_warn!(
+                    self.warn,
+                    "{}: reading the host's MSI-X control: {e}",
+                    self.guest
+                );
                 return;
             }
         };
@@ -49,9 +52,11 @@ impl PassthroughFunction {
         }
         if v != cur {
             if let Err(e) = self.dev.write_config(off, &v.to_le_bytes()) {
-                self.warn.warn((7, u64::from(off)), || {
-                    format!("{}: writing the host's MSI-X control: {e}", self.guest)
-                });
+                guest_warn!(
+                    self.warn,
+                    "{}: writing the host's MSI-X control: {e}",
+                    self.guest
+                );
             }
         }
     }
@@ -74,18 +79,21 @@ impl PassthroughFunction {
             }
         });
         if let Err(e) = r {
-            self.warn.warn((8, u64::from(off)), || {
-                format!("{}: writing the host's MSI Enable: {e}", self.guest)
-            });
+            guest_warn!(
+                self.warn,
+                "{}: writing the host's MSI Enable: {e}",
+                self.guest
+            );
         }
     }
 
     pub(super) fn refused(&mut self, what: String, e: &PtError) {
         let guest = self.guest;
         let msg = format!("{what}: {e}");
-        self.warn.warn((9, e.errno().unwrap_or(0) as u64), || {
-            format!("{guest}: Xen refused {msg}; the guest sees the vector disabled")
-        });
+        guest_warn!(
+            self.warn,
+            "{guest}: Xen refused {msg}; the guest sees the vector disabled"
+        );
         self.last_refusal = Some(msg);
     }
 

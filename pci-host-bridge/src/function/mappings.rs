@@ -10,6 +10,7 @@
 //! `bar_access.rs`).
 
 use ioreq_server::executor::{PassthroughExecutor, PtError};
+use ioreq_server::guest_warn;
 
 use super::PassthroughFunction;
 use crate::bars::Mapping;
@@ -73,9 +74,7 @@ impl PassthroughFunction {
             }
             tracing::debug!(guest = %guest, mapping = ?m, "unmap");
             if let Err(e) = unmap(&m, exec) {
-                self.warn.warn((10, 0), || {
-                    format!("{guest}: Xen refused to unmap {m:?}: {e}")
-                });
+                guest_warn!(self.warn, "{guest}: Xen refused to unmap {m:?}: {e}");
                 now.push(m);
             }
         }
@@ -86,9 +85,10 @@ impl PassthroughFunction {
             tracing::debug!(guest = %guest, mapping = ?m, "map");
             match map(&m, exec) {
                 Ok(()) => now.push(m),
-                Err(e) => self.warn.warn((11, 0), || {
-                    format!("{guest}: Xen refused to map {m:?}: {e}; its accesses are forwarded instead")
-                }),
+                Err(e) => guest_warn!(
+                    self.warn,
+                    "{guest}: Xen refused to map {m:?}: {e}; its accesses are forwarded instead"
+                ),
             }
         }
         self.mapped = now;

@@ -39,7 +39,7 @@ use crate::lifecycle::Lifecycle;
 use crate::msi::MsiState;
 use crate::msix::{MsixControl, MsixTable};
 use crate::topology::PciAddress;
-use crate::warn::WarnOnce;
+use ioreq_server::ratelimit::RateLimit;
 
 mod bar_access;
 mod config_virt;
@@ -66,10 +66,9 @@ pub struct PassthroughFunction {
     lifecycle: Lifecycle,
     /// The last refusal of a bind by Xen, for the status socket.
     last_refusal: Option<String>,
-    /// Warnings logged once per key `(class, detail)`; the classes are shared by the files of
-    /// this directory: 0-3 `config_virt.rs`, 4-6 and 12 `bar_access.rs`, 7-9
-    /// `interrupts.rs`, 10-11 `mappings.rs`. A new class takes the next free number.
-    warn: WarnOnce,
+    /// The rate limit of this function's guest-caused warnings (`guest_warn!`), shared by the
+    /// files of this directory.
+    warn: RateLimit,
 }
 
 impl std::fmt::Debug for PassthroughFunction {
@@ -178,7 +177,7 @@ impl PassthroughFunction {
             intx,
             lifecycle: Lifecycle::default(),
             last_refusal: None,
-            warn: WarnOnce::default(),
+            warn: RateLimit::guest(),
         })
     }
 

@@ -44,7 +44,7 @@ impl PassthroughFunction {
             "lifecycle": self.lifecycle,
             "last_refusal": self.last_refusal,
             "backend": self.dev.status(),
-            "suppressed_warnings": self.warn.suppressed(),
+            "suppressed_warnings": self.warn.total_suppressed(),
         })
     }
 }
