@@ -76,10 +76,11 @@ pub enum BarSlot {
     Upper(u8),
 }
 
-/// A guest mapping requested from the hypervisor.
+/// A guest mapping of a BAR requested from the hypervisor (not an mmap of this process: that
+/// is `ioreq_server::shared::Mapping`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Mapping {
+pub enum BarMapping {
     /// `XEN_DOMCTL_memory_mapping` of `nr` frames.
     Mem {
         /// BAR slot (6 = ROM).
@@ -119,7 +120,7 @@ fn mem_flags(b: &BarInfo) -> u32 {
 }
 
 fn push_mem_runs(
-    out: &mut Vec<Mapping>,
+    out: &mut Vec<BarMapping>,
     windows: &Windows,
     bar: u8,
     b: &VirtualBar,
@@ -138,7 +139,7 @@ fn push_mem_runs(
     for (a, z) in holes.into_iter().chain(std::iter::once((pages, pages))) {
         let a = a.min(pages);
         if a > start {
-            out.push(Mapping::Mem {
+            out.push(BarMapping::Mem {
                 bar,
                 gfn: g0 + start,
                 mfn: h0 + start,
@@ -283,7 +284,7 @@ impl Bars {
         command: u16,
         windows: &Windows,
         trapped: &dyn Fn(u8) -> Vec<(u64, u64)>,
-    ) -> Vec<Mapping> {
+    ) -> Vec<BarMapping> {
         let mut out = Vec::new();
         let mem_on = command & crate::header::CMD_MEMORY != 0;
         let io_on = command & crate::header::CMD_IO != 0;
@@ -292,7 +293,7 @@ impl Bars {
             match b.host.kind {
                 BarKind::Io => {
                     if io_on && b.guest != 0 && windows.contains_io(b.guest, b.host.size) {
-                        out.push(Mapping::Io {
+                        out.push(BarMapping::Io {
                             bar: i as u8,
                             gport: b.guest as u32,
                             mport: b.host.host_addr as u32,
@@ -404,25 +405,25 @@ mod tests {
         assert_eq!(
             m,
             vec![
-                Mapping::Mem {
+                BarMapping::Mem {
                     bar: 0,
                     gfn: g,
                     mfn: h,
                     nr: 3
                 },
-                Mapping::Mem {
+                BarMapping::Mem {
                     bar: 0,
                     gfn: g + 4,
                     mfn: h + 4,
                     nr: 1
                 },
-                Mapping::Mem {
+                BarMapping::Mem {
                     bar: 0,
                     gfn: g + 7,
                     mfn: h + 7,
                     nr: 256 - 7
                 },
-                Mapping::Io {
+                BarMapping::Io {
                     bar: 2,
                     gport: 0xC000,
                     mport: 0xe000,
@@ -434,7 +435,7 @@ mod tests {
         assert!(b
             .desired_mappings(0x2, &w, &none)
             .iter()
-            .all(|m| matches!(m, Mapping::Mem { .. })));
+            .all(|m| matches!(m, BarMapping::Mem { .. })));
         // Outside the window: not mapped.
         b.write(0, 0x1000_0000);
         assert!(b.desired_mappings(0x2, &w, &none).is_empty());
@@ -449,7 +450,7 @@ mod tests {
         };
         assert_eq!(
             b.desired_mappings(0x2, &w, &holes),
-            vec![Mapping::Mem {
+            vec![BarMapping::Mem {
                 bar: 0,
                 gfn: g,
                 mfn: h,

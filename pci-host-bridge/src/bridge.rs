@@ -47,7 +47,7 @@ use crate::backend::{self, HostDevice};
 use crate::config::{PciConfig, Windows};
 use crate::error::Error;
 use crate::function::PassthroughFunction;
-use crate::host_bridge::HostBridge;
+use crate::host_bridge::HostBridgeFunction;
 use crate::topology::{Ecam, PciAddress};
 
 /// The host bridge and the functions behind it.
@@ -55,7 +55,7 @@ pub struct PciHostBridge {
     config: PciConfig,
     ecam: Ecam,
     windows: Windows,
-    host_bridge: HostBridge,
+    host_bridge: HostBridgeFunction,
     /// Keyed by guest devfn on `bus_start`.
     functions: BTreeMap<u8, PassthroughFunction>,
     /// The one owner of what is set up in Xen for this guest; `None` for a bridge without
@@ -125,7 +125,10 @@ impl PciHostBridge {
             config: config.clone(),
             ecam: config.ecam(),
             windows,
-            host_bridge: HostBridge::new(config.host_bridge_vendor, config.host_bridge_device),
+            host_bridge: HostBridgeFunction::new(
+                config.host_bridge_vendor,
+                config.host_bridge_device,
+            ),
             functions,
             exec: None,
             warn: RateLimit::guest(),

@@ -6,16 +6,17 @@
 //! every other write is dropped. The extended space reads 0 (an empty extended capability
 //! list).
 
-/// The host bridge's config space.
+/// The config space of the emulated host-bridge function 00:00.0 (the whole device, this
+/// function and the passed-through ones behind it, is [`crate::PciHostBridge`]).
 #[derive(Clone, Debug)]
-pub struct HostBridge {
+pub struct HostBridgeFunction {
     regs: [u8; 64],
 }
 
 /// Guest-writable bits of the first 64 bytes.
 const WRITABLE: [(usize, u8); 4] = [(0x04, 0x07), (0x0C, 0xFF), (0x0D, 0xFF), (0x3C, 0xFF)];
 
-impl HostBridge {
+impl HostBridgeFunction {
     /// A host bridge with this identity.
     pub fn new(vendor: u16, device: u16) -> Self {
         let mut regs = [0u8; 64];
@@ -26,7 +27,7 @@ impl HostBridge {
         // Subsystem IDs: same identity.
         regs[0x2C..0x2E].copy_from_slice(&vendor.to_le_bytes());
         regs[0x2E..0x30].copy_from_slice(&device.to_le_bytes());
-        HostBridge { regs }
+        HostBridgeFunction { regs }
     }
 
     /// Read `len` (1..=8) bytes at `reg` (bytes past 4095 read all-ones).
@@ -62,7 +63,7 @@ mod tests {
 
     #[test]
     fn identity_and_writes() {
-        let mut h = HostBridge::new(0x1b36, 0x0008);
+        let mut h = HostBridgeFunction::new(0x1b36, 0x0008);
         assert_eq!(h.read(0, 4), 0x0008_1b36);
         assert_eq!(h.read(8, 4), 0x0600_0000);
         assert_eq!(h.read(0x0E, 1), 0);

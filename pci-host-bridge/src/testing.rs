@@ -67,7 +67,7 @@ use xen_abi::passthrough::{msi_gflags, PtOp};
 
 use crate::backend::snapshot::{next_seq, DeviceEventKind, SnapshotDevice, SnapshotHandle};
 use crate::backend::{BarInfo, BarKind, HostDevice};
-use crate::bars::{BarSlot, Mapping, PAGE_SIZE};
+use crate::bars::{BarMapping as Mapping, BarSlot, PAGE_SIZE};
 use crate::bridge::PciHostBridge;
 use crate::config::{PciConfig, PciDeviceConfig, Windows};
 use crate::config_space::{RegKind, Slot};

@@ -13,7 +13,7 @@ use xen_abi::*;
 
 /// An MSI as the guest's local APIC sees it (Xen's decoding of inject_msi, xen-abi.md 2.4).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Msi {
+pub struct DecodedMsi {
     /// Vector (data bits 7:0).
     pub vector: u8,
     /// Destination APIC id (address bits 19:12).
@@ -26,10 +26,10 @@ pub struct Msi {
     pub trigger: &'static str,
 }
 
-impl Msi {
+impl DecodedMsi {
     /// Decode as Xen does.
-    pub fn decode(addr: u64, data: u32) -> Msi {
-        Msi {
+    pub fn decode(addr: u64, data: u32) -> DecodedMsi {
+        DecodedMsi {
             vector: (data & 0xFF) as u8,
             dest: ((addr >> 12) & 0xFF) as u8,
             dest_mode: if addr & (1 << 2) != 0 {
@@ -115,7 +115,7 @@ pub struct DomainReport {
     /// Accesses that hit a mapped BAR (no ioreq).
     pub p2m_accesses: u64,
     /// MSIs injected.
-    pub msis: Vec<Msi>,
+    pub msis: Vec<DecodedMsi>,
     /// Every DM op and domctl, in order (`{"op": ..., args}` plus `"rc"`).
     pub dm_ops: Vec<serde_json::Value>,
     /// vCPUs whose request was never answered: `{vcpu, server, addr, type}`.
@@ -390,7 +390,7 @@ impl Domain {
                 Ok(DmOpOutput::default())
             }
             DmOp::InjectMsi { addr, data } => {
-                let m = Msi::decode(addr, data);
+                let m = DecodedMsi::decode(addr, data);
                 tracing::info!(
                     domid = self.domid,
                     vector = m.vector,
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn msi_decoding_matches_xen() {
-        let m = Msi::decode(0xFEE0_3004, 0x0000_8131);
+        let m = DecodedMsi::decode(0xFEE0_3004, 0x0000_8131);
         assert_eq!(
             (m.vector, m.dest, m.dest_mode, m.delivery_mode, m.trigger),
             (0x31, 3, "logical", "lowest", "level")

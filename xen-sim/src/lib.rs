@@ -30,7 +30,7 @@ mod hypervisor;
 pub mod launch;
 mod passthrough;
 
-pub use domain::{DomainReport, Msi};
+pub use domain::{DecodedMsi, DomainReport};
 pub use guest::{GuestError, Vcpu};
 pub use host::{HostBar, HostPciDevice, MsixLayout, Owner};
 pub use hypervisor::{DomainConfig, DomainView, Sim, SimOptions};

@@ -7,7 +7,7 @@
 //! restricted one; the host functions' sysfs files), then splits in two. The broker keeps only those
 //! and answers the worker — the serving process, which decodes every guest access — over a
 //! `SOCK_SEQPACKET` socketpair. Its whole interface is [`proto::Request`]; each request is
-//! checked by [`policy::Policy`] against what the configuration assigned before
+//! checked by [`policy::BrokerPolicy`] against what the configuration assigned before
 //! [`server::Broker`] executes it, and gets exactly one [`proto::Reply`]. A refused request
 //! is logged (rate-limited `warn!`) and answered [`proto::Reply::Refused`], never executed:
 //! - hypercalls only for the broker's domid;
@@ -52,7 +52,7 @@
 //! (Linux drivers/pci/pci-sysfs.c, `enable_store`: "this can crash the machine when done on
 //! the 'wrong' device"), so neither another uid nor an empty capability set would do. What
 //! keeps it small instead is its interface: one typed request at a time from one peer, each
-//! checked by [`policy::Policy`] before anything runs. Pre-opening every file it may need
+//! checked by [`policy::BrokerPolicy`] before anything runs. Pre-opening every file it may need
 //! and keeping only CAP_SYS_ADMIN behind a seccomp filter is the next step.
 //!
 //! Tested: `tests.rs` here (every kind of refused request reaches neither the channel nor the
@@ -73,7 +73,7 @@ mod tests;
 
 pub use client::{BrokerChannel, BrokerClient, BrokerDevice, DeviceFacts};
 pub use ledger::Ledger;
-pub use policy::{AssignedFunction, Policy, Refusal};
+pub use policy::{AssignedFunction, BrokerPolicy, Refusal};
 pub use proto::{Envelope, Reply, Request, SysfsOp, VERSION};
 pub use server::{Broker, BrokerStats};
 pub use setup::policy_for;

@@ -147,17 +147,17 @@ struct PirqBlock {
 /// The checks (see the module docs), and the little state they need: the pirqs Xen
 /// allocated through this broker.
 #[derive(Clone, Debug)]
-pub struct Policy {
+pub struct BrokerPolicy {
     domid: DomId,
     windows: Windows,
     functions: Vec<AssignedFunction>,
     pirqs: BTreeMap<u32, PirqBlock>,
 }
 
-impl Policy {
+impl BrokerPolicy {
     /// The policy for guest `domid` with BAR windows `windows` and these functions.
     pub fn new(domid: DomId, windows: Windows, functions: Vec<AssignedFunction>) -> Self {
-        Policy {
+        BrokerPolicy {
             domid,
             windows,
             functions,
@@ -195,7 +195,7 @@ impl Policy {
     }
 
     /// Check a request. A config write is checked further, against the device's current
-    /// value, by [`Policy::check_config_write`].
+    /// value, by [`BrokerPolicy::check_config_write`].
     pub fn check(&self, req: &Request) -> Result<(), Refusal> {
         match req {
             Request::Hypercall { domid, op } => {

@@ -1,4 +1,4 @@
-//! The broker's side: receive one request, check it ([`Policy`]), execute it on the
+//! The broker's side: receive one request, check it ([`BrokerPolicy`]), execute it on the
 //! privileged handles it keeps (the unrestricted passthrough channel and the host functions'
 //! backends), answer exactly once.
 
@@ -14,7 +14,7 @@ use serde::Serialize;
 use xen_abi::passthrough::PtOp;
 
 use super::ledger::{Ledger, Run};
-use super::policy::{Policy, Refusal};
+use super::policy::{BrokerPolicy, Refusal};
 use super::proto::{self, DeviceFacts, Envelope, Reply, Request, SysfsOp, MAX_MESSAGE, VERSION};
 use crate::backend::HostDevice;
 use crate::error::Error;
@@ -31,7 +31,7 @@ pub struct BrokerStats {
 
 /// The broker (see the module docs of [`crate::broker`]).
 pub struct Broker {
-    policy: Policy,
+    policy: BrokerPolicy,
     chan: Box<dyn PtChannel>,
     devices: BTreeMap<u32, Box<dyn HostDevice>>,
     ledger: Ledger,
@@ -53,7 +53,7 @@ impl Broker {
     /// A broker executing on `chan` (which must be for the policy's guest) and on the
     /// backends of exactly the policy's functions.
     pub fn new(
-        policy: Policy,
+        policy: BrokerPolicy,
         chan: Box<dyn PtChannel>,
         devices: Vec<(PciAddress, Box<dyn HostDevice>)>,
     ) -> Result<Self, Error> {
@@ -262,7 +262,7 @@ impl Broker {
     }
 
     fn dev(&self, sbdf: u32) -> &dyn HostDevice {
-        // Policy::check accepted only assigned functions, and `new` made sure each has its
+        // BrokerPolicy::check accepted only assigned functions, and `new` made sure each has its
         // backend.
         self.devices[&sbdf].as_ref()
     }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use xen_abi::DomId;
 
-use super::policy::{AssignedFunction, Policy};
+use super::policy::{AssignedFunction, BrokerPolicy};
 use crate::backend::{BarInfo, HostDevice};
 use crate::bridge::PciHostBridge;
 use crate::config::PciConfig;
@@ -91,7 +91,7 @@ pub fn policy_for(
     config: &PciConfig,
     domid: DomId,
     backends: Vec<Box<dyn HostDevice>>,
-) -> Result<(Policy, Vec<Backend>), Error> {
+) -> Result<(BrokerPolicy, Vec<Backend>), Error> {
     let shared: Vec<Rc<RefCell<Box<dyn HostDevice>>>> = backends
         .into_iter()
         .map(|b| Rc::new(RefCell::new(b)))
@@ -117,5 +117,8 @@ pub fn policy_for(
             Ok((d.host, dev))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    Ok((Policy::new(domid, config.windows(), functions), backends))
+    Ok((
+        BrokerPolicy::new(domid, config.windows(), functions),
+        backends,
+    ))
 }

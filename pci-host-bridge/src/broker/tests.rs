@@ -147,7 +147,7 @@ fn rig_with((chan, ops): (FakeChannel, Arc<Mutex<Vec<PtOp>>>)) -> Rig {
             AssignedFunction::of(&f)
         })
         .collect();
-    let policy = Policy::new(DOMID, windows(), functions);
+    let policy = BrokerPolicy::new(DOMID, windows(), functions);
     let dev_log = Arc::new(Mutex::new(Vec::new()));
     let devices: Vec<(PciAddress, Box<dyn HostDevice>)> = [VF, LEGACY]
         .iter()

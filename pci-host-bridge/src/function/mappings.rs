@@ -13,7 +13,7 @@ use ioreq_server::executor::{PassthroughExecutor, PtError};
 use ioreq_server::guest_warn;
 
 use super::PassthroughFunction;
-use crate::bars::Mapping;
+use crate::bars::BarMapping;
 use crate::header;
 
 impl PassthroughFunction {
@@ -61,7 +61,7 @@ impl PassthroughFunction {
             .desired_mappings(self.command(), &self.windows, &trapped);
         desired.retain(|m| {
             let bar = match m {
-                Mapping::Mem { bar, .. } | Mapping::Io { bar, .. } => *bar,
+                BarMapping::Mem { bar, .. } | BarMapping::Io { bar, .. } => *bar,
             };
             !blocked.contains(&bar)
         });
@@ -107,18 +107,18 @@ impl PassthroughFunction {
     }
 }
 
-fn map(m: &Mapping, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
+fn map(m: &BarMapping, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
     match *m {
-        Mapping::Mem { gfn, mfn, nr, .. } => exec.map_memory(gfn, mfn, nr),
-        Mapping::Io {
+        BarMapping::Mem { gfn, mfn, nr, .. } => exec.map_memory(gfn, mfn, nr),
+        BarMapping::Io {
             gport, mport, nr, ..
         } => exec.map_ioports(gport, mport, nr),
     }
 }
 
-pub(super) fn unmap(m: &Mapping, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
+pub(super) fn unmap(m: &BarMapping, exec: &mut PassthroughExecutor) -> Result<(), PtError> {
     match *m {
-        Mapping::Mem { gfn, .. } => exec.unmap_memory(gfn),
-        Mapping::Io { gport, .. } => exec.unmap_ioports(gport),
+        BarMapping::Mem { gfn, .. } => exec.unmap_memory(gfn),
+        BarMapping::Io { gport, .. } => exec.unmap_ioports(gport),
     }
 }

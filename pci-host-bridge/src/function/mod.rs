@@ -27,7 +27,7 @@
 //! - `status.rs`: the JSON state shown on the status socket.
 
 use crate::backend::HostDevice;
-use crate::bars::{Bars, Mapping};
+use crate::bars::{BarMapping, Bars};
 use crate::binding::Bindings;
 use crate::caps::{self, Caps};
 use crate::config::Windows;
@@ -59,7 +59,7 @@ pub struct PassthroughFunction {
     caps: Caps,
     msix: Option<MsixTable>,
     windows: Windows,
-    mapped: Vec<Mapping>,
+    mapped: Vec<BarMapping>,
     cmd_idx: usize,
     bindings: Bindings,
     intx: Option<Intx>,
@@ -257,7 +257,7 @@ impl PassthroughFunction {
     }
 
     /// The mappings currently in force.
-    pub fn mappings(&self) -> &[Mapping] {
+    pub fn mappings(&self) -> &[BarMapping] {
         &self.mapped
     }
 

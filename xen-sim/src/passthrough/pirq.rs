@@ -306,7 +306,7 @@ impl Domain {
         if p.guest_masked {
             return Err("masked by the guest (Xen's guest_masked)".into());
         }
-        let m = crate::domain::Msi::decode(
+        let m = crate::domain::DecodedMsi::decode(
             u64::from(gflags & 0xFF) << 12 | u64::from((gflags >> 9) & 1) << 2,
             u32::from(gvec) | ((gflags >> 12) & 7) << 8 | ((gflags >> 15) & 1) << 15,
         );
