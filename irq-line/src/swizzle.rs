@@ -11,7 +11,7 @@ pub const PCI_INTX_GSI_OFFSET: u32 = 16;
 ///
 /// the PCI-to-PCI bridge swizzle (PCI-to-PCI Bridge Architecture 1.2, 9.1) applied to the root
 /// bus, as QEMU's boards and most PC firmware route their root slots. pci-host-bridge raises
-/// INTx on this GSI and guest-acpi's `_PRT` tells the guest the same: both call this function,
+/// INTx on this GSI and pvh-acpi's `_PRT` tells the guest the same: both call this function,
 /// so they cannot disagree. `None` for a pin outside 1..=4 (0 = the function has no INTx).
 pub fn pci_intx_gsi(gsi_base: u32, slot: u8, pin: u8) -> Option<u32> {
     if !(1..=4).contains(&pin) {

@@ -34,7 +34,7 @@ pub fn commands() -> Vec<clap::Command> {
         pci_host_bridge::cli::command(),
         ioapic::cli::command(),
         pm_trap::cli::command(),
-        guest_acpi::cli::command(),
+        pvh_acpi::cli::command(),
         xen_sim::cli::command(),
     ]
 }

@@ -32,7 +32,7 @@ use crate::backend::HostDevice;
 
 /// The GSI (= IOAPIC pin: the guest's only IOAPIC has GSI base 0) that interrupt pin `pin`
 /// (1 = INTA# .. 4 = INTD#) of the function in guest slot `slot` is routed to:
-/// [`irq_line::pci_intx_gsi`], the one formula the guest's `_PRT` (guest-acpi)
+/// [`irq_line::pci_intx_gsi`], the one formula the guest's `_PRT` (pvh-acpi)
 /// uses too. `None` for a pin outside 1..=4.
 pub fn guest_gsi(slot: u8, pin: u8) -> Option<u8> {
     irq_line::pci_intx_gsi(0, slot, pin).and_then(|g| u8::try_from(g).ok())

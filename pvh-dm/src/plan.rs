@@ -2,16 +2,16 @@
 //! against each other and against the host, and decide what `create` will do.
 //!
 //! Order (every check before the first one that runs `xl`): the xl config (syntax, `type =
-//! "pvh"`, `name`, no `pci = [...]`), the guest TOML and its sections (through guest-acpi,
+//! "pvh"`, `name`, no `pci = [...]`), the guest TOML and its sections (through pvh-acpi,
 //! which also generates the tables), the host functions in sysfs, the kernel and ramdisk,
 //! the memory layout, the device-model binaries and the IOMMU wrapper. Only then, and only
 //! when the guest passes devices through, `xl info` for the IOMMU.
 
 use std::path::{Path, PathBuf};
 
-use guest_acpi::GuestTables;
 use ioreq_server::config::GuestConfig;
 use pci_host_bridge::BackendKind;
+use pvh_acpi::GuestTables;
 
 use crate::kernel::{self, KernelKind};
 use crate::xlcfg::XlConfig;
@@ -233,7 +233,7 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
         .ok()
         .filter(|v| (1..=128).contains(v))
         .ok_or_else(|| Refused(format!("xl config: {maxvcpus} vCPUs is out of range")))?;
-    let inputs = guest_acpi::Inputs::from_config(&guest, Some(maxvcpus))
+    let inputs = pvh_acpi::Inputs::from_config(&guest, Some(maxvcpus))
         .map_err(|e| Refused(format!("{}: {e}", dm_config.display())))?;
 
     // Host functions.
@@ -457,7 +457,7 @@ pub fn build(opts: &Options) -> Result<Plan, Refused> {
     let tables = if opts.no_acpi_upgrade {
         None
     } else {
-        let t = guest_acpi::generate(&inputs)
+        let t = pvh_acpi::generate(&inputs)
             .map_err(|e| Refused(format!("{}: ACPI tables: {e}", dm_config.display())))?;
         warnings.extend(t.warnings.iter().cloned());
         Some(t)

@@ -6,12 +6,12 @@
 
 use anyhow::Context;
 use clap::Parser;
-use guest_acpi::cli::Cli;
+use pvh_acpi::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = cli.domid;
-    let tables = guest_acpi::generate_from_file(&cli.config, cli.vcpus)
+    let tables = pvh_acpi::generate_from_file(&cli.config, cli.vcpus)
         .with_context(|| format!("generating ACPI tables from {}", cli.config.display()))?;
     for w in &tables.warnings {
         eprintln!("pvh-acpi: warning: {w}");

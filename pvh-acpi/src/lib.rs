@@ -371,7 +371,7 @@ fn pci_root(pci: &PciConfig, ioapic: Option<&IoapicConfig>) -> Result<Vec<u8>, E
         let need = PCI_GSI_OFFSET + 4;
         if pins < need {
             return Err(Error::Unsupported(format!(
-                "[ioapic] pins = {pins}: the _PRT routes PCI INTx to GSIs {PCI_GSI_OFFSET}-{} (see guest_acpi::intx_gsi), so at least {need} pins are needed",
+                "[ioapic] pins = {pins}: the _PRT routes PCI INTx to GSIs {PCI_GSI_OFFSET}-{} (see pvh_acpi::intx_gsi), so at least {need} pins are needed",
                 need - 1
             )));
         }

@@ -5,16 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use guest_acpi::{generate, Inputs};
 use ioreq_server::config::GuestConfig;
+use pvh_acpi::{generate, Inputs};
 
-fn tables(config: &str, vcpus: Option<u32>) -> guest_acpi::GuestTables {
+fn tables(config: &str, vcpus: Option<u32>) -> pvh_acpi::GuestTables {
     let cfg = GuestConfig::parse(config, Path::new("test.toml")).unwrap();
     generate(&Inputs::from_config(&cfg, vcpus).unwrap()).unwrap()
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("guest-acpi-{}-{name}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("pvh-acpi-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -138,8 +138,8 @@ fn ssdt_default_guest() {
     // _PRT: 32 slots x 4 pins, swizzled onto GSIs 16-19.
     assert!(contains(&dsl, "Name (_PRT, Package (0x80)"), "{dsl}");
     for slot in 0u8..32 {
-        for pin in guest_acpi::IntxPin::ALL {
-            let gsi = guest_acpi::intx_gsi(0, slot, pin);
+        for pin in pvh_acpi::IntxPin::ALL {
+            let gsi = pvh_acpi::intx_gsi(0, slot, pin);
             let p = match pin as u8 {
                 0 => "Zero".to_string(),
                 1 => "One".to_string(),
