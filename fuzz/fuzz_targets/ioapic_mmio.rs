@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ioapic::check::mmio(data);
+    pvh_dm_fuzz::accesses(ioapic::check::mmio(data).ops);
 });

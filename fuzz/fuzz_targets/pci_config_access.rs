@@ -91,7 +91,9 @@ fuzz_target!(|data: &[u8]| {
             .fork()
             .expect("fork")
     });
-    for op in ops_from_bytes(&bridge, rest) {
+    let ops = ops_from_bytes(&bridge, rest);
+    pvh_dm_fuzz::accesses(ops.len());
+    for op in ops {
         if let Err(e) = checker.apply(&mut bridge, op) {
             panic!("{e}");
         }

@@ -92,7 +92,9 @@ fuzz_target!(|data: &[u8]| {
             .fork()
             .expect("fork")
     });
-    for op in msi_ops_from_bytes(&bridge, rest) {
+    let ops = msi_ops_from_bytes(&bridge, rest);
+    pvh_dm_fuzz::accesses(ops.len());
+    for op in ops {
         if let Err(e) = checker.apply(&mut bridge, op) {
             panic!("{e}");
         }

@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     // Each op: [kind, range/offset, size, data u16].
     while let [kind, where_, size, lo, hi, rest @ ..] = ops {
         ops = rest;
+        pvh_dm_fuzz::accesses(1);
         let (space, addr) = match ranges.get(*where_ as usize % (ranges.len() + 1)) {
             Some(r) => (
                 r.space,

@@ -125,6 +125,7 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         assert!(r.is_ok(), "request not answered: {r:?}");
+        pvh_dm_fuzz::accesses(1);
     }
     // Looked at in place (`report` copies the whole record, every DM op of the process
     // included); copied only to show it when the check fails.

@@ -35,6 +35,9 @@ pub struct Stats {
     pub msis: usize,
     /// EOIs that cleared Remote IRR.
     pub eois: usize,
+    /// Operations performed (guest accesses, pin changes, socket messages): what a fuzz
+    /// campaign counts.
+    pub ops: usize,
 }
 
 /// Reads operation arguments from fuzz input; running out yields zeros and ends the run.
@@ -346,6 +349,7 @@ pub fn mmio(data: &[u8]) -> Stats {
         if input.done() {
             break;
         }
+        ledger.stats.ops += 1;
         let op = input.u8() % 9;
         {
             let mut out = Recorder {
@@ -379,6 +383,7 @@ pub fn pins(data: &[u8]) -> Stats {
         if input.done() {
             break;
         }
+        ledger.stats.ops += 1;
         let op = input.u8() % 10;
         {
             let mut out = Recorder {
@@ -448,6 +453,7 @@ pub fn device_protocol(data: &[u8]) -> Stats {
         if input.done() {
             break;
         }
+        stats.ops += 1;
         let op = input.u8() % 7;
         match op {
             0 => {

@@ -3231,6 +3231,14 @@ pub fn random_irq_op(rng: &mut Rng, bridge: &PciHostBridge) -> Op {
 /// enabled with the function masked, the function mask cleared, then each entry unmasked in
 /// turn (vectors from `first_vector`). Needs the BARs placed and decode on.
 pub fn linux_msix_ops(bridge: &PciHostBridge, first_vector: u8) -> Vec<Op> {
+    linux_msix_ops_with(bridge, first_vector, u16::MAX)
+}
+
+/// [`linux_msix_ops`] for a driver that allocates `vectors` vectors per function (a 2-vCPU
+/// guest's NIC driver takes one per queue pair plus one for its mailbox or config: 3): every
+/// entry of the table is masked first (Linux's `msix_mask_all()` before MSI-X Enable), only
+/// the first `vectors` entries are programmed and unmasked.
+pub fn linux_msix_ops_with(bridge: &PciHostBridge, first_vector: u8, vectors: u16) -> Vec<Op> {
     let mut ops = Vec::new();
     for s in irq_surfaces(bridge) {
         let (Some(cap), Some((table, _, n))) = (s.msix_cap, s.table) else {
@@ -3247,7 +3255,8 @@ pub fn linux_msix_ops(bridge: &PciHostBridge, first_vector: u8) -> Vec<Op> {
         for e in 0..u64::from(n) {
             w(&mut ops, table + e * 16 + 12, 4, 1);
         }
-        for e in 0..u64::from(n) {
+        let used = u64::from(n.min(vectors));
+        for e in 0..used {
             w(&mut ops, table + e * 16, 4, 0xFEE0_0000);
             w(&mut ops, table + e * 16 + 4, 4, 0);
             w(
@@ -3258,7 +3267,7 @@ pub fn linux_msix_ops(bridge: &PciHostBridge, first_vector: u8) -> Vec<Op> {
             );
         }
         ops.push(cfg_w(s.addr, cap + 2, 2, 0x8000, false));
-        for e in 0..u64::from(n) {
+        for e in 0..used {
             w(&mut ops, table + e * 16 + 12, 4, 0);
         }
     }
