@@ -18,11 +18,7 @@
 //! Run: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run pci_msi -O -- -max_total_time=20`
 #![no_main]
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use libfuzzer_sys::fuzz_target;
-use pci_host_bridge::backend::snapshot::SnapshotDevice;
 use pci_host_bridge::testing::XenLikeConfig;
 use pci_host_bridge::testing::{
     msi_ops_from_bytes, placement_ops, snapshot_device_config, Template,
@@ -48,10 +44,7 @@ fn template(sel: u8) -> Template {
         devices: vec![dev(2), dev(3), dev(4)],
         ..Default::default()
     };
-    let mut devices: Vec<SnapshotDevice> = [SRIOV_PF, INTEL_PF, LEGACY]
-        .iter()
-        .map(|j| SnapshotDevice::from_json(j, "embedded").expect("embedded snapshot"))
-        .collect();
+    let mut devices = pvh_dm_fuzz::pci::snapshots(&[SRIOV_PF, INTEL_PF, LEGACY]);
     if sel & 1 != 0 {
         // INTx forwarding on the functions with a pin: MSI enable must force it off.
         devices[0].enable_intx().expect("eventfd");
@@ -71,36 +64,7 @@ fn template(sel: u8) -> Template {
             }
         });
     }
-    let (bridge, checker) = t.parts();
-    if let Err(e) = checker.check_state(bridge) {
-        panic!("after the prologue: {e}");
-    }
-    t
+    pvh_dm_fuzz::pci::checked(t)
 }
 
-thread_local! {
-    static TEMPLATES: RefCell<HashMap<u8, Template>> = RefCell::new(HashMap::new());
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else {
-        return;
-    };
-    let (mut bridge, mut checker) = TEMPLATES.with_borrow_mut(|t| {
-        t.entry(key(sel))
-            .or_insert_with(|| template(key(sel)))
-            .fork()
-            .expect("fork")
-    });
-    let ops = msi_ops_from_bytes(&bridge, rest);
-    pvh_dm_fuzz::accesses(ops.len());
-    for op in ops {
-        if let Err(e) = checker.apply(&mut bridge, op) {
-            panic!("{e}");
-        }
-    }
-    // Whatever the guest did, the hand-back leaves nothing in Xen.
-    if let Err(e) = checker.stop_and_check(&mut bridge) {
-        panic!("stop: {e}");
-    }
-});
+fuzz_target!(|data: &[u8]| pvh_dm_fuzz::pci::run(data, key, template, msi_ops_from_bytes));

@@ -24,3 +24,65 @@ pub fn accesses(n: usize) {
         eprintln!("#accesses {after}");
     }
 }
+
+/// The PCI targets' shared frame: a prepared bridge per set-up, an input run on a copy of it.
+pub mod pci {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use pci_host_bridge::backend::snapshot::SnapshotDevice;
+    use pci_host_bridge::testing::{Op, Template};
+    use pci_host_bridge::PciHostBridge;
+
+    /// The embedded snapshots (JSON) as devices.
+    pub fn snapshots(json: &[&str]) -> Vec<SnapshotDevice> {
+        json.iter()
+            .map(|j| SnapshotDevice::from_json(j, "embedded").expect("embedded snapshot"))
+            .collect()
+    }
+
+    /// `t` after checking the state its prologue left (once per template, not per input).
+    pub fn checked(t: Template) -> Template {
+        let (bridge, checker) = t.parts();
+        if let Err(e) = checker.check_state(bridge) {
+            panic!("after the prologue: {e}");
+        }
+        t
+    }
+
+    thread_local! {
+        static TEMPLATES: RefCell<HashMap<u8, Template>> = RefCell::new(HashMap::new());
+    }
+
+    /// One input: its first byte picks the set-up (`key` of it names the template, built by
+    /// `template` on first use), the rest is decoded into accesses by `decode`; each access
+    /// is applied and checked, then a checked stop must leave nothing in Xen.
+    pub fn run(
+        data: &[u8],
+        key: fn(u8) -> u8,
+        template: fn(u8) -> Template,
+        decode: fn(&PciHostBridge, &[u8]) -> Vec<Op>,
+    ) {
+        let Some((&sel, rest)) = data.split_first() else {
+            return;
+        };
+        let k = key(sel);
+        let (mut bridge, mut checker) = TEMPLATES.with_borrow_mut(|t| {
+            t.entry(k)
+                .or_insert_with(|| template(k))
+                .fork()
+                .expect("fork")
+        });
+        let ops = decode(&bridge, rest);
+        crate::accesses(ops.len());
+        for op in ops {
+            if let Err(e) = checker.apply(&mut bridge, op) {
+                panic!("{e}");
+            }
+        }
+        // Whatever the guest did, the hand-back leaves nothing in Xen.
+        if let Err(e) = checker.stop_and_check(&mut bridge) {
+            panic!("stop: {e}");
+        }
+    }
+}

@@ -2145,16 +2145,16 @@ impl Checker {
             if d.0 {
                 io.push((d.1, h.host_addr, h.size));
             } else {
-                // The BAR's frames minus the trapped pages, as runs.
+                // The BAR's frames minus the trapped pages, as runs: the gaps between the
+                // trapped pages (a walk over those, not over every frame of the BAR).
                 let (g0, h0) = (d.1 / PAGE_SIZE, h.host_addr / PAGE_SIZE);
+                let frames = h.size / PAGE_SIZE;
                 let mut start = 0;
-                for p in 0..=h.size / PAGE_SIZE {
-                    if p == h.size / PAGE_SIZE || d.4.contains(&p) {
-                        if p > start {
-                            mem.push((g0 + start, h0 + start, p - start));
-                        }
-                        start = p + 1;
+                for &p in d.4.range(..frames).chain(std::iter::once(&frames)) {
+                    if p > start {
+                        mem.push((g0 + start, h0 + start, p - start));
                     }
+                    start = p + 1;
                 }
             }
         }
