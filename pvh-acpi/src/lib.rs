@@ -314,17 +314,28 @@ fn ssdt(inputs: &Inputs, setup: &pm_trap::TrapSetup) -> Result<Vec<u8>, Error> {
         sb.extend(ecam_reservation(pci)?);
         body.extend(aml::scope("\\_SB", &sb)?);
     }
+    own_table(*b"SSDT", SSDT_REVISION, "PVHSSDT", &body)
+}
+
+/// `body` as a table of our own (SSDT, MCFG): our OEMID and creator, OEM revision 1. Unlike
+/// the MADT, these tables replace nothing of libxl's, so they carry no libxl identity.
+fn own_table(
+    signature: [u8; 4],
+    revision: u8,
+    oem_table_id: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
     table::build(
         &table::Ident {
-            signature: *b"SSDT",
-            revision: SSDT_REVISION,
+            signature,
+            revision,
             oem_id: table::padded(OEM_ID)?,
-            oem_table_id: table::padded("PVHSSDT")?,
+            oem_table_id: table::padded(oem_table_id)?,
             oem_revision: 1,
             creator_id: CREATOR_ID,
             creator_revision: CREATOR_REVISION,
         },
-        &body,
+        body,
     )
 }
 
@@ -470,18 +481,7 @@ fn mcfg(pci: &PciConfig) -> Result<Vec<u8>, Error> {
         pci.bus_start,
         pci.bus_end,
     ));
-    table::build(
-        &table::Ident {
-            signature: *b"MCFG",
-            revision: MCFG_REVISION,
-            oem_id: table::padded(OEM_ID)?,
-            oem_table_id: table::padded("PVHMCFG")?,
-            oem_revision: 1,
-            creator_id: CREATOR_ID,
-            creator_revision: CREATOR_REVISION,
-        },
-        &body,
-    )
+    own_table(*b"MCFG", MCFG_REVISION, "PVHMCFG", &body)
 }
 
 /// Read a per-guest config file and generate its tables.

@@ -286,37 +286,11 @@ pub fn analyze(tables: &[RawTable<'_>], warnings: &mut Vec<String>) -> SleepAnal
         errors: Vec::new(),
         error_count: 0,
     };
-    for (i, (name, aml)) in bodies.iter().enumerate() {
-        w.table = name;
-        w.table_idx = i;
-        w.term_list(
-            Cur {
-                d: aml,
-                pos: 0,
-                end: aml.len(),
-            },
-            &[],
-            DefContext::Unconditional,
-            0,
-        );
-    }
+    w.pass(&bodies);
     w.collect = false;
     w.errors.clear();
     w.error_count = 0;
-    for (i, (name, aml)) in bodies.iter().enumerate() {
-        w.table = name;
-        w.table_idx = i;
-        w.term_list(
-            Cur {
-                d: aml,
-                pos: 0,
-                end: aml.len(),
-            },
-            &[],
-            DefContext::Unconditional,
-            0,
-        );
-    }
+    w.pass(&bodies);
     SleepAnalysis {
         definitions: w.defs,
         errors: w.errors,
@@ -624,7 +598,26 @@ struct Walker<'t> {
     error_count: usize,
 }
 
-impl Walker<'_> {
+impl<'t> Walker<'t> {
+    /// One pass over every table body, in load order, from the root scope. `analyze` makes
+    /// two (collect, then record) that differ only in `collect`.
+    fn pass(&mut self, bodies: &[(&'t str, &[u8])]) {
+        for (i, &(name, aml)) in bodies.iter().enumerate() {
+            self.table = name;
+            self.table_idx = i;
+            self.term_list(
+                Cur {
+                    d: aml,
+                    pos: 0,
+                    end: aml.len(),
+                },
+                &[],
+                DefContext::Unconditional,
+                0,
+            );
+        }
+    }
+
     fn error(&mut self, e: PErr, pos: usize) {
         self.error_count += 1;
         if self.errors.len() < MAX_ERRORS {
