@@ -362,48 +362,36 @@ mod tests {
 
     #[test]
     fn watch_against_a_fake_xenstored() {
+        // The fake xenstored's answers: every one outside a transaction.
+        fn reply(ty: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
+            Msg {
+                ty,
+                req_id,
+                tx_id: 0,
+                payload: payload.to_vec(),
+            }
+            .encode()
+        }
         let (a, mut b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || {
             let m = Msg::read_from(&mut b).unwrap();
             assert_eq!(m.ty, XS_WATCH);
             // An event before the reply, as xenstored may send.
-            let ev = Msg {
-                ty: XS_WATCH_EVENT,
-                req_id: 0,
-                tx_id: 0,
-                payload: b"@releaseDomain\0tok\0".to_vec(),
-            };
-            b.write_all(&ev.encode()).unwrap();
-            let ok = Msg {
-                ty: XS_WATCH,
-                req_id: m.req_id,
-                tx_id: 0,
-                payload: b"OK\0".to_vec(),
-            };
-            b.write_all(&ok.encode()).unwrap();
-            b.write_all(&ev.encode()).unwrap();
+            let ev = reply(XS_WATCH_EVENT, 0, b"@releaseDomain\0tok\0");
+            b.write_all(&ev).unwrap();
+            b.write_all(&reply(XS_WATCH, m.req_id, b"OK\0")).unwrap();
+            b.write_all(&ev).unwrap();
             let m = Msg::read_from(&mut b).unwrap();
             assert_eq!(m.ty, XS_WRITE);
             assert_eq!(
                 m.payload,
                 b"/local/domain/7/control/shutdown\0poweroff".to_vec()
             );
-            let ok = Msg {
-                ty: XS_WRITE,
-                req_id: m.req_id,
-                tx_id: 0,
-                payload: b"OK\0".to_vec(),
-            };
-            b.write_all(&ok.encode()).unwrap();
+            b.write_all(&reply(XS_WRITE, m.req_id, b"OK\0")).unwrap();
             let m = Msg::read_from(&mut b).unwrap();
             assert_eq!(m.ty, XS_READ);
-            let e = Msg {
-                ty: XS_ERROR,
-                req_id: m.req_id,
-                tx_id: 0,
-                payload: b"ENOENT\0".to_vec(),
-            };
-            b.write_all(&e.encode()).unwrap();
+            b.write_all(&reply(XS_ERROR, m.req_id, b"ENOENT\0"))
+                .unwrap();
         });
         let mut xs = Xenstore {
             conn: Conn::Socket(a),
