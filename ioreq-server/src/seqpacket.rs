@@ -110,27 +110,27 @@ pub fn recv_stream(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec
 
 /// Connect a `SOCK_SEQPACKET` socket to `path`.
 pub fn connect(path: &Path) -> io::Result<OwnedFd> {
+    let (fd, addr) = socket_for(path)?;
+    socket::connect(fd.as_raw_fd(), &addr)?;
+    Ok(fd)
+}
+
+/// A new close-on-exec `SOCK_SEQPACKET` socket and the address of `path`: what both ends,
+/// [`connect`] and [`listen`], start from.
+fn socket_for(path: &Path) -> io::Result<(OwnedFd, UnixAddr)> {
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    let addr = UnixAddr::new(path)?;
-    socket::connect(fd.as_raw_fd(), &addr)?;
-    Ok(fd)
+    Ok((fd, UnixAddr::new(path)?))
 }
 
 /// Bind and listen on a `SOCK_SEQPACKET` socket at `path` (an old socket file is replaced).
 pub fn listen(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let addr = UnixAddr::new(path)?;
+    let (fd, addr) = socket_for(path)?;
     socket::bind(fd.as_raw_fd(), &addr)?;
     socket::listen(&fd, socket::Backlog::new(64).map_err(io::Error::from)?)?;
     Ok(UnixListener::from(fd))

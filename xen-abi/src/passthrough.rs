@@ -228,30 +228,32 @@ impl PtOp {
                     arg: w.0,
                 }
             }
+            // Bind and unbind carry the same xen_domctl_bind_pt_irq; only the command differs.
             PtOp::BindPtIrqMsi {
                 pirq,
                 gvec,
                 gflags,
                 gtable,
-            } => domctl(XEN_DOMCTL_BIND_PT_IRQ, &|p| {
-                p.u32(0, pirq)
-                    .u32(4, PT_IRQ_TYPE_MSI)
-                    .u8(8, gvec)
-                    .u32(12, gflags)
-                    .u64(16, gtable);
-            }),
-            PtOp::UnbindPtIrqMsi {
+            }
+            | PtOp::UnbindPtIrqMsi {
                 pirq,
                 gvec,
                 gflags,
                 gtable,
-            } => domctl(XEN_DOMCTL_UNBIND_PT_IRQ, &|p| {
-                p.u32(0, pirq)
-                    .u32(4, PT_IRQ_TYPE_MSI)
-                    .u8(8, gvec)
-                    .u32(12, gflags)
-                    .u64(16, gtable);
-            }),
+            } => domctl(
+                if matches!(self, PtOp::BindPtIrqMsi { .. }) {
+                    XEN_DOMCTL_BIND_PT_IRQ
+                } else {
+                    XEN_DOMCTL_UNBIND_PT_IRQ
+                },
+                &|p| {
+                    p.u32(0, pirq)
+                        .u32(4, PT_IRQ_TYPE_MSI)
+                        .u8(8, gvec)
+                        .u32(12, gflags)
+                        .u64(16, gtable);
+                },
+            ),
             PtOp::MapPirqMsi {
                 sbdf,
                 entry,
