@@ -25,6 +25,28 @@ use crate::config::{BackendKind, PciDeviceConfig};
 use crate::error::Error;
 use crate::header;
 
+/// [`HostDevice::ids`], [`HostDevice::bar`] and [`HostDevice::rom`] for a backend that learns
+/// them once, when it opens the function, and keeps them in the fields `ids: (u16, u16)`,
+/// `bars: [Option<BarInfo>; 6]` and `rom: Option<BarInfo>` (sysfs, vfio, snapshot): the three
+/// answers are then the same bookkeeping for each, written here once. Used inside the
+/// backend's `impl HostDevice` block.
+macro_rules! answer_ids_bars_rom_from_fields {
+    () => {
+        fn ids(&self) -> (u16, u16) {
+            self.ids
+        }
+
+        fn bar(&self, index: usize) -> Option<$crate::backend::BarInfo> {
+            self.bars.get(index).copied().flatten()
+        }
+
+        fn rom(&self) -> Option<$crate::backend::BarInfo> {
+            self.rom
+        }
+    };
+}
+pub(crate) use answer_ids_bars_rom_from_fields;
+
 /// The decode type of a BAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

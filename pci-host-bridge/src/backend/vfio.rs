@@ -199,17 +199,7 @@ impl HostDevice for VfioHostDevice {
         Ok(())
     }
 
-    fn ids(&self) -> (u16, u16) {
-        self.ids
-    }
-
-    fn bar(&self, index: usize) -> Option<BarInfo> {
-        self.bars.get(index).copied().flatten()
-    }
-
-    fn rom(&self) -> Option<BarInfo> {
-        self.rom
-    }
+    crate::backend::answer_ids_bars_rom_from_fields!();
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         buf.fill(0xFF);

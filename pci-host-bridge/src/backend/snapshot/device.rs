@@ -393,17 +393,7 @@ impl HostDevice for SnapshotDevice {
         })
     }
 
-    fn ids(&self) -> (u16, u16) {
-        self.ids
-    }
-
-    fn bar(&self, index: usize) -> Option<BarInfo> {
-        self.bars.get(index).copied().flatten()
-    }
-
-    fn rom(&self) -> Option<BarInfo> {
-        self.rom
-    }
+    crate::backend::answer_ids_bars_rom_from_fields!();
 
     fn is_virtual_function(&self) -> bool {
         self.is_vf

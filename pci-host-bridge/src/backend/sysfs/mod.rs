@@ -346,17 +346,7 @@ impl HostDevice for SysfsDevice {
             .map_err(|e| Error::io(self.dir.join("config"), e))
     }
 
-    fn ids(&self) -> (u16, u16) {
-        self.ids
-    }
-
-    fn bar(&self, index: usize) -> Option<BarInfo> {
-        self.bars.get(index).copied().flatten()
-    }
-
-    fn rom(&self) -> Option<BarInfo> {
-        self.rom
-    }
+    crate::backend::answer_ids_bars_rom_from_fields!();
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         let bar = self.bar_checked(index, offset, buf.len())?;
