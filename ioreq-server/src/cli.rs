@@ -71,6 +71,44 @@ pub struct CommonArgs {
     pub max_memory: u64,
 }
 
+/// The command line of a device model that has subcommands besides `run`: `run`, or one of
+/// the binary's own (`C`), or no subcommand at all, which runs with `R` given directly
+/// (`pci-host-bridge -c guest.toml` is `pci-host-bridge run -c guest.toml`). pci-host-bridge
+/// and pm-trap flatten it into their `Cli`, which keeps their name and help; both used to spell
+/// out this same shape.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunOrSubcommand<C: clap::Subcommand, R: clap::Args> {
+    /// The subcommand, if any.
+    #[command(subcommand)]
+    pub cmd: Option<Subcommand<C, R>>,
+    /// `run`'s arguments, taken when no subcommand is given.
+    #[command(flatten)]
+    pub run: R,
+}
+
+impl<C: clap::Subcommand, R: clap::Args> RunOrSubcommand<C, R> {
+    /// What to do: `Ok(R)` to run (with `run`'s arguments or the bare ones), `Err(C)` for the
+    /// binary's own subcommand.
+    pub fn action(self) -> Result<R, C> {
+        match self.cmd {
+            Some(Subcommand::Run(r)) => Ok(r),
+            Some(Subcommand::Other(c)) => Err(c),
+            None => Ok(self.run),
+        }
+    }
+}
+
+/// `run` first, then the binary's own subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand<C: clap::Subcommand, R: clap::Args> {
+    /// Serve the guest (the default when no subcommand is given).
+    Run(R),
+    /// The binary's own subcommands.
+    #[command(flatten)]
+    Other(C),
+}
+
 impl CommonArgs {
     /// Load the config and apply the command-line overrides; with `--exit-with-parent`, first
     /// bind this process's life to its parent's ([`exit_with_parent`]).

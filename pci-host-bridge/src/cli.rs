@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use ioreq_server::cli::CommonArgs;
+use ioreq_server::cli::{CommonArgs, RunOrSubcommand};
 
 /// The command line of `pci-host-bridge`.
 #[derive(Parser)]
@@ -16,23 +16,17 @@ use ioreq_server::cli::CommonArgs;
                   config space through Xen's CF8/CFC decoding (XEN_DMOP_IO_RANGE_PCI) and an ECAM window, \
                   with the registers that are the guest's, the device's or ours kept apart by a table. \
                   BARs are virtual; enabling decode maps them into the guest (MSI-X table and PBA pages stay \
-                  trapped). `list` shows the host's PCI functions.",
-    args_conflicts_with_subcommands = true
+                  trapped). `list` shows the host's PCI functions."
 )]
 pub struct Cli {
-    /// The subcommand, if any.
-    #[command(subcommand)]
-    pub cmd: Option<Cmd>,
-    /// `run`'s arguments, taken when no subcommand is given.
+    /// `run`, [`Cmd`], or `run`'s arguments alone.
     #[command(flatten)]
-    pub run: RunArgs,
+    pub args: RunOrSubcommand<Cmd, RunArgs>,
 }
 
-/// Subcommands.
+/// Subcommands besides `run`.
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Serve the guest (the default when no subcommand is given).
-    Run(RunArgs),
     /// The host's PCI functions as a tree (PF -> VFs): IDs and names, driver, IOMMU group or
     /// assignability, and which a config already passes through. Read-only.
     List {

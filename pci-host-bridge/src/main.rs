@@ -18,8 +18,8 @@ mod split;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.cmd {
-        Some(Cmd::List {
+    match cli.args.action() {
+        Err(Cmd::List {
             json,
             config,
             sysfs,
@@ -43,9 +43,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Cmd::Run(r)) => run(r),
-        Some(Cmd::Reclaim(r)) => reclaim(r),
-        None => run(cli.run),
+        Err(Cmd::Reclaim(r)) => reclaim(r),
+        Ok(r) => run(r),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ioreq_server::cli::CommonArgs;
+use ioreq_server::cli::{CommonArgs, RunOrSubcommand};
 
 /// The command line of `pm-trap`.
 #[derive(Parser)]
@@ -17,23 +17,17 @@ use ioreq_server::cli::CommonArgs;
                   \\_S3 suspends only when allowed in the config; the reset value on the reset register reboots.\n\n\
                   Two modes ([pm_trap] mode): \"guest\" takes ports and sleep values from the config (defaults: \
                   Xen's PVH FADT, PM1a_EVT 0xB000, PM1a_CNT 0xB004, reset 0xCF9=6); \"hardware-domain\" reads \
-                  everything from the host's ACPI tables (--host-acpi, default /sys/firmware/acpi/tables).",
-    args_conflicts_with_subcommands = true
+                  everything from the host's ACPI tables (--host-acpi, default /sys/firmware/acpi/tables)."
 )]
 pub struct Cli {
-    /// The subcommand, if any.
-    #[command(subcommand)]
-    pub cmd: Option<Cmd>,
-    /// `run`'s arguments, taken when no subcommand is given.
+    /// `run`, [`Cmd`], or `run`'s arguments alone.
     #[command(flatten)]
-    pub run: RunArgs,
+    pub args: RunOrSubcommand<Cmd, RunArgs>,
 }
 
-/// Subcommands.
+/// Subcommands besides `run`.
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Serve the guest (the default when no subcommand is given).
-    Run(RunArgs),
     /// Read FADT, DSDT and SSDTs of a directory and print the PM1 blocks, the reset register
     /// and the \_S3/\_S4/\_S5 values pm-trap would use.
     Inspect {

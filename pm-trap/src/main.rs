@@ -10,15 +10,12 @@ use pm_trap::{inspect_dir, Mode, PmTrap, PmTrapConfig};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match (cli.cmd, cli.run) {
-        (
-            Some(Cmd::Inspect {
-                acpi_dir,
-                json,
-                log,
-            }),
-            _,
-        ) => {
+    match cli.args.action() {
+        Err(Cmd::Inspect {
+            acpi_dir,
+            json,
+            log,
+        }) => {
             init_logging(&log);
             let info = inspect_dir(&acpi_dir)
                 .with_context(|| format!("reading ACPI tables in {}", acpi_dir.display()))?;
@@ -29,7 +26,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        (Some(Cmd::Run(r)), _) | (None, r) => run(r),
+        Ok(r) => run(r),
     }
 }
 
