@@ -73,6 +73,21 @@ const IOREQ_DIR: u8 = 1 << 5;
 const IOREQ_DF: u8 = 1 << 6;
 
 impl Ioreq {
+    /// A request for one item (`count` 1) of `size` bytes at `addr`, direction `dir`, state
+    /// `STATE_IOREQ_NONE`, other flags clear: a guest's plain access, as the simulated guest
+    /// issues it and as the server unpacks a buffered ioreq.
+    pub fn single(type_: u8, addr: u64, size: u32, dir: u8, data: u64) -> Ioreq {
+        let mut r = Ioreq {
+            addr,
+            data,
+            size,
+            count: 1,
+            type_,
+            ..Default::default()
+        };
+        r.set_dir(dir);
+        r
+    }
     pub fn state(&self) -> u8 {
         self.flags & IOREQ_STATE_MASK
     }

@@ -334,22 +334,8 @@ impl Domain {
                 space,
                 start,
                 end,
-            } => {
-                let s = self.server_of(id, conn)?;
-                if start > end {
-                    return Err(neg(libc::EINVAL));
-                }
-                let r = &mut s.ranges[space_idx(space)];
-                if r.iter().any(|&(a, b)| a <= end && start <= b) {
-                    return Err(neg(libc::EEXIST));
-                }
-                if r.len() >= MAX_NR_IO_RANGES {
-                    return Err(neg(libc::ENOSPC));
-                }
-                r.push((start, end));
-                Ok(DmOpOutput::default())
             }
-            DmOp::UnmapIoRange {
+            | DmOp::UnmapIoRange {
                 id,
                 space,
                 start,
@@ -357,17 +343,10 @@ impl Domain {
             } => {
                 let s = self.server_of(id, conn)?;
                 let r = &mut s.ranges[space_idx(space)];
-                // Xen: the range must be contained in what is registered; it is removed
-                // (a part of a registered range splits it).
-                let Some(i) = r.iter().position(|&(a, b)| a <= start && end <= b) else {
-                    return Err(neg(libc::ENOENT));
-                };
-                let (a, b) = r.remove(i);
-                if a < start {
-                    r.push((a, start - 1));
-                }
-                if end < b {
-                    r.push((end + 1, b));
+                if matches!(op, DmOp::MapIoRange { .. }) {
+                    map_range(r, start, end)?;
+                } else {
+                    unmap_range(r, start, end)?;
                 }
                 Ok(DmOpOutput::default())
             }
@@ -468,6 +447,38 @@ impl Domain {
             })
             .map(|(id, _)| *id)
     }
+}
+
+/// Xen's `XEN_DMOP_map_io_range_to_ioreq_server` on a server's ranges of one space: a new
+/// range may not overlap one it has, and a server holds at most `MAX_NR_IO_RANGES`.
+fn map_range(r: &mut Vec<(u64, u64)>, start: u64, end: u64) -> Result<(), i32> {
+    if start > end {
+        return Err(neg(libc::EINVAL));
+    }
+    if r.iter().any(|&(a, b)| a <= end && start <= b) {
+        return Err(neg(libc::EEXIST));
+    }
+    if r.len() >= MAX_NR_IO_RANGES {
+        return Err(neg(libc::ENOSPC));
+    }
+    r.push((start, end));
+    Ok(())
+}
+
+/// Xen's `XEN_DMOP_unmap_io_range_from_ioreq_server`: the range must be contained in what is
+/// registered; it is removed (a part of a registered range splits it).
+fn unmap_range(r: &mut Vec<(u64, u64)>, start: u64, end: u64) -> Result<(), i32> {
+    let Some(i) = r.iter().position(|&(a, b)| a <= start && end <= b) else {
+        return Err(neg(libc::ENOENT));
+    };
+    let (a, b) = r.remove(i);
+    if a < start {
+        r.push((a, start - 1));
+    }
+    if end < b {
+        r.push((end + 1, b));
+    }
+    Ok(())
 }
 
 pub(crate) fn space_idx(s: Space) -> usize {

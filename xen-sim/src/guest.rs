@@ -268,16 +268,7 @@ impl Vcpu {
     }
 
     fn req(type_: u8, addr: u64, size: u32, dir: u8, data: u64) -> Ioreq {
-        let mut r = Ioreq {
-            addr,
-            data,
-            size,
-            count: 1,
-            type_,
-            ..Default::default()
-        };
-        r.set_dir(dir);
-        r
+        Ioreq::single(type_, addr, size, dir, data)
     }
 
     /// Route (or post to server `to`) and wait for the answer.

@@ -122,15 +122,7 @@ impl Dispatcher {
         actions: &mut Actions,
     ) {
         self.stats.buffered += 1;
-        let mut req = Ioreq {
-            addr,
-            data,
-            size,
-            count: 1,
-            type_,
-            ..Default::default()
-        };
-        req.set_dir(IOREQ_WRITE);
+        let req = Ioreq::single(type_, addr, size, IOREQ_WRITE, data);
         let space = match type_ {
             IOREQ_TYPE_PIO => Space::Port,
             IOREQ_TYPE_COPY => Space::Memory,
