@@ -234,11 +234,11 @@ impl RedirectionEntry {
 
     /// Bit 11.
     pub fn destination_mode(self) -> DestinationMode {
-        if self.0 & RTE_DEST_MODE != 0 {
-            DestinationMode::Logical
-        } else {
-            DestinationMode::Physical
-        }
+        self.choose(
+            RTE_DEST_MODE,
+            DestinationMode::Logical,
+            DestinationMode::Physical,
+        )
     }
 
     /// Sets bit 11.
@@ -248,16 +248,12 @@ impl RedirectionEntry {
 
     /// Bit 12 (read-only to the guest). Delivery here is immediate, so it always reads 0.
     pub fn delivery_status(self) -> bool {
-        self.0 & RTE_DELIVERY_STATUS != 0
+        self.bit(RTE_DELIVERY_STATUS)
     }
 
     /// Bit 13.
     pub fn polarity(self) -> Polarity {
-        if self.0 & RTE_POLARITY != 0 {
-            Polarity::ActiveLow
-        } else {
-            Polarity::ActiveHigh
-        }
+        self.choose(RTE_POLARITY, Polarity::ActiveLow, Polarity::ActiveHigh)
     }
 
     /// Sets bit 13.
@@ -267,7 +263,7 @@ impl RedirectionEntry {
 
     /// Bit 14 (read-only to the guest).
     pub fn remote_irr(self) -> bool {
-        self.0 & RTE_REMOTE_IRR != 0
+        self.bit(RTE_REMOTE_IRR)
     }
 
     /// Sets bit 14 (the device's own bookkeeping; guest writes never change it).
@@ -277,11 +273,7 @@ impl RedirectionEntry {
 
     /// Bit 15.
     pub fn trigger_mode(self) -> TriggerMode {
-        if self.0 & RTE_TRIGGER_LEVEL != 0 {
-            TriggerMode::Level
-        } else {
-            TriggerMode::Edge
-        }
+        self.choose(RTE_TRIGGER_LEVEL, TriggerMode::Level, TriggerMode::Edge)
     }
 
     /// Sets bit 15.
@@ -296,7 +288,7 @@ impl RedirectionEntry {
 
     /// Bit 16.
     pub fn masked(self) -> bool {
-        self.0 & RTE_MASK != 0
+        self.bit(RTE_MASK)
     }
 
     /// Sets bit 16.
@@ -312,6 +304,21 @@ impl RedirectionEntry {
     /// Sets bits 63:56.
     pub fn set_destination(&mut self, dest: u8) {
         self.0 = (self.0 & !RTE_DEST) | (u64::from(dest) << RTE_DEST_SHIFT);
+    }
+
+    /// Whether `bit` is set.
+    fn bit(self, bit: u64) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// `set` where `bit` is set, `clear` where it is not: the one-bit fields that name
+    /// one of two modes (destination mode, polarity, trigger mode).
+    fn choose<T>(self, bit: u64, set: T, clear: T) -> T {
+        if self.bit(bit) {
+            set
+        } else {
+            clear
+        }
     }
 
     fn set_bit(&mut self, bit: u64, on: bool) {

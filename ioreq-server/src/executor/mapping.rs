@@ -134,20 +134,14 @@ impl PassthroughExecutor {
     /// Grant (or revoke) the guest access to host frames.
     pub fn iomem_permission(&mut self, mfn: u64, nr: u64, allow: bool) -> Result<(), PtError> {
         self.call(&PtOp::IomemPermission { mfn, nr, allow })?;
-        self.iomem.retain(|&p| p != (mfn, nr));
-        if allow {
-            self.iomem.push((mfn, nr));
-        }
+        note_grant(&mut self.iomem, (mfn, nr), allow);
         Ok(())
     }
 
     /// Grant (or revoke) the guest access to host I/O ports.
     pub fn ioport_permission(&mut self, port: u32, nr: u32, allow: bool) -> Result<(), PtError> {
         self.call(&PtOp::IoportPermission { port, nr, allow })?;
-        self.ioports.retain(|&p| p != (port, nr));
-        if allow {
-            self.ioports.push((port, nr));
-        }
+        note_grant(&mut self.ioports, (port, nr), allow);
         Ok(())
     }
 
@@ -165,5 +159,15 @@ impl PassthroughExecutor {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Keep `grants` (the permissions the guest holds, as status reports them) in step with a
+/// successful grant (`allow`) or revocation of `range`: listed once when granted, gone when
+/// revoked. Iomem and ioport permissions keep the same books.
+fn note_grant<T: PartialEq + Copy>(grants: &mut Vec<T>, range: T, allow: bool) {
+    grants.retain(|&p| p != range);
+    if allow {
+        grants.push(range);
     }
 }

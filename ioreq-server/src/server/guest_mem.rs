@@ -2,6 +2,7 @@
 //! cached, and all dropped on `IOREQ_TYPE_INVALIDATE` (the guest gave memory back).
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use crate::shared::Mapping;
 use crate::transport::{Transport, TransportError};
@@ -49,20 +50,9 @@ impl GuestMemory {
         gpa: u64,
         out: &mut [u8],
     ) -> Result<(), TransportError> {
-        let mut done = 0;
-        while done < out.len() {
-            let a = gpa
-                .checked_add(done as u64)
-                .ok_or_else(|| TransportError::Protocol("guest address overflow".into()))?;
-            let off = (a % XEN_PAGE_SIZE as u64) as usize;
-            let n = (XEN_PAGE_SIZE - off).min(out.len() - done);
-            let ok = self
-                .page(t, a / XEN_PAGE_SIZE as u64)?
-                .read_bytes(off, &mut out[done..done + n]);
-            debug_assert!(ok);
-            done += n;
-        }
-        Ok(())
+        self.by_page(t, gpa, out.len(), |page, off, r| {
+            page.read_bytes(off, &mut out[r])
+        })
     }
 
     /// Copy `data` to guest-physical `gpa` (may cross pages).
@@ -72,16 +62,30 @@ impl GuestMemory {
         gpa: u64,
         data: &[u8],
     ) -> Result<(), TransportError> {
+        self.by_page(t, gpa, data.len(), |page, off, r| {
+            page.write_bytes(off, &data[r])
+        })
+    }
+
+    /// Walk `len` bytes from guest-physical `gpa` one page at a time, mapping each page as it
+    /// comes: `copy(page, offset in the page, range of the caller's buffer)` for each piece
+    /// (it answers whether the piece was inside the page, which it always is here). The walk
+    /// of [`read`](Self::read) and [`write`](Self::write), which differ only in the copy.
+    fn by_page(
+        &mut self,
+        t: &mut dyn Transport,
+        gpa: u64,
+        len: usize,
+        mut copy: impl FnMut(&Mapping, usize, Range<usize>) -> bool,
+    ) -> Result<(), TransportError> {
         let mut done = 0;
-        while done < data.len() {
+        while done < len {
             let a = gpa
                 .checked_add(done as u64)
                 .ok_or_else(|| TransportError::Protocol("guest address overflow".into()))?;
             let off = (a % XEN_PAGE_SIZE as u64) as usize;
-            let n = (XEN_PAGE_SIZE - off).min(data.len() - done);
-            let ok = self
-                .page(t, a / XEN_PAGE_SIZE as u64)?
-                .write_bytes(off, &data[done..done + n]);
+            let n = (XEN_PAGE_SIZE - off).min(len - done);
+            let ok = copy(self.page(t, a / XEN_PAGE_SIZE as u64)?, off, done..done + n);
             debug_assert!(ok);
             done += n;
         }

@@ -45,12 +45,9 @@ struct XenWaker {
 impl Waker for XenWaker {
     fn wake(&self) -> Result<(), TransportError> {
         let mut arg = IoctlEvtchnNotify { port: self.port };
-        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg).map_err(|errno| {
-            TransportError::Hypervisor {
-                what: format!("IOCTL_EVTCHN_NOTIFY {} (waker)", self.port),
-                errno,
-            }
-        })?;
+        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg).map_err(refused(|| {
+            format!("IOCTL_EVTCHN_NOTIFY {} (waker)", self.port)
+        }))?;
         Ok(())
     }
 }
@@ -73,6 +70,16 @@ fn open(path: &str, nonblock: bool) -> Result<File, TransportError> {
         .custom_flags(libc::O_CLOEXEC | if nonblock { libc::O_NONBLOCK } else { 0 });
     o.open(path)
         .map_err(|e| TransportError::io(format!("open {path}"), e))
+}
+
+/// The error for a call Xen (or the privcmd or evtchn driver) refused with `errno`: one
+/// `map_err` for every call here. `what` names the call; it is built only when the call failed
+/// (dm_op is on the ioreq path).
+fn refused<S: Into<String>>(what: impl FnOnce() -> S) -> impl FnOnce(i32) -> TransportError {
+    move |errno| TransportError::Hypervisor {
+        what: what().into(),
+        errno,
+    }
 }
 
 /// `ioctl(fd, req, arg)` returning the non-negative result or the errno.
@@ -153,10 +160,7 @@ impl XenTransport {
         }
         let v = self
             .hypercall(__HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0])
-            .map_err(|errno| TransportError::Hypervisor {
-                what: "xen_version".into(),
-                errno,
-            })?;
+            .map_err(refused(|| "xen_version"))?;
         let (major, minor) = (v >> 16, v & 0xFFFF);
         if (major, minor) != (4, 17) {
             return Err(TransportError::Protocol(format!(
@@ -196,12 +200,8 @@ impl Transport for XenTransport {
             num: 1,
             ubufs: bufs.as_mut_ptr(),
         };
-        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_DM_OP, &mut arg).map_err(|errno| {
-            TransportError::Hypervisor {
-                what: format!("dm_op {op:?}"),
-                errno,
-            }
-        })?;
+        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_DM_OP, &mut arg)
+            .map_err(refused(|| format!("dm_op {op:?}")))?;
         Ok(op.read_output(&buf))
     }
 
@@ -226,10 +226,9 @@ impl Transport for XenTransport {
             IOCTL_PRIVCMD_MMAP_RESOURCE,
             &mut arg,
         )
-        .map_err(|errno| TransportError::Hypervisor {
-            what: format!("IOCTL_PRIVCMD_MMAP_RESOURCE server {id} frame {frame}"),
-            errno,
-        })?;
+        .map_err(refused(|| {
+            format!("IOCTL_PRIVCMD_MMAP_RESOURCE server {id} frame {frame}")
+        }))?;
         Ok(map)
     }
 
@@ -243,22 +242,17 @@ impl Transport for XenTransport {
             IOCTL_EVTCHN_BIND_INTERDOMAIN,
             &mut arg,
         )
-        .map_err(|errno| TransportError::Hypervisor {
-            what: format!("IOCTL_EVTCHN_BIND_INTERDOMAIN port {remote_port}"),
-            errno,
-        })?;
+        .map_err(refused(|| {
+            format!("IOCTL_EVTCHN_BIND_INTERDOMAIN port {remote_port}")
+        }))?;
         self.bound.push(port as u32);
         Ok(port as u32)
     }
 
     fn unbind(&mut self, local_port: u32) -> Result<(), TransportError> {
         let mut arg = IoctlEvtchnUnbind { port: local_port };
-        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_UNBIND, &mut arg).map_err(|errno| {
-            TransportError::Hypervisor {
-                what: format!("IOCTL_EVTCHN_UNBIND {local_port}"),
-                errno,
-            }
-        })?;
+        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_UNBIND, &mut arg)
+            .map_err(refused(|| format!("IOCTL_EVTCHN_UNBIND {local_port}")))?;
         self.bound.retain(|&p| p != local_port);
         Ok(())
     }
@@ -290,10 +284,8 @@ impl Transport for XenTransport {
             IOCTL_EVTCHN_BIND_UNBOUND_PORT,
             &mut ub,
         )
-        .map_err(|errno| TransportError::Hypervisor {
-            what: "IOCTL_EVTCHN_BIND_UNBOUND_PORT (loopback)".into(),
-            errno,
-        })? as u32;
+        .map_err(refused(|| "IOCTL_EVTCHN_BIND_UNBOUND_PORT (loopback)"))?
+            as u32;
         // The other end, in the same domain: event_channel.c:398 (evtchn_bind_interdomain)
         // resolves DOMID_SELF to ourselves through rcu_lock_domain_by_any_id
         // (xen/common/domain.c:914), lines 405-411 and 456 handle ld == rd, and line 425 only
@@ -349,10 +341,7 @@ impl Transport for XenTransport {
                         IOCTL_EVTCHN_RESET,
                         std::ptr::null_mut(),
                     )
-                    .map_err(|errno| TransportError::Hypervisor {
-                        what: "IOCTL_EVTCHN_RESET".into(),
-                        errno,
-                    })?;
+                    .map_err(refused(|| "IOCTL_EVTCHN_RESET"))?;
                     self.unmask(&self.bound.clone())?;
                     let lb = self.loopback;
                     out.extend(
@@ -383,12 +372,8 @@ impl Transport for XenTransport {
 
     fn notify(&mut self, local_port: u32) -> Result<(), TransportError> {
         let mut arg = IoctlEvtchnNotify { port: local_port };
-        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg).map_err(|errno| {
-            TransportError::Hypervisor {
-                what: format!("IOCTL_EVTCHN_NOTIFY {local_port}"),
-                errno,
-            }
-        })?;
+        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg)
+            .map_err(refused(|| format!("IOCTL_EVTCHN_NOTIFY {local_port}")))?;
         Ok(())
     }
 
@@ -409,10 +394,7 @@ impl Transport for XenTransport {
             IOCTL_PRIVCMD_MMAPBATCH_V2,
             &mut arg,
         )
-        .map_err(|errno| TransportError::Hypervisor {
-            what: what(),
-            errno,
-        })?;
+        .map_err(refused(&what))?;
         if err[0] != 0 {
             return Err(TransportError::Hypervisor {
                 what: what(),
@@ -440,10 +422,7 @@ impl Transport for XenTransport {
         };
         let rc = self
             .hypercall(hop, args)
-            .map_err(|errno| TransportError::Hypervisor {
-                what: what.clone(),
-                errno,
-            })?;
+            .map_err(refused(|| what.clone()))?;
         let mut out = vec![0u8; bytes.len()];
         self.hypercall_buffer()?.read_bytes(0, &mut out);
         op.decode_result(self.domid, rc.max(0) as u64, &out)
@@ -452,22 +431,15 @@ impl Transport for XenTransport {
 
     fn restrict(&mut self) -> Result<(), TransportError> {
         let mut dom = self.domid;
-        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_RESTRICT, &mut dom).map_err(|errno| {
-            TransportError::Hypervisor {
-                what: "IOCTL_PRIVCMD_RESTRICT".into(),
-                errno,
-            }
-        })?;
+        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_RESTRICT, &mut dom)
+            .map_err(refused(|| "IOCTL_PRIVCMD_RESTRICT"))?;
         let mut arg = IoctlEvtchnRestrictDomid { domid: self.domid };
         ioctl(
             self.evtchn.as_raw_fd(),
             IOCTL_EVTCHN_RESTRICT_DOMID,
             &mut arg,
         )
-        .map_err(|errno| TransportError::Hypervisor {
-            what: "IOCTL_EVTCHN_RESTRICT_DOMID".into(),
-            errno,
-        })?;
+        .map_err(refused(|| "IOCTL_EVTCHN_RESTRICT_DOMID"))?;
         Ok(())
     }
 }
