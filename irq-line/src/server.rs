@@ -203,17 +203,8 @@ impl IrqLineServer {
     /// Every fd to watch for readability: the listener, each connection, each trigger eventfd.
     /// Changes after [`IrqLineServer::handle`].
     pub fn fds(&self) -> Vec<RawFd> {
-        let mut fds = Vec::with_capacity(1 + 2 * self.conns.len());
-        if let Some(l) = &self.listener {
-            fds.push(l.as_raw_fd());
-        }
-        for c in self.conns.values() {
-            fds.push(c.stream.as_raw_fd());
-            if let Some(r) = &c.reg {
-                fds.push(r.trigger.as_raw_fd());
-            }
-        }
-        fds
+        // The same fds in the same order as the borrowed ones: one list to keep up to date.
+        self.borrowed_fds().iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     /// Handles readiness of `fd` (one of [`IrqLineServer::fds`]) without blocking, pushing the

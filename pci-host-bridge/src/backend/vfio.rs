@@ -165,6 +165,20 @@ fn inside(offset: u64, len: usize, size: u64) -> bool {
         .is_some_and(|end| end <= size)
 }
 
+impl VfioHostDevice {
+    /// Whether `len` bytes at `offset` lie inside the config region (an error naming the
+    /// `what`, read or write, if not).
+    fn config_in_range(&self, offset: u16, len: usize, what: &str) -> Result<(), Error> {
+        if !inside(u64::from(offset), len, self.config_len as u64) {
+            return Err(Error::Backend {
+                device: self.name(),
+                message: format!("config {what} at {offset:#x} out of range"),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl HostDevice for VfioHostDevice {
     fn name(&self) -> String {
         format!("vfio {}", self.addr)
@@ -176,24 +190,14 @@ impl HostDevice for VfioHostDevice {
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         buf.fill(0xFF);
-        if !inside(u64::from(offset), buf.len(), self.config_len as u64) {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: format!("config read at {offset:#x} out of range"),
-            });
-        }
+        self.config_in_range(offset, buf.len(), "read")?;
         self.dev
             .region_read(VFIO_PCI_CONFIG_REGION_INDEX, buf, u64::from(offset));
         Ok(())
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> Result<(), Error> {
-        if !inside(u64::from(offset), data.len(), self.config_len as u64) {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: format!("config write at {offset:#x} out of range"),
-            });
-        }
+        self.config_in_range(offset, data.len(), "write")?;
         self.dev
             .region_write(VFIO_PCI_CONFIG_REGION_INDEX, data, u64::from(offset));
         Ok(())

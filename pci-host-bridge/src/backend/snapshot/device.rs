@@ -257,6 +257,22 @@ impl SnapshotDevice {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether BAR `index` (6 = ROM) exists and `len` bytes at `offset` lie inside it (an error
+    /// naming the `what`, read or write, if not).
+    fn bar_in_range(&self, index: u8, offset: u64, len: usize, what: &str) -> Result<(), Error> {
+        let size = self.bar_size(index).ok_or_else(|| Error::Backend {
+            device: self.name(),
+            message: "no such BAR".into(),
+        })?;
+        if offset.checked_add(len as u64).is_none_or(|e| e > size) {
+            return Err(Error::Backend {
+                device: self.name(),
+                message: format!("BAR {what} out of range"),
+            });
+        }
+        Ok(())
+    }
+
     fn bar_size(&self, index: u8) -> Option<u64> {
         if index == 6 {
             self.rom.map(|r| r.size)
@@ -429,19 +445,7 @@ impl HostDevice for SnapshotDevice {
     }
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let size = self.bar_size(index).ok_or_else(|| Error::Backend {
-            device: self.name(),
-            message: "no such BAR".into(),
-        })?;
-        if offset
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > size)
-        {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: "BAR read out of range".into(),
-            });
-        }
+        self.bar_in_range(index, offset, buf.len(), "read")?;
         let st = self.lock();
         for (i, b) in buf.iter_mut().enumerate() {
             *b = st
@@ -454,19 +458,7 @@ impl HostDevice for SnapshotDevice {
     }
 
     fn write_bar(&mut self, index: u8, offset: u64, data: &[u8]) -> Result<(), Error> {
-        let size = self.bar_size(index).ok_or_else(|| Error::Backend {
-            device: self.name(),
-            message: "no such BAR".into(),
-        })?;
-        if offset
-            .checked_add(data.len() as u64)
-            .is_none_or(|e| e > size)
-        {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: "BAR write out of range".into(),
-            });
-        }
+        self.bar_in_range(index, offset, data.len(), "write")?;
         let mut st = self.lock();
         for (i, b) in data.iter().enumerate() {
             st.bar_data.insert((index, offset + i as u64), *b);

@@ -140,20 +140,12 @@ impl SnapshotHandle {
     /// The config writes from index `from` on (cheaper than [`SnapshotHandle::writes`] when
     /// polling after every access).
     pub fn writes_from(&self, from: usize) -> Vec<WriteRecord> {
-        let s = self.lock();
-        s.writes
-            .get(from..)
-            .map(<[WriteRecord]>::to_vec)
-            .unwrap_or_default()
+        tail(&self.lock().writes, from)
     }
 
     /// The BAR writes from index `from` on.
     pub fn bar_writes_from(&self, from: usize) -> Vec<BarWriteRecord> {
-        let s = self.lock();
-        s.bar_writes
-            .get(from..)
-            .map(<[BarWriteRecord]>::to_vec)
-            .unwrap_or_default()
+        tail(&self.lock().bar_writes, from)
     }
 
     /// `len` config bytes at `offset` as the device has them now (missing bytes read 0xFF).
@@ -179,11 +171,7 @@ impl SnapshotHandle {
 
     /// The events from index `from` on.
     pub fn events_from(&self, from: usize) -> Vec<DeviceEvent> {
-        let s = self.lock();
-        s.events
-            .get(from..)
-            .map(<[DeviceEvent]>::to_vec)
-            .unwrap_or_default()
+        tail(&self.lock().events, from)
     }
 
     /// What the device's reset answers from now on: `Some(true)` (reset done, the default),
@@ -213,4 +201,10 @@ impl SnapshotHandle {
         }
         s.mirror();
     }
+}
+
+/// The records of `log` from index `from` on (none if `from` is past the end): what the three
+/// `*_from` pollers of [`SnapshotHandle`] copy out of their logs.
+fn tail<T: Clone>(log: &[T], from: usize) -> Vec<T> {
+    log.get(from..).map(<[T]>::to_vec).unwrap_or_default()
 }

@@ -247,6 +247,15 @@ impl SysfsDevice {
         Ok(bar)
     }
 
+    /// Whether `len` bytes at `offset` lie inside the config space the `config` file reaches
+    /// (an error naming the `what`, read or write, if not).
+    fn config_in_range(&self, offset: u16, len: usize, what: &str) -> Result<(), Error> {
+        if usize::from(offset) + len > self.config_len {
+            return Err(self.err(format!("config {what} out of range")));
+        }
+        Ok(())
+    }
+
     fn err(&self, message: String) -> Error {
         Error::Backend {
             device: self.name(),
@@ -315,13 +324,7 @@ impl HostDevice for SysfsDevice {
     }
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
-        let off = usize::from(offset);
-        if off + buf.len() > self.config_len {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: "config read out of range".into(),
-            });
-        }
+        self.config_in_range(offset, buf.len(), "read")?;
         self.config
             .read_exact_at(buf, u64::from(offset))
             .map_err(|e| Error::io(self.dir.join("config"), e))
@@ -329,18 +332,9 @@ impl HostDevice for SysfsDevice {
 
     fn write_config(&mut self, offset: u16, data: &[u8]) -> Result<(), Error> {
         if !self.writable {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: "opened read-only".into(),
-            });
+            return Err(self.err("opened read-only".into()));
         }
-        let off = usize::from(offset);
-        if off + data.len() > self.config_len {
-            return Err(Error::Backend {
-                device: self.name(),
-                message: "config write out of range".into(),
-            });
-        }
+        self.config_in_range(offset, data.len(), "write")?;
         self.config
             .write_all_at(data, u64::from(offset))
             .map_err(|e| Error::io(self.dir.join("config"), e))
