@@ -96,34 +96,54 @@ fn general_flags(consumer: bool) -> u8 {
     FLAG_MIN_FIXED | FLAG_MAX_FIXED | if consumer { FLAG_CONSUMER } else { 0 }
 }
 
-/// Word Address Space Descriptor (6.4.3.5.3) for `[min, max]` (granularity 0, no translation).
-pub fn word_address(space: Space, min: u16, max: u16, consumer: bool) -> Vec<u8> {
+/// An Address Space Descriptor of `N`-byte fields: type, general and type-specific flags, then
+/// granularity, minimum, maximum, translation offset and length (`fields`, little-endian). The
+/// Word, DWord and QWord descriptors differ only in the width and the tag.
+fn address_space<const N: usize>(
+    tag: u8,
+    space: Space,
+    consumer: bool,
+    fields: [[u8; N]; 5],
+) -> Vec<u8> {
     let (ty, tflags) = space.type_and_flags();
     let mut b = vec![ty, general_flags(consumer), tflags];
-    for v in [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)] {
-        b.extend_from_slice(&v.to_le_bytes());
+    for v in fields {
+        b.extend_from_slice(&v);
     }
-    large(WORD_ADDRESS_TAG, &b)
+    large(tag, &b)
+}
+
+/// Word Address Space Descriptor (6.4.3.5.3) for `[min, max]` (granularity 0, no translation).
+pub fn word_address(space: Space, min: u16, max: u16, consumer: bool) -> Vec<u8> {
+    let fields = [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)];
+    address_space(
+        WORD_ADDRESS_TAG,
+        space,
+        consumer,
+        fields.map(u16::to_le_bytes),
+    )
 }
 
 /// DWord Address Space Descriptor (6.4.3.5.2) for `[min, max]`.
 pub fn dword_address(space: Space, min: u32, max: u32, consumer: bool) -> Vec<u8> {
-    let (ty, tflags) = space.type_and_flags();
-    let mut b = vec![ty, general_flags(consumer), tflags];
-    for v in [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    large(DWORD_ADDRESS_TAG, &b)
+    let fields = [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)];
+    address_space(
+        DWORD_ADDRESS_TAG,
+        space,
+        consumer,
+        fields.map(u32::to_le_bytes),
+    )
 }
 
 /// QWord Address Space Descriptor (6.4.3.5.1) for `[min, max]`.
 pub fn qword_address(space: Space, min: u64, max: u64, consumer: bool) -> Vec<u8> {
-    let (ty, tflags) = space.type_and_flags();
-    let mut b = vec![ty, general_flags(consumer), tflags];
-    for v in [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    large(QWORD_ADDRESS_TAG, &b)
+    let fields = [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)];
+    address_space(
+        QWORD_ADDRESS_TAG,
+        space,
+        consumer,
+        fields.map(u64::to_le_bytes),
+    )
 }
 
 /// A memory window `[min, max]` in the smallest descriptor that holds it (DWord below 4 GiB,
