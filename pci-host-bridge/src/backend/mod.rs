@@ -25,13 +25,17 @@ use crate::config::{BackendKind, PciDeviceConfig};
 use crate::error::Error;
 use crate::header;
 
-/// [`HostDevice::ids`], [`HostDevice::bar`] and [`HostDevice::rom`] for a backend that learns
-/// them once, when it opens the function, and keeps them in the fields `ids: (u16, u16)`,
-/// `bars: [Option<BarInfo>; 6]` and `rom: Option<BarInfo>` (sysfs, vfio, snapshot): the three
-/// answers are then the same bookkeeping for each, written here once. Used inside the
-/// backend's `impl HostDevice` block.
-macro_rules! answer_ids_bars_rom_from_fields {
+/// [`HostDevice::config_len`], [`HostDevice::ids`], [`HostDevice::bar`] and
+/// [`HostDevice::rom`] for a backend that learns them once, when it opens the function, and
+/// keeps them in the fields `config_len: usize`, `ids: (u16, u16)`, `bars: [Option<BarInfo>; 6]`
+/// and `rom: Option<BarInfo>` (sysfs, vfio, snapshot): the four answers are then the same
+/// bookkeeping for each, written here once. Used inside the backend's `impl HostDevice` block.
+macro_rules! answers_learned_at_open {
     () => {
+        fn config_len(&self) -> usize {
+            self.config_len
+        }
+
         fn ids(&self) -> (u16, u16) {
             self.ids
         }
@@ -45,7 +49,7 @@ macro_rules! answer_ids_bars_rom_from_fields {
         }
     };
 }
-pub(crate) use answer_ids_bars_rom_from_fields;
+pub(crate) use answers_learned_at_open;
 
 /// The decode type of a BAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -184,9 +184,7 @@ impl HostDevice for VfioHostDevice {
         format!("vfio {}", self.addr)
     }
 
-    fn config_len(&self) -> usize {
-        self.config_len
-    }
+    crate::backend::answers_learned_at_open!();
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         buf.fill(0xFF);
@@ -202,8 +200,6 @@ impl HostDevice for VfioHostDevice {
             .region_write(VFIO_PCI_CONFIG_REGION_INDEX, data, u64::from(offset));
         Ok(())
     }
-
-    crate::backend::answer_ids_bars_rom_from_fields!();
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         buf.fill(0xFF);

@@ -340,9 +340,7 @@ impl HostDevice for SnapshotDevice {
         self.name.clone()
     }
 
-    fn config_len(&self) -> usize {
-        self.config_len
-    }
+    crate::backend::answers_learned_at_open!();
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         let st = self.lock();
@@ -408,8 +406,6 @@ impl HostDevice for SnapshotDevice {
             message: "reset failed (snapshot told to fail)".into(),
         })
     }
-
-    crate::backend::answer_ids_bars_rom_from_fields!();
 
     fn is_virtual_function(&self) -> bool {
         self.is_vf

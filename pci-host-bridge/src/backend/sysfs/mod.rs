@@ -319,9 +319,7 @@ impl HostDevice for SysfsDevice {
         format!("sysfs {}", self.addr)
     }
 
-    fn config_len(&self) -> usize {
-        self.config_len
-    }
+    crate::backend::answers_learned_at_open!();
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         self.config_in_range(offset, buf.len(), "read")?;
@@ -339,8 +337,6 @@ impl HostDevice for SysfsDevice {
             .write_all_at(data, u64::from(offset))
             .map_err(|e| Error::io(self.dir.join("config"), e))
     }
-
-    crate::backend::answer_ids_bars_rom_from_fields!();
 
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         let bar = self.bar_checked(index, offset, buf.len())?;
