@@ -341,42 +341,43 @@ fn common_op(
 /// The MMIO surface: arbitrary reads and writes of any size and offset, guided register
 /// writes, EOIs, and pin levels driven directly (electrical or logical).
 pub fn mmio(data: &[u8]) -> Stats {
-    let mut input = Input { data };
-    let mut ioapic = header(&mut input);
-    let mut ledger = Ledger::new(ioapic.pins());
-    let mut json_done = false;
-    for _ in 0..4096 {
-        if input.done() {
-            break;
+    drive(data, 9, false, |op, b, pin, ioapic, out| {
+        if op == 7 {
+            ioapic.set_line(pin, b & 1 != 0, out);
+        } else {
+            ioapic.set_asserted(pin, b & 1 != 0, out);
         }
-        ledger.stats.ops += 1;
-        let op = input.u8() % 9;
-        {
-            let mut out = Recorder {
-                events: &mut ledger.events,
-                tracker: None,
-            };
-            if !common_op(op, &mut input, &mut ioapic, &mut out, &mut json_done) {
-                let b = input.u8();
-                let pin = input.u8() % ioapic.pins();
-                if op == 7 {
-                    ioapic.set_line(pin, b & 1 != 0, &mut out);
-                } else {
-                    ioapic.set_asserted(pin, b & 1 != 0, &mut out);
-                }
-            }
-        }
-        ledger.check(&ioapic, None);
-    }
-    ledger.stats
+    })
 }
 
 /// The pin protocol as the device sees it, without sockets: sources assert and deassert
 /// (wired-OR in a [`LineTracker`]), EOIs release the pin, mixed with MMIO.
 pub fn pins(data: &[u8]) -> Stats {
+    drive(data, 10, true, |_, b, pin, ioapic, out| {
+        let source = SourceId(u64::from(b >> 1 & 3));
+        let change = out
+            .tracker
+            .as_deref_mut()
+            .and_then(|t| t.set(source, pin, b & 1 != 0));
+        if let Some(level) = change {
+            ioapic.set_asserted(pin, level, out);
+        }
+    })
+}
+
+/// The loop of [`mmio`] and [`pins`]: an IOAPIC from the input's header, then up to 4096 ops
+/// (`input.u8() % ops`): those [`common_op`] knows, else `own(op, b, pin)` with a byte `b` and a
+/// pin drawn next; the ledger checked after each, against a [`LineTracker`] when
+/// `with_tracker` (the sources' wired-OR of [`pins`]).
+fn drive(
+    data: &[u8],
+    ops: u8,
+    with_tracker: bool,
+    mut own: impl FnMut(u8, u8, u8, &mut Ioapic, &mut Recorder<'_>),
+) -> Stats {
     let mut input = Input { data };
     let mut ioapic = header(&mut input);
-    let mut tracker = LineTracker::new(usize::from(ioapic.pins()));
+    let mut tracker = with_tracker.then(|| LineTracker::new(usize::from(ioapic.pins())));
     let mut ledger = Ledger::new(ioapic.pins());
     let mut json_done = false;
     for _ in 0..4096 {
@@ -384,26 +385,19 @@ pub fn pins(data: &[u8]) -> Stats {
             break;
         }
         ledger.stats.ops += 1;
-        let op = input.u8() % 10;
+        let op = input.u8() % ops;
         {
             let mut out = Recorder {
                 events: &mut ledger.events,
-                tracker: Some(&mut tracker),
+                tracker: tracker.as_mut(),
             };
             if !common_op(op, &mut input, &mut ioapic, &mut out, &mut json_done) {
                 let b = input.u8();
                 let pin = input.u8() % ioapic.pins();
-                let source = SourceId(u64::from(b >> 1 & 3));
-                let change = out
-                    .tracker
-                    .as_deref_mut()
-                    .and_then(|t| t.set(source, pin, b & 1 != 0));
-                if let Some(level) = change {
-                    ioapic.set_asserted(pin, level, &mut out);
-                }
+                own(op, b, pin, &mut ioapic, &mut out);
             }
         }
-        ledger.check(&ioapic, Some(&tracker));
+        ledger.check(&ioapic, tracker.as_ref());
     }
     ledger.stats
 }
