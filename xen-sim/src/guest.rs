@@ -151,8 +151,8 @@ impl Vcpu {
         reg: u16,
         size: u32,
     ) -> Result<u64, GuestError> {
-        self.pio_write(0xCF8, 4, u64::from(cf8(bus, dev, func, reg)))?;
-        self.pio_read(0xCFC + (reg & 3), size)
+        let data = self.cf8_select(bus, dev, func, reg)?;
+        self.pio_read(data, size)
     }
 
     /// A PCI config write through 0xCF8/0xCFC.
@@ -165,8 +165,15 @@ impl Vcpu {
         size: u32,
         v: u64,
     ) -> Result<(), GuestError> {
+        let data = self.cf8_select(bus, dev, func, reg)?;
+        self.pio_write(data, size, v)
+    }
+
+    /// Write the config address of `reg` to 0xCF8, as both halves of a CF8/CFC access start;
+    /// answers the data port that then reaches `reg` (0xCFC plus its offset in the dword).
+    fn cf8_select(&mut self, bus: u8, dev: u8, func: u8, reg: u16) -> Result<u16, GuestError> {
         self.pio_write(0xCF8, 4, u64::from(cf8(bus, dev, func, reg)))?;
-        self.pio_write(0xCFC + (reg & 3), size, v)
+        Ok(0xCFC + (reg & 3))
     }
 
     /// Broadcast `IOREQ_TYPE_INVALIDATE` to every enabled server (the guest gave memory back).
