@@ -9,39 +9,17 @@ use std::time::{Duration, Instant};
 
 use tests::harness::bin_path;
 use xen_sim::launch::Harness;
-use xen_sim::{DomainConfig, HostBar, HostPciDevice, MsixLayout, Owner};
+use xen_sim::{DomainConfig, HostPciDevice, Owner};
 
 const VF: u32 = 0x0312;
-const BAR0: u64 = 0x38_0002_0000;
-const BAR3: u64 = 0x38_0010_8000;
 
 /// xen-sim with the VF of sriov-nic-vf.json, and the bridge serving it; (harness, broker pid).
 fn bridge() -> (Harness, u32) {
     let snapshot = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../pci-host-bridge/testdata/sriov-nic-vf.json");
     let mut h = Harness::with_domain(1, &DomainConfig::default(), Duration::from_secs(5)).unwrap();
-    let mut bars = [None; 6];
-    bars[0] = Some(HostBar {
-        base: BAR0,
-        size: 0x1_0000,
-    });
-    bars[3] = Some(HostBar {
-        base: BAR3,
-        size: 0x4000,
-    });
-    h.sim.add_host_device(HostPciDevice {
-        sbdf: VF,
-        bars,
-        msix: Some(MsixLayout {
-            entries: 5,
-            table_bir: 3,
-            table_offset: 0,
-            pba_bir: 3,
-            pba_offset: 0x2000,
-        }),
-        is_vf: true,
-        ..Default::default()
-    });
+    // The VF as Xen sees it.
+    h.sim.add_host_device(HostPciDevice::sriov_nic_vf());
     let cfg = h.write_config(&format!(
         "[pci]\n\n[[pci.device]]\nhost = \"0000:03:02.2\"\nslot = 3\nbackend = \"snapshot\"\nsnapshot = \"{}\"\n",
         snapshot.display()

@@ -570,28 +570,7 @@ fn a_bridge_passes_the_vf_through_as_xen_4_17_wants() {
     )
     .unwrap();
     // The VF as Xen sees it (the fixture's table is at BAR3 + 0).
-    let mut bars = [None; 6];
-    bars[0] = Some(HostBar {
-        base: BAR0,
-        size: 0x1_0000,
-    });
-    bars[3] = Some(HostBar {
-        base: BAR3,
-        size: 0x4000,
-    });
-    h.sim.add_host_device(HostPciDevice {
-        sbdf: VF,
-        bars,
-        msix: Some(MsixLayout {
-            entries: 5,
-            table_bir: 3,
-            table_offset: 0,
-            pba_bir: 3,
-            pba_offset: 0x2000,
-        }),
-        is_vf: true,
-        ..Default::default()
-    });
+    h.sim.add_host_device(HostPciDevice::sriov_nic_vf());
     let cfg = h.write_config(&format!(
         "[pci]\n\n[[pci.device]]\nhost = \"0000:03:02.2\"\nslot = 3\nbackend = \"snapshot\"\nsnapshot = \"{}\"\n",
         snapshot.display()

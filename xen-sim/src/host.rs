@@ -73,6 +73,35 @@ pub struct HostPciDevice {
 }
 
 impl HostPciDevice {
+    /// The VF of `pci-host-bridge/testdata/sriov-nic-vf.json` as Xen sees it (0000:03:02.2,
+    /// from the snapshot's description and its PF): BAR0 at 0x38_0002_0000 (64 KiB), BAR3 at
+    /// 0x38_0010_8000 (16 KiB); MSI-X with 5 entries, the table at BAR3 + 0, the PBA at
+    /// BAR3 + 0x2000. The demo and the cross-process tests pass it through.
+    pub fn sriov_nic_vf() -> Self {
+        let mut bars = [None; 6];
+        bars[0] = Some(HostBar {
+            base: 0x38_0002_0000,
+            size: 0x1_0000,
+        });
+        bars[3] = Some(HostBar {
+            base: 0x38_0010_8000,
+            size: 0x4000,
+        });
+        HostPciDevice {
+            sbdf: 0x0312,
+            bars,
+            msix: Some(MsixLayout {
+                entries: 5,
+                table_bir: 3,
+                table_offset: 0,
+                pba_bir: 3,
+                pba_offset: 0x2000,
+            }),
+            is_vf: true,
+            ..Default::default()
+        }
+    }
+
     /// The MSI-X table's host address by Xen's formula: `read_pci_mem_bar(bir)` plus the
     /// table offset (xen/arch/x86/msi.c:846-860).
     pub fn msix_table_paddr(&self) -> Option<u64> {

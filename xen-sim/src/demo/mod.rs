@@ -65,33 +65,6 @@ const VF_FIRST_VECTOR: u64 = 0x41;
 const VF_SBDF: u32 = 0x0312;
 const ECAM_BASE: u64 = 0xF000_0000;
 
-/// The demo VF as Xen sees it (from sriov-nic-vf.json's description and its PF): BAR0 at
-/// 0x38_0002_0000 (64 KiB), BAR3 at 0x38_0010_8000 (16 KiB); MSI-X with 5 entries, the table
-/// at BAR3 + 0, the PBA at BAR3 + 0x2000.
-fn demo_vf_facts() -> xen_sim::HostPciDevice {
-    let mut bars = [None; 6];
-    bars[0] = Some(xen_sim::HostBar {
-        base: 0x38_0002_0000,
-        size: 0x1_0000,
-    });
-    bars[3] = Some(xen_sim::HostBar {
-        base: 0x38_0010_8000,
-        size: 0x4000,
-    });
-    xen_sim::HostPciDevice {
-        sbdf: VF_SBDF,
-        bars,
-        msix: Some(xen_sim::MsixLayout {
-            entries: 5,
-            table_bir: 3,
-            table_offset: 0,
-            pba_bir: 3,
-            pba_offset: 0x2000,
-        }),
-        is_vf: true,
-        ..Default::default()
-    }
-}
 const MMIO_BASE: u64 = 0xF100_0000;
 
 fn snapshot_path(bin: &std::path::Path, name: &str) -> anyhow::Result<PathBuf> {
@@ -170,7 +143,7 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     // the MSI-X capability): the facts of sriov-nic-vf.json and its PF.
     h.sim.add_host_device(xen_sim::HostPciDevice {
         config_file: Some(vf_config_mirror(&h)),
-        ..demo_vf_facts()
+        ..xen_sim::HostPciDevice::sriov_nic_vf()
     });
     if keep {
         h.keep_dir();
