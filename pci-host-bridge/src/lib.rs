@@ -29,9 +29,9 @@
 //! - [`cli`]: the binary's command line;
 //! - [`list`] and [`pci_ids`]: the host's PCI functions as a PF/VF tree with names (the
 //!   `pci-ids` crate's embedded database under the host's own pci.ids);
-//! - `testing` (feature `testing`, for the tests and the fuzz targets only): a Xen-like fake
-//!   behind the passthrough executor, the invariant checker and pseudo-random guest access
-//!   sequences.
+//! - the test oracle (a Xen-like fake behind the passthrough executor, the invariant checker,
+//!   pseudo-random guest access sequences) is crate `pci-host-bridge-testing`, a
+//!   dev-dependency; feature `testing` only adds the copy and state helpers it builds on.
 //!
 //! Nothing here talks to Xen directly: what Xen may refuse or do partly (BAR mapping, MSI /
 //! MSI-X binding, assignment and the rest of the lifecycle) is a synchronous call on the
@@ -60,8 +60,6 @@ pub mod msi;
 pub mod msix;
 pub mod pci_ids;
 pub mod sriov;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 pub mod topology;
 
 pub use backend::{BarInfo, BarKind, HostDevice};

@@ -1,7 +1,7 @@
 //! A whole guest session of the bridge with every host access and every passthrough
 //! hypercall going through the broker (over a real socketpair, the broker in another thread):
 //! the bridge's start, pseudo-random guest access sequences and its stop must need nothing the
-//! broker refuses, every invariant of `pci_host_bridge::testing` must still hold (checked on
+//! broker refuses, every invariant of `pci_host_bridge_testing` must still hold (checked on
 //! the devices and the fake Xen the broker holds), and a worker that is gone without its
 //! teardown must be handed back by the broker until nothing is left in Xen.
 
@@ -19,10 +19,8 @@ use pci_host_bridge::backend::snapshot::SnapshotDevice;
 use pci_host_bridge::broker::{
     policy_for, Broker, BrokerChannel, BrokerClient, BrokerDevice, BrokerStats,
 };
-use pci_host_bridge::testing::{
-    lock, run_random, Checker, XenLike, XenLikeConfig, XenState, DOMID,
-};
 use pci_host_bridge::{HostDevice, PciConfig, PciHostBridge};
+use pci_host_bridge_testing::{lock, run_random, Checker, XenLike, XenLikeConfig, XenState, DOMID};
 
 /// What the broker thread ends with: its counters and the hand-back's failures.
 type BrokerEnd = (BrokerStats, Vec<String>);

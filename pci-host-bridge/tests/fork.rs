@@ -8,11 +8,11 @@ mod common;
 
 use common::*;
 use ioreq_server::device::{Actions, Device, Space};
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciConfig, PciHostBridge};
+use pci_host_bridge_testing::{
     bridge_with_xen, linux_msix_ops, placement_ops, random_irq_op, random_op, Checker, Op, Rng,
     Template, XenLike, XenLikeConfig,
 };
-use pci_host_bridge::{PciConfig, PciHostBridge};
 
 fn config() -> PciConfig {
     PciConfig {

@@ -1,7 +1,7 @@
 //! SR-IOV VF synthesis, MSI and MSI-X binding and INTx forwarding, register by register,
 //! through the Device interface against the hand-made PF / VF pair
 //! (testdata/sriov-nic-{pf,vf}.json), with the bridge's executor over the fake Xen of
-//! `pci_host_bridge::testing` (the hypercalls are checked as the fake recorded them).
+//! `pci_host_bridge_testing` (the hypercalls are checked as the fake recorded them).
 
 mod common;
 
@@ -13,8 +13,8 @@ use ioreq_server::device::{Actions, Device};
 use irq_line::IrqLineServer;
 use pci_host_bridge::backend::snapshot::{SnapshotDevice, WriteRecord};
 use pci_host_bridge::intx::guest_gsi;
-use pci_host_bridge::testing::{lock, XenLikeConfig};
 use pci_host_bridge::{HostDevice, PciAddress, PciConfig};
+use pci_host_bridge_testing::{lock, XenLikeConfig};
 use xen_abi::passthrough::{msi_gflags, PtOp};
 
 const PF: &str = "sriov-nic-pf.json";

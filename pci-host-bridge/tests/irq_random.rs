@@ -1,7 +1,7 @@
 //! Deterministic randomized test of the MSI / MSI-X / INTx surfaces (stable Rust, fixed seeds):
 //! a Linux-like MSI-X bring-up, then pseudo-random hostile programming of the MSI capability,
 //! MSI-X control, table entries (aligned and odd accesses), the PBA, the table's BAR, decode
-//! and Interrupt Disable, every access checked by `pci_host_bridge::testing::Checker` against
+//! and Interrupt Disable, every access checked by `pci_host_bridge_testing::Checker` against
 //! the fake Xen's record (nothing reaches a device that the table does not pass through but
 //! the bridge's own 16-bit MSI / MSI-X control writes; every map_pirq / bind matches the
 //! programming with table_base the BAR of the raw BIR; mask writes never unbind; an unmask
@@ -13,10 +13,10 @@ mod common;
 
 use common::*;
 use pci_host_bridge::backend::snapshot::SnapshotDevice;
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciAddress, PciConfig};
+use pci_host_bridge_testing::{
     bridge_with_xen, linux_msix_ops, placement_ops, random_irq_op, Rng, XenLike, XenLikeConfig,
 };
-use pci_host_bridge::{PciAddress, PciConfig};
 
 const SEEDS: u64 = 16;
 const OPS: usize = 2500;

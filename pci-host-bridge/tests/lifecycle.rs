@@ -8,10 +8,10 @@ mod common;
 use common::*;
 use ioreq_server::device::{Actions, Device};
 use pci_host_bridge::backend::snapshot::{DeviceEventKind, SnapshotDevice, SnapshotHandle};
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciAddress, PciConfig};
+use pci_host_bridge_testing::{
     bridge_with_snapshots, linux_msix_ops, lock, placement_ops, XenLike, XenLikeConfig, XenState,
 };
-use pci_host_bridge::{PciAddress, PciConfig};
 use std::sync::{Arc, Mutex};
 use xen_abi::passthrough::PtOp;
 

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use ioreq_server::device::{Range, Space};
-use pci_host_bridge::testing::{lock, XenLikeConfig};
 use pci_host_bridge::PciConfig;
+use pci_host_bridge_testing::{lock, XenLikeConfig};
 use xen_abi::passthrough::PtOp;
 
 fn io(gport: u32, mport: u32, nr: u32, add: bool) -> PtOp {

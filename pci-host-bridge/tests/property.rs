@@ -1,6 +1,6 @@
 //! Property tests: many pseudo-random guest access sequences (deterministic seeds) over every
 //! config space at hand, each access checked against the invariants of
-//! `pci_host_bridge::testing` (nothing reaches a device that the table does not pass through;
+//! `pci_host_bridge_testing` (nothing reaches a device that the table does not pass through;
 //! reads agree with the table; Xen's p2m, as the fake Xen with its 64-frame partial counts
 //! keeps it, is exactly what the guest's placement asks for, inside the device's own BARs and
 //! off its MSI-X pages; interrupts bound as programmed), and each sequence ends with a stop
@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use pci_host_bridge::backend::snapshot::{Snapshot, SnapshotDevice};
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciAddress, PciConfig};
+use pci_host_bridge_testing::{
     bridge_with_snapshots, bridge_with_xen, ops_from_bytes, run_random, Rng, XenLike, XenLikeConfig,
 };
-use pci_host_bridge::{PciAddress, PciConfig};
 
 /// Seeds per device and operations per seed (kept small enough for a debug build on 2 cores).
 const SEEDS: u64 = 24;
@@ -194,8 +194,8 @@ fn fuzz_decoder_sequences_keep_invariants() {
         let (mut bridge, mut checker) = bridge_with_snapshots(&config, devs).unwrap();
         let prologue = match round % 3 {
             0 => Vec::new(),
-            1 => pci_host_bridge::testing::placement_ops(&bridge),
-            _ => pci_host_bridge::testing::enumeration_ops(&bridge),
+            1 => pci_host_bridge_testing::placement_ops(&bridge),
+            _ => pci_host_bridge_testing::enumeration_ops(&bridge),
         };
         for op in prologue {
             checker.apply(&mut bridge, op).unwrap();
@@ -214,7 +214,7 @@ fn fuzz_decoder_sequences_keep_invariants() {
 /// never a panic, never an invariant broken.
 #[test]
 fn every_offset_every_size() {
-    use pci_host_bridge::testing::Op;
+    use pci_host_bridge_testing::Op;
     for name in [
         "intel-82599-like-pf.json",
         "intel-82599-like-vf.json",

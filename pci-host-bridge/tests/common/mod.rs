@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use ioreq_server::device::{Actions, Device, Space};
 use pci_host_bridge::backend::snapshot::{SnapshotDevice, SnapshotHandle};
-use pci_host_bridge::testing::{lock, XenLike, XenLikeConfig, XenState, DOMID};
 use pci_host_bridge::{HostDevice, PciAddress, PciConfig, PciDeviceConfig, PciHostBridge};
+use pci_host_bridge_testing::{lock, XenLike, XenLikeConfig, XenState, DOMID};
 use xen_abi::passthrough::PtOp;
 
 pub fn testdata(name: &str) -> PathBuf {
@@ -21,7 +21,7 @@ pub fn snapshot(name: &str) -> SnapshotDevice {
 }
 
 pub fn dev_cfg(slot: u8, function: u8) -> PciDeviceConfig {
-    pci_host_bridge::testing::snapshot_device_config(slot, function)
+    pci_host_bridge_testing::snapshot_device_config(slot, function)
 }
 
 /// A started bridge with one snapshot device, over the fake Xen; the start's calls and device

@@ -1,6 +1,8 @@
-//! Support for the tests and the fuzz targets (feature `testing`): a Xen-like fake behind the
+//! Support for pci-host-bridge's tests and the fuzz targets: a Xen-like fake behind the
 //! passthrough executor ([`XenLike`]), guest access sequences, and the invariants every
-//! sequence must keep ([`Checker`]). Not built into the bridge's binaries.
+//! sequence must keep ([`Checker`]). A crate of its own (a dev-dependency of the bridge), so
+//! no build of the device model contains it; it uses only the bridge's public interface
+//! (plus the copy and state helpers of the bridge's `testing` feature).
 //!
 //! # The fake Xen
 //! [`XenLike`] answers the executor's hypercalls as Xen 4.17 does, as far as these tests need:
@@ -13,7 +15,7 @@
 //! (`EOPNOTSUPP`); `deassign_device` leaves the function quarantined with `DOMID_IO`
 //! (pci.c:849-859) until it is deassigned from there. It keeps Xen's state (p2m, pirqs and
 //! their bindings, assignments, permissions) and records every call with a sequence number
-//! shared with the snapshot devices' event logs ([`crate::backend::snapshot::next_seq`]), and
+//! shared with the snapshot devices' event logs ([`pci_host_bridge::backend::snapshot::next_seq`]), and
 //! every call a real Xen would refuse or that shows a DM bug (a `violation`).
 //!
 //! # Invariants ([`Checker::apply`], after each guest access)
@@ -56,6 +58,7 @@
 //! permissions for every BAR; Bus Master off before the first unmap, unbinds and unmaps before
 //! the reset, reset before release_msix, release before deassign, deassign from the guest
 //! and from `DOMID_IO`, decode off last) and that nothing is left in Xen after a stop.
+#![deny(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,15 +68,17 @@ use ioreq_server::executor::fake::FakeChannel;
 use ioreq_server::executor::PassthroughExecutor;
 use xen_abi::passthrough::{msi_gflags, PtOp};
 
-use crate::backend::snapshot::{next_seq, DeviceEventKind, SnapshotDevice, SnapshotHandle};
-use crate::backend::{BarInfo, BarKind, HostDevice};
-use crate::bars::{BarMapping as Mapping, BarSlot, PAGE_SIZE};
-use crate::bridge::PciHostBridge;
-use crate::config::{PciConfig, PciDeviceConfig, Windows};
-use crate::config_space::{RegKind, Slot};
-use crate::error::Error;
-use crate::function::PassthroughFunction;
-use crate::topology::PciAddress;
+use pci_host_bridge::backend::snapshot::{
+    next_seq, DeviceEventKind, SnapshotDevice, SnapshotHandle,
+};
+use pci_host_bridge::backend::{BarInfo, BarKind, HostDevice};
+use pci_host_bridge::bars::{BarMapping, BarSlot, PAGE_SIZE};
+use pci_host_bridge::bridge::PciHostBridge;
+use pci_host_bridge::config::{PciConfig, PciDeviceConfig, Windows};
+use pci_host_bridge::config_space::{RegKind, Slot};
+use pci_host_bridge::error::Error;
+use pci_host_bridge::function::PassthroughFunction;
+use pci_host_bridge::topology::PciAddress;
 
 /// A small deterministic PRNG (SplitMix64), so failures reproduce from a seed.
 #[derive(Clone, Debug)]
@@ -165,7 +170,7 @@ pub fn snapshot_device_config(slot: u8, function: u8) -> PciDeviceConfig {
         host: PciAddress::new(0, 0x40, slot, function),
         slot,
         function,
-        backend: crate::BackendKind::Snapshot,
+        backend: pci_host_bridge::BackendKind::Snapshot,
         snapshot: Some("embedded".into()),
         intx: None,
         config_mirror: None,
@@ -2057,8 +2062,8 @@ impl Checker {
         for f in bridge.functions() {
             for m in f.mappings() {
                 match *m {
-                    Mapping::Mem { gfn, mfn, nr, .. } => own.push((gfn, mfn, nr)),
-                    Mapping::Io {
+                    BarMapping::Mem { gfn, mfn, nr, .. } => own.push((gfn, mfn, nr)),
+                    BarMapping::Io {
                         gport, mport, nr, ..
                     } => own_io.push((u64::from(gport), u64::from(mport), u64::from(nr))),
                 }
@@ -2726,14 +2731,17 @@ fn bind_rollback(ops: &[LoggedOp], b: PirqBlock) -> bool {
 }
 
 /// Whether a device write is the bridge's own Interrupt Disable management: the command
-/// register as a word ([`crate::backend::set_interrupt_disable`]) of a function that forwards
+/// register as a word ([`pci_host_bridge::backend::set_interrupt_disable`]) of a function that forwards
 /// INTx, changing only bit 10, to the state the function wants.
-fn is_intx_write(f: &PassthroughFunction, w: &crate::backend::snapshot::WriteRecord) -> bool {
+fn is_intx_write(
+    f: &PassthroughFunction,
+    w: &pci_host_bridge::backend::snapshot::WriteRecord,
+) -> bool {
     let Some(i) = f.intx() else { return false };
-    if w.offset != crate::header::COMMAND || w.data.len() != 2 || w.before.len() != 2 {
+    if w.offset != pci_host_bridge::header::COMMAND || w.data.len() != 2 || w.before.len() != 2 {
         return false;
     }
-    let bit = crate::header::CMD_INTX_DISABLE;
+    let bit = pci_host_bridge::header::CMD_INTX_DISABLE;
     let d = u16::from_le_bytes([w.data[0], w.data[1]]);
     let b = u16::from_le_bytes([w.before[0], w.before[1]]);
     (d ^ b) & !bit == 0 && i.device_masked() == Some(d & bit != 0)
@@ -3067,7 +3075,7 @@ struct IrqSurface {
     /// Guest address of the table and the PBA, and the number of entries (BARs placed).
     table: Option<(u64, u64, u16)>,
     table_bar_reg: Option<u16>,
-    windows: crate::config::Windows,
+    windows: pci_host_bridge::config::Windows,
 }
 
 fn irq_surfaces(bridge: &PciHostBridge) -> Vec<IrqSurface> {
@@ -3177,7 +3185,7 @@ pub fn random_irq_op(rng: &mut Rng, bridge: &PciHostBridge) -> Op {
             let Some((cap, flags)) = s.msi else {
                 return random_op(rng, bridge);
             };
-            let is64 = flags & crate::msi::FLAGS_64BIT != 0;
+            let is64 = flags & pci_host_bridge::msi::FLAGS_64BIT != 0;
             let data_off = if is64 { 0x0C } else { 0x08 };
             let mask_off = if is64 { 0x10 } else { 0x0C };
             match rng.below(6) {
