@@ -1,10 +1,11 @@
 //! Arbitrary sequences of config (CF8/CFC and ECAM, any size and offset) and MMIO accesses
 //! against a bridge with three snapshot devices, checking after every access that nothing
 //! reached a device that the register table does not pass through, that reads agree with the
-//! table, and that Xen's p2m (the fake Xen of `pci_host_bridge::testing`, 64 frames per
+//! table, and that Xen's p2m (the fake Xen of `pci_host_bridge_testing`, 64 frames per
 //! `memory_mapping` call) is exactly what the guest's placement and decode ask for, inside the
-//! devices' own BARs and off their MSI-X pages (`pci_host_bridge::testing::Checker`); the run
-//! ends with a stop that must leave nothing in Xen.
+//! devices' own BARs and off their MSI-X pages (`pci_host_bridge_testing::Checker`); a run
+//! whose selector asks for it (`pvh_dm_fuzz::pci::NO_STOP` clear) ends with a stop that must
+//! leave nothing in Xen.
 //! The fixed prologues (placement, enumeration, Linux's MSI-X bring-up) are checked by the
 //! stable tests; here each variant (the selector byte's bits) is built, started, replayed
 //! unchecked and checked once per process into a `Template`, and every input runs on a copy
@@ -15,11 +16,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pci_host_bridge::testing::XenLikeConfig;
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciConfig, PciDeviceConfig};
+use pci_host_bridge_testing::XenLikeConfig;
+use pci_host_bridge_testing::{
     enumeration_ops, ops_from_bytes, placement_ops, snapshot_device_config, Template,
 };
-use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
 const VF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-vf.json");

@@ -2,13 +2,14 @@
 //! Enable, address, upper address, data, mask, pending, any byte of the capability) and of the
 //! command register, on functions with 32-bit and 64-bit MSI, with and without per-vector
 //! masking and with multiple messages, some with INTx forwarding, over the fake Xen of
-//! `pci_host_bridge::testing` (with or without interrupt remapping). After every access the
+//! `pci_host_bridge_testing` (with or without interrupt remapping). After every access the
 //! `Checker` checks on the recorded hypercalls: no panic; every `map_pirq` / `bind_pt_irq`
 //! matches the state programmed at that moment (entry 0, nvec = 2^MME, vector i of the block
 //! bound to gvec + i); the MSI vector is bound exactly while the guest's Enable reads 1 (a
 //! refused multi-vector bind reads back 0); the device's MSI Enable is set exactly while the
 //! vector is bound; nothing else of the capability reaches the device; Interrupt Disable is
-//! written only to the wanted state. The run ends with a stop that must leave nothing in Xen.
+//! written only to the wanted state. A run whose selector asks for
+//! it (`pvh_dm_fuzz::pci::NO_STOP` clear) ends with a stop that must leave nothing in Xen.
 //! The fixed prologues (placement, enumeration, Linux's MSI-X bring-up) are checked by the
 //! stable tests; here each variant (the selector byte's bits) is built, started, replayed
 //! unchecked and checked once per process into a `Template`, and every input runs on a copy
@@ -19,11 +20,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pci_host_bridge::testing::XenLikeConfig;
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciConfig, PciDeviceConfig};
+use pci_host_bridge_testing::XenLikeConfig;
+use pci_host_bridge_testing::{
     msi_ops_from_bytes, placement_ops, snapshot_device_config, Template,
 };
-use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const SRIOV_PF: &str = include_str!("../../pci-host-bridge/testdata/sriov-nic-pf.json");
 const INTEL_PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");

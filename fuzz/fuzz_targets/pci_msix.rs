@@ -2,15 +2,15 @@
 //! (aligned DWORD/QWORD ones take effect, the others are dropped), Message Control enable and
 //! function mask, PBA reads and writes, moving the table's BAR, decode on and off, starting
 //! from a fresh bridge or after Linux's bring-up sequence, over the fake Xen of
-//! `pci_host_bridge::testing`. After every access the `Checker` checks on the recorded
+//! `pci_host_bridge_testing`. After every access the `Checker` checks on the recorded
 //! hypercalls: no panic; every MSI-X `map_pirq` has the host address of the BAR the raw BIR
 //! names as `table_base`, every bind the guest table address as `gtable` and the entry's
 //! vector and flags; an address/data write never binds (latched until the unmask), a mask
 //! write never unbinds, an unmask while MSI-X is enabled binds the entry; nothing is bound
 //! while MSI-X is disabled; Xen's bindings equal the bridge's list; the device's MSI-X Enable
 //! and Function Mask follow the guest's through 16-bit Message Control writes only; no
-//! forwarded BAR write touches a page of the table or PBA. The run ends with a stop that must
-//! leave nothing in Xen.
+//! forwarded BAR write touches a page of the table or PBA. A run whose selector asks for it
+//! (`pvh_dm_fuzz::pci::NO_STOP` clear) ends with a stop that must leave nothing in Xen.
 //! The fixed prologues (placement, enumeration, Linux's MSI-X bring-up) are checked by the
 //! stable tests; here each variant (the selector byte's bits) is built, started, replayed
 //! unchecked and checked once per process into a `Template`, and every input runs on a copy
@@ -21,11 +21,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pci_host_bridge::testing::XenLikeConfig;
-use pci_host_bridge::testing::{
+use pci_host_bridge::{PciConfig, PciDeviceConfig};
+use pci_host_bridge_testing::XenLikeConfig;
+use pci_host_bridge_testing::{
     linux_msix_ops_with, msix_ops_from_bytes, placement_ops, snapshot_device_config, Template,
 };
-use pci_host_bridge::{PciConfig, PciDeviceConfig};
 
 const SRIOV_PF: &str = include_str!("../../pci-host-bridge/testdata/sriov-nic-pf.json");
 const INTEL_PF: &str = include_str!("../../pci-host-bridge/testdata/intel-82599-like-pf.json");
