@@ -60,42 +60,13 @@ impl Range {
     }
 }
 
-/// Why a guest is shut down (`SHUTDOWN_*`, xen/include/public/sched.h).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShutdownReason {
-    /// `SHUTDOWN_poweroff` (0): the guest asked to be powered off (ACPI S5, or S4).
-    Poweroff,
-    /// `SHUTDOWN_reboot` (1): the guest asked for a reset.
-    Reboot,
-    /// `SHUTDOWN_suspend` (2): ACPI S3, only where the configuration allows it.
-    Suspend,
-    /// `SHUTDOWN_crash` (3).
-    Crash,
-}
+/// Why a guest is shut down: one type with the supervisor's (`xen_abi::ShutdownReason`).
+/// A device asks only for `Poweroff`, `Reboot`, `Suspend` or `Crash`.
+pub use xen_abi::ShutdownReason;
 
-impl ShutdownReason {
-    /// The `SHUTDOWN_*` number.
-    pub fn code(self) -> u32 {
-        match self {
-            ShutdownReason::Poweroff => xen_abi::SHUTDOWN_POWEROFF,
-            ShutdownReason::Reboot => xen_abi::SHUTDOWN_REBOOT,
-            ShutdownReason::Suspend => xen_abi::SHUTDOWN_SUSPEND,
-            ShutdownReason::Crash => xen_abi::SHUTDOWN_CRASH,
-        }
-    }
-
-    /// The reason for a `SHUTDOWN_*` number, if it is one of these.
-    pub fn from_code(code: u32) -> Option<Self> {
-        Some(match code {
-            xen_abi::SHUTDOWN_POWEROFF => ShutdownReason::Poweroff,
-            xen_abi::SHUTDOWN_REBOOT => ShutdownReason::Reboot,
-            xen_abi::SHUTDOWN_SUSPEND => ShutdownReason::Suspend,
-            xen_abi::SHUTDOWN_CRASH => ShutdownReason::Crash,
-            _ => return None,
-        })
-    }
-}
+/// A device's answer to a control-socket command ([`Device::control`]): `None` for a command
+/// it does not know, else the reply or an error the client reads.
+pub type ControlReply = Option<Result<serde_json::Value, String>>;
 
 /// A side effect a device asks for whose failure the device need not know: the server carries
 /// it out through the transport; a failing action is retried with backoff and, if it can never
@@ -192,11 +163,7 @@ pub trait Device {
 
     /// A device-specific control-socket command (`{"cmd": NAME, ...}`), e.g. `snapshot`.
     /// `None` means the device does not know the command.
-    fn control(
-        &mut self,
-        _cmd: &str,
-        _request: &serde_json::Value,
-    ) -> Option<Result<serde_json::Value, String>> {
+    fn control(&mut self, _cmd: &str, _request: &serde_json::Value) -> ControlReply {
         None
     }
 }

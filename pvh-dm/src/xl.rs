@@ -42,80 +42,19 @@ pub enum XlError {
     },
 }
 
-/// Xen's shutdown reason codes (xen/include/public/sched.h `SHUTDOWN_*`, libxl's
-/// `libxl_shutdown_reason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShutdownReason {
-    /// 0: the guest powered off.
-    Poweroff,
-    /// 1: the guest asked for a reboot.
-    Reboot,
-    /// 2: the guest suspended.
-    Suspend,
-    /// 3: the guest crashed.
-    Crash,
-    /// 4: Xen's watchdog fired.
-    Watchdog,
-    /// 5: soft reset.
-    SoftReset,
-    /// Any other code.
-    Other(u32),
-}
+pub use xen_abi::ShutdownReason;
 
-impl ShutdownReason {
-    /// From Xen's code.
-    pub fn from_code(c: u32) -> Self {
-        match c {
-            0 => ShutdownReason::Poweroff,
-            1 => ShutdownReason::Reboot,
-            2 => ShutdownReason::Suspend,
-            3 => ShutdownReason::Crash,
-            4 => ShutdownReason::Watchdog,
-            5 => ShutdownReason::SoftReset,
-            c => ShutdownReason::Other(c),
-        }
-    }
-
-    /// Xen's code.
-    pub fn code(self) -> u32 {
-        match self {
-            ShutdownReason::Poweroff => 0,
-            ShutdownReason::Reboot => 1,
-            ShutdownReason::Suspend => 2,
-            ShutdownReason::Crash => 3,
-            ShutdownReason::Watchdog => 4,
-            ShutdownReason::SoftReset => 5,
-            ShutdownReason::Other(c) => c,
-        }
-    }
-
-    /// From the reason letter of `xl list`'s state column (`-rscwS`: poweroff is `-`).
-    pub fn from_letter(c: char) -> Option<Self> {
-        Some(match c {
-            '-' => ShutdownReason::Poweroff,
-            'r' => ShutdownReason::Reboot,
-            's' => ShutdownReason::Suspend,
-            'c' => ShutdownReason::Crash,
-            'w' => ShutdownReason::Watchdog,
-            'S' => ShutdownReason::SoftReset,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for ShutdownReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ShutdownReason::Poweroff => write!(f, "poweroff"),
-            ShutdownReason::Reboot => write!(f, "reboot"),
-            ShutdownReason::Suspend => write!(f, "suspend"),
-            ShutdownReason::Crash => write!(f, "crash"),
-            ShutdownReason::Watchdog => write!(f, "watchdog"),
-            ShutdownReason::SoftReset => write!(f, "soft_reset"),
-            ShutdownReason::Other(c) => write!(f, "reason code {c}"),
-        }
-    }
+/// The reason for a letter of `xl list`'s state column (`-rscwS`: poweroff is `-`).
+pub fn reason_from_letter(c: char) -> Option<ShutdownReason> {
+    Some(match c {
+        '-' => ShutdownReason::Poweroff,
+        'r' => ShutdownReason::Reboot,
+        's' => ShutdownReason::Suspend,
+        'c' => ShutdownReason::Crash,
+        'w' => ShutdownReason::Watchdog,
+        'S' => ShutdownReason::SoftReset,
+        _ => return None,
+    })
 }
 
 /// A domain's state as `xl list -v DOMID` shows it.
@@ -160,7 +99,7 @@ pub fn parse_list_verbose(out: &str, domid: u32) -> Option<DomainState> {
                 .and_then(|c| u32::from_str_radix(c, 16).ok())
                 .map(ShutdownReason::from_code);
             let r = code
-                .or_else(|| ShutdownReason::from_letter(s[4]))
+                .or_else(|| reason_from_letter(s[4]))
                 .unwrap_or(ShutdownReason::Other(u32::MAX));
             return Some(DomainState::Shutdown(r));
         }

@@ -9,7 +9,8 @@
 //!   Linux's privcmd and evtchn interfaces (`linux`) and the version-locked passthrough
 //!   interface (`domctl`);
 //! - [`dmop`]: DM ops as data and their exact byte encoding;
-//! - [`passthrough`]: passthrough domctls/physdev ops as data, Xen 4.17 encodings.
+//! - [`passthrough`]: passthrough domctls/physdev ops as data, Xen 4.17 encodings;
+//! - [`ShutdownReason`]: the `SHUTDOWN_*` codes as one type, for devices and supervisors.
 //!
 //! Both the device models (through `ioreq-server`) and xen-sim speak these bytes, so each side
 //! depends on this crate rather than on the other. The crate forbids `unsafe_code`: encoding
@@ -20,6 +21,7 @@
 mod domctl;
 mod linux;
 mod public;
+mod shutdown;
 
 pub mod dmop;
 pub mod passthrough;
@@ -27,3 +29,4 @@ pub mod passthrough;
 pub use domctl::*;
 pub use linux::*;
 pub use public::*;
+pub use shutdown::ShutdownReason;
