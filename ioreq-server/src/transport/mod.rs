@@ -91,14 +91,9 @@ pub trait Transport {
     /// Issue one DM op for the guest.
     fn dm_op(&mut self, op: &DmOp) -> Result<DmOpOutput, TransportError>;
 
-    /// Map `nr` frames of the ioreq-server resource of server `id`, starting at `frame`
+    /// Map `nr` frames of the ioreq-server resource of server `id`, starting at frame `idx`
     /// (`XENMEM_resource_ioreq_server`: frame 0 = buffered page, 1.. = ioreq pages).
-    fn map_resource(
-        &mut self,
-        id: IoservId,
-        frame: u64,
-        nr: u64,
-    ) -> Result<Mapping, TransportError>;
+    fn map_resource(&mut self, id: IoservId, idx: u64, nr: u64) -> Result<Mapping, TransportError>;
 
     /// Bind a local event channel to the guest's `remote_port`; returns the local port.
     fn bind_interdomain(&mut self, remote_port: u32) -> Result<u32, TransportError>;

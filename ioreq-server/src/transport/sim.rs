@@ -151,13 +151,11 @@ impl Transport for SimTransport {
         Ok(op.read_output(&buf))
     }
 
-    fn map_resource(
-        &mut self,
-        id: IoservId,
-        frame: u64,
-        nr: u64,
-    ) -> Result<Mapping, TransportError> {
-        let (reply, fds) = self.call(&SimRequest::MapResource { id, frame, nr }, "map resource")?;
+    fn map_resource(&mut self, id: IoservId, idx: u64, nr: u64) -> Result<Mapping, TransportError> {
+        let (reply, fds) = self.call(
+            &SimRequest::MapResource { id, frame: idx, nr },
+            "map resource",
+        )?;
         let fd = one_fd(fds, "map resource")?;
         let off = reply.value.unwrap_or(0);
         Mapping::map_fd(fd.as_fd(), off, nr as usize * XEN_PAGE_SIZE)

@@ -205,19 +205,13 @@ impl Transport for XenTransport {
         Ok(op.read_output(&buf))
     }
 
-    fn map_resource(
-        &mut self,
-        id: IoservId,
-        frame: u64,
-        nr: u64,
-    ) -> Result<Mapping, TransportError> {
+    fn map_resource(&mut self, id: IoservId, idx: u64, nr: u64) -> Result<Mapping, TransportError> {
         let map = self.privcmd_vma(nr)?;
         let mut arg = PrivcmdMmapResource {
             dom: self.domid,
             type_: XENMEM_RESOURCE_IOREQ_SERVER,
             id: u32::from(id),
-            idx: u32::try_from(frame)
-                .map_err(|_| TransportError::Protocol("frame index".into()))?,
+            idx: u32::try_from(idx).map_err(|_| TransportError::Protocol("frame index".into()))?,
             num: nr,
             addr: map.addr() as u64,
         };
@@ -227,7 +221,7 @@ impl Transport for XenTransport {
             &mut arg,
         )
         .map_err(refused(|| {
-            format!("IOCTL_PRIVCMD_MMAP_RESOURCE server {id} frame {frame}")
+            format!("IOCTL_PRIVCMD_MMAP_RESOURCE server {id} frame {idx}")
         }))?;
         Ok(map)
     }
