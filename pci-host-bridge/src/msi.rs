@@ -45,7 +45,9 @@ pub const FLAGS_64BIT: u16 = 0x0080;
 /// `PCI_MSI_FLAGS_MASKBIT`.
 pub const FLAGS_MASKBIT: u16 = 0x0100;
 
-const HEAD: [RegDesc; 3] = [
+/// The registers every MSI capability starts with: ID, next pointer, Message Control and the
+/// low Message Address (`+0x00..+0x07`, 6.8.1.1-6.8.1.4).
+const HEAD: [RegDesc; 4] = [
     RegDesc {
         offset: 0x00,
         size: 1,
@@ -69,86 +71,73 @@ const HEAD: [RegDesc; 3] = [
         kind: RegKind::MsiControl,
         ..RegDesc::VIRT_RW
     },
+    RegDesc {
+        offset: 0x04,
+        size: 4,
+        name: "msi_address_lo",
+        ro: 0x3,
+        ..RegDesc::VIRT_RW
+    },
 ];
 
-const ADDR_LO: RegDesc = RegDesc {
-    offset: 0x04,
+/// `+0x08` Message Upper Address (6.8.1.5), in a 64-bit capability only.
+const ADDR_HI: RegDesc = RegDesc {
+    offset: 0x08,
     size: 4,
-    name: "msi_address_lo",
-    ro: 0x3,
+    name: "msi_address_hi",
     ..RegDesc::VIRT_RW
 };
 
-/// Registers of a 32-bit MSI capability without per-vector masking.
-pub const MSI_32: &[RegDesc] = &[
-    HEAD[0],
-    HEAD[1],
-    HEAD[2],
-    ADDR_LO,
-    RegDesc {
-        offset: 0x08,
-        size: 2,
-        name: "msi_data",
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x0A,
-        size: 2,
-        name: "msi_ext_data",
-        ..RegDesc::VIRT_RO
-    },
-];
+/// Message Data (6.8.1.6) at `offset` and Extended Message Data after it (reads 0: the
+/// extended-data capable bit is not offered).
+const fn data_regs(offset: u16) -> [RegDesc; 2] {
+    [
+        RegDesc {
+            offset,
+            size: 2,
+            name: "msi_data",
+            ..RegDesc::VIRT_RW
+        },
+        RegDesc {
+            offset: offset + 2,
+            size: 2,
+            name: "msi_ext_data",
+            ..RegDesc::VIRT_RO
+        },
+    ]
+}
 
-/// Registers of a 64-bit MSI capability without per-vector masking.
-pub const MSI_64: &[RegDesc] = &[
-    HEAD[0],
-    HEAD[1],
-    HEAD[2],
-    ADDR_LO,
-    RegDesc {
-        offset: 0x08,
-        size: 4,
-        name: "msi_address_hi",
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x0C,
-        size: 2,
-        name: "msi_data",
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x0E,
-        size: 2,
-        name: "msi_ext_data",
-        ..RegDesc::VIRT_RO
-    },
-];
-
-/// The register table of an MSI capability whose Message Control reads `flags`.
-pub fn table(flags: u16) -> Vec<RegDesc> {
-    let is64 = flags & FLAGS_64BIT != 0;
-    let mut regs = if is64 {
-        MSI_64.to_vec()
-    } else {
-        MSI_32.to_vec()
-    };
-    if flags & FLAGS_MASKBIT != 0 {
-        let base = if is64 { 0x10 } else { 0x0C };
-        // Read-only (see the module docs): the guest's writes are dropped.
-        regs.push(RegDesc {
-            offset: base,
+/// Mask Bits (6.8.1.7; read-only, see the module docs: the guest's writes are dropped) at
+/// `offset` and Pending Bits (6.8.1.8, from the device) after them.
+const fn mask_regs(offset: u16) -> [RegDesc; 2] {
+    [
+        RegDesc {
+            offset,
             size: 4,
             name: "msi_mask",
             ro: 0xFFFF_FFFF,
             ..RegDesc::VIRT_RW
-        });
-        regs.push(RegDesc {
-            offset: base + 4,
+        },
+        RegDesc {
+            offset: offset + 4,
             size: 4,
             name: "msi_pending",
             ..RegDesc::DEVICE_RO
-        });
+        },
+    ]
+}
+
+/// The register table of an MSI capability whose Message Control reads `flags`.
+pub fn table(flags: u16) -> Vec<RegDesc> {
+    let is64 = flags & FLAGS_64BIT != 0;
+    let mut regs = HEAD.to_vec();
+    if is64 {
+        regs.push(ADDR_HI);
+    }
+    let data = if is64 { 0x0C } else { 0x08 };
+    regs.extend(data_regs(data));
+    if flags & FLAGS_MASKBIT != 0 {
+        regs.extend(mask_regs(data + 4));
     }
     regs
 }
