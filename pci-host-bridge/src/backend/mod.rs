@@ -25,27 +25,68 @@ use crate::config::{BackendKind, PciDeviceConfig};
 use crate::error::Error;
 use crate::header;
 
-/// [`HostDevice::config_len`], [`HostDevice::ids`], [`HostDevice::bar`] and
-/// [`HostDevice::rom`] for a backend that learns them once, when it opens the function, and
-/// keeps them in the fields `config_len: usize`, `ids: (u16, u16)`, `bars: [Option<BarInfo>; 6]`
-/// and `rom: Option<BarInfo>` (sysfs, vfio, snapshot): the four answers are then the same
-/// bookkeeping for each, written here once. Used inside the backend's `impl HostDevice` block.
+/// What a backend learns of a host function once, when it opens it (sysfs, vfio, snapshot
+/// alike), and answers from then on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedAtOpen {
+    /// Bytes of config space the backend can reach (64..=4096).
+    pub config_len: usize,
+    /// Vendor and device ID (a VF's come from the kernel or its PF: its config reads 0xFFFF).
+    pub ids: (u16, u16),
+    /// The six BAR slots (the upper half of a 64-bit BAR is `None`).
+    pub bars: [Option<BarInfo>; 6],
+    /// The expansion ROM.
+    pub rom: Option<BarInfo>,
+    /// Whether the function is an SR-IOV virtual function.
+    pub is_vf: bool,
+}
+
+impl LearnedAtOpen {
+    /// What `dev` answers (the broker sends it to the worker once, at open).
+    pub fn of(dev: &dyn HostDevice) -> Self {
+        LearnedAtOpen {
+            config_len: dev.config_len(),
+            ids: dev.ids(),
+            bars: std::array::from_fn(|i| dev.bar(i)),
+            rom: dev.rom(),
+            is_vf: dev.is_virtual_function(),
+        }
+    }
+
+    /// BAR `index`, where index 6 is the ROM (as sysfs's `resourceN` and vfio's regions count).
+    pub fn bar_or_rom(&self, index: u8) -> Option<BarInfo> {
+        if index == 6 {
+            self.rom
+        } else {
+            self.bars.get(usize::from(index)).copied().flatten()
+        }
+    }
+}
+
+/// [`HostDevice::config_len`], [`HostDevice::ids`], [`HostDevice::bar`], [`HostDevice::rom`]
+/// and [`HostDevice::is_virtual_function`] for a backend that keeps a [`LearnedAtOpen`] in the
+/// field the macro names (`learned`, or `facts.learned`): the answers are the same bookkeeping
+/// for each, written here once. Used inside the backend's `impl HostDevice` block.
 macro_rules! answers_learned_at_open {
-    () => {
+    ($($field:ident).+) => {
         fn config_len(&self) -> usize {
-            self.config_len
+            self.$($field).+.config_len
         }
 
         fn ids(&self) -> (u16, u16) {
-            self.ids
+            self.$($field).+.ids
         }
 
         fn bar(&self, index: usize) -> Option<$crate::backend::BarInfo> {
-            self.bars.get(index).copied().flatten()
+            self.$($field).+.bars.get(index).copied().flatten()
         }
 
         fn rom(&self) -> Option<$crate::backend::BarInfo> {
-            self.rom
+            self.$($field).+.rom
+        }
+
+        fn is_virtual_function(&self) -> bool {
+            self.$($field).+.is_vf
         }
     };
 }

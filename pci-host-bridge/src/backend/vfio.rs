@@ -18,7 +18,7 @@ use vfio_ioctls::{VfioContainer, VfioDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::sysfs::{bars_from_resource, device_dir, parse_resource};
-use super::{BarInfo, HostDevice};
+use super::{HostDevice, LearnedAtOpen};
 use crate::error::Error;
 use crate::topology::PciAddress;
 
@@ -34,11 +34,7 @@ pub const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
 pub struct VfioHostDevice {
     addr: PciAddress,
     dev: VfioDevice,
-    config_len: usize,
-    ids: (u16, u16),
-    bars: [Option<BarInfo>; 6],
-    rom: Option<BarInfo>,
-    is_vf: bool,
+    learned: LearnedAtOpen,
     intx: Option<EventFd>,
 }
 
@@ -109,15 +105,17 @@ impl VfioHostDevice {
         let mut d = VfioHostDevice {
             addr,
             dev,
-            config_len,
-            ids: (0xFFFF, 0xFFFF),
-            bars,
-            rom,
-            is_vf,
+            learned: LearnedAtOpen {
+                config_len,
+                ids: (0xFFFF, 0xFFFF),
+                bars,
+                rom,
+                is_vf,
+            },
             intx: None,
         };
         // A VF's config space reads 0xFFFF IDs; the kernel's sysfs files carry the real ones.
-        d.ids = if is_vf {
+        d.learned.ids = if is_vf {
             let rd = |f: &str| -> Result<u16, Error> {
                 let p = dir.join(f);
                 let t = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
@@ -169,7 +167,7 @@ impl VfioHostDevice {
     /// Whether `len` bytes at `offset` lie inside the config region (an error naming the
     /// `what`, read or write, if not).
     fn config_in_range(&self, offset: u16, len: usize, what: &str) -> Result<(), Error> {
-        if !inside(u64::from(offset), len, self.config_len as u64) {
+        if !inside(u64::from(offset), len, self.learned.config_len as u64) {
             return Err(Error::Backend {
                 device: self.name(),
                 message: format!("config {what} at {offset:#x} out of range"),
@@ -184,7 +182,7 @@ impl HostDevice for VfioHostDevice {
         format!("vfio {}", self.addr)
     }
 
-    crate::backend::answers_learned_at_open!();
+    crate::backend::answers_learned_at_open!(learned);
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         buf.fill(0xFF);
@@ -227,10 +225,6 @@ impl HostDevice for VfioHostDevice {
         }
         self.dev.region_write(u32::from(index), data, offset);
         Ok(())
-    }
-
-    fn is_virtual_function(&self) -> bool {
-        self.is_vf
     }
 
     fn intx_fd(&self) -> Option<RawFd> {

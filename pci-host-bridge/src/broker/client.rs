@@ -13,7 +13,7 @@ use xen_abi::DomId;
 
 pub use super::proto::DeviceFacts;
 use super::proto::{self, Envelope, Reply, Request, SysfsOp, MAX_MESSAGE, VERSION};
-use crate::backend::{BarInfo, HostDevice};
+use crate::backend::HostDevice;
 use crate::error::Error;
 use crate::topology::PciAddress;
 
@@ -204,11 +204,10 @@ impl BrokerDevice {
 }
 
 impl HostDevice for BrokerDevice {
+    crate::backend::answers_learned_at_open!(facts.learned);
+
     fn name(&self) -> String {
         self.facts.name.clone()
-    }
-    fn config_len(&self) -> usize {
-        self.facts.config_len
     }
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         let len = u16::try_from(buf.len()).map_err(|_| Error::Backend {
@@ -232,15 +231,6 @@ impl HostDevice for BrokerDevice {
         })
         .map(|_| ())
     }
-    fn ids(&self) -> (u16, u16) {
-        self.facts.ids
-    }
-    fn bar(&self, index: usize) -> Option<BarInfo> {
-        self.facts.bars.get(index).copied().flatten()
-    }
-    fn rom(&self) -> Option<BarInfo> {
-        self.facts.rom
-    }
     fn read_bar(&self, index: u8, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         self.bytes(
             Request::BarRead {
@@ -260,9 +250,6 @@ impl HostDevice for BrokerDevice {
             data: data.to_vec(),
         })
         .map(|_| ())
-    }
-    fn is_virtual_function(&self) -> bool {
-        self.facts.virtual_function
     }
     fn enable_decode(&mut self) -> Result<(), Error> {
         self.sysfs(SysfsOp::EnableDecode).map(|_| ())

@@ -1,7 +1,7 @@
 //! The broker's whole interface: one request enum, one reply enum, versioned, serde-encoded
 //! (JSON, one message per `SOCK_SEQPACKET` datagram). Every request gets exactly one reply.
 
-use crate::backend::BarInfo;
+use crate::backend::LearnedAtOpen;
 use serde::{Deserialize, Serialize};
 use xen_abi::passthrough::PtOp;
 use xen_abi::DomId;
@@ -130,16 +130,8 @@ pub enum Request {
 pub struct DeviceFacts {
     /// [`crate::backend::HostDevice::name`].
     pub name: String,
-    /// [`crate::backend::HostDevice::config_len`].
-    pub config_len: usize,
-    /// [`crate::backend::HostDevice::ids`].
-    pub ids: (u16, u16),
-    /// [`crate::backend::HostDevice::bar`] 0..=5.
-    pub bars: [Option<BarInfo>; 6],
-    /// [`crate::backend::HostDevice::rom`].
-    pub rom: Option<BarInfo>,
-    /// [`crate::backend::HostDevice::is_virtual_function`].
-    pub virtual_function: bool,
+    /// The rest of what the backend learned when it opened the function.
+    pub learned: LearnedAtOpen,
 }
 
 impl DeviceFacts {
@@ -147,11 +139,7 @@ impl DeviceFacts {
     pub fn of(dev: &dyn crate::backend::HostDevice) -> Self {
         DeviceFacts {
             name: dev.name(),
-            config_len: dev.config_len(),
-            ids: dev.ids(),
-            bars: std::array::from_fn(|i| dev.bar(i)),
-            rom: dev.rom(),
-            virtual_function: dev.is_virtual_function(),
+            learned: LearnedAtOpen::of(dev),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::file::{parse_hex_bytes, Snapshot};
 use super::record::{BarWriteRecord, DeviceEventKind, SnapshotHandle, State, WriteRecord};
 use crate::backend::intx_eventfd::IntxEventFd;
-use crate::backend::{BarInfo, BarKind, HostDevice, COMMAND_HIGH, INTX_DISABLE_BIT};
+use crate::backend::{BarInfo, BarKind, HostDevice, LearnedAtOpen, COMMAND_HIGH, INTX_DISABLE_BIT};
 use crate::error::Error;
 use crate::sriov::VfIdentity;
 use crate::topology::PciAddress;
@@ -22,11 +22,7 @@ pub const STATUS_WRITES: usize = 32;
 pub struct SnapshotDevice {
     name: String,
     state: Arc<Mutex<State>>,
-    config_len: usize,
-    ids: (u16, u16),
-    bars: [Option<BarInfo>; 6],
-    rom: Option<BarInfo>,
-    is_vf: bool,
+    learned: LearnedAtOpen,
     vf: Option<VfIdentity>,
     intx: Option<IntxEventFd>,
 }
@@ -50,11 +46,13 @@ impl SnapshotDevice {
                 reset: Some(true),
                 ..Default::default()
             })),
-            config_len,
-            ids,
-            bars: sanitize_bars(bars),
-            rom: rom.filter(|r| r.is_mem() && r.size > 0),
-            is_vf: false,
+            learned: LearnedAtOpen {
+                config_len,
+                ids,
+                bars: sanitize_bars(bars),
+                rom: rom.filter(|r| r.is_mem() && r.size > 0),
+                is_vf: false,
+            },
             vf: None,
             intx: None,
         }
@@ -126,11 +124,11 @@ impl SnapshotDevice {
         });
         let mut dev = Self::from_raw(&config, bars, rom);
         if let Some(ids) = snap.ids {
-            dev.ids = (ids.vendor, ids.device);
+            dev.learned.ids = (ids.vendor, ids.device);
         }
-        dev.is_vf = vf.is_some() || (config[0..2] == [0xFF, 0xFF] && snap.ids.is_some());
+        dev.learned.is_vf = vf.is_some() || (config[0..2] == [0xFF, 0xFF] && snap.ids.is_some());
         if let Some(v) = vf {
-            dev.ids = (v.vendor, v.device);
+            dev.learned.ids = (v.vendor, v.device);
             dev.vf = Some(v);
         }
         {
@@ -238,11 +236,7 @@ impl SnapshotDevice {
         SnapshotDevice {
             name: self.name.clone(),
             state: Arc::new(Mutex::new(state)),
-            config_len: self.config_len,
-            ids: self.ids,
-            bars: self.bars,
-            rom: self.rom,
-            is_vf: self.is_vf,
+            learned: self.learned,
             vf: self.vf,
             intx: self.intx.as_ref().and_then(|_| IntxEventFd::new().ok()),
         }
@@ -274,15 +268,7 @@ impl SnapshotDevice {
     }
 
     fn bar_size(&self, index: u8) -> Option<u64> {
-        if index == 6 {
-            self.rom.map(|r| r.size)
-        } else {
-            self.bars
-                .get(usize::from(index))
-                .copied()
-                .flatten()
-                .map(|b| b.size)
-        }
+        self.learned.bar_or_rom(index).map(|b| b.size)
     }
 }
 
@@ -340,7 +326,7 @@ impl HostDevice for SnapshotDevice {
         self.name.clone()
     }
 
-    crate::backend::answers_learned_at_open!();
+    crate::backend::answers_learned_at_open!(learned);
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         let st = self.lock();
@@ -405,10 +391,6 @@ impl HostDevice for SnapshotDevice {
             device: self.name.clone(),
             message: "reset failed (snapshot told to fail)".into(),
         })
-    }
-
-    fn is_virtual_function(&self) -> bool {
-        self.is_vf
     }
 
     fn intx_fd(&self) -> Option<std::os::fd::RawFd> {

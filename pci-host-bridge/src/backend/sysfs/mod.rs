@@ -39,7 +39,7 @@ use std::sync::OnceLock;
 use ioreq_server::shared::Mapping;
 
 use super::uio::{self, UioIntx};
-use super::{BarInfo, BarKind, HostDevice};
+use super::{BarInfo, BarKind, HostDevice, LearnedAtOpen};
 use crate::error::Error;
 use crate::sriov::VfIdentity;
 use crate::topology::PciAddress;
@@ -72,15 +72,11 @@ pub struct SysfsDevice {
     addr: PciAddress,
     dir: PathBuf,
     config: File,
-    config_len: usize,
     writable: bool,
-    ids: (u16, u16),
-    bars: [Option<BarInfo>; 6],
-    rom: Option<BarInfo>,
+    learned: LearnedAtOpen,
     /// `mmap`s of the memory BARs' `resourceN` (index 6 = ROM), made on first use:
     /// `(mapping, offset of the BAR's first byte in it)`, or why it failed.
     bar_maps: [OnceLock<Result<(Mapping, usize), String>>; 7],
-    is_vf: bool,
     sysfs_root: PathBuf,
     intx: Option<UioIntx>,
     /// The dom0 driver we unbound (re-probed on drop).
@@ -121,13 +117,15 @@ impl SysfsDevice {
             addr,
             dir,
             config,
-            config_len: config_len.min(4096),
             writable,
-            ids: (vendor, device),
-            bars,
-            rom,
+            learned: LearnedAtOpen {
+                config_len: config_len.min(4096),
+                ids: (vendor, device),
+                bars,
+                rom,
+                is_vf,
+            },
             bar_maps: Default::default(),
-            is_vf,
             sysfs_root: sysfs_root.to_path_buf(),
             intx: None,
             detached: None,
@@ -135,11 +133,11 @@ impl SysfsDevice {
         if is_vf {
             match d.derive_vf() {
                 Ok(v) => {
-                    if (v.vendor, v.device) != d.ids || v.bars != d.bars {
+                    if (v.vendor, v.device) != d.learned.ids || v.bars != d.learned.bars {
                         tracing::warn!(
                             vf = %addr,
                             pf = %v.pf,
-                            kernel_ids = ?d.ids,
+                            kernel_ids = ?d.learned.ids,
                             derived_ids = ?(v.vendor, v.device),
                             "the VF's IDs or BARs differ from what its PF's SR-IOV capability says; using the kernel's"
                         );
@@ -222,15 +220,11 @@ impl SysfsDevice {
 
     /// Whether the function is an SR-IOV virtual function (has a `physfn` link).
     pub fn is_virtual_function(&self) -> bool {
-        self.is_vf
+        self.learned.is_vf
     }
 
     fn bar_by_index(&self, index: u8) -> Option<BarInfo> {
-        if index == 6 {
-            self.rom
-        } else {
-            self.bars.get(usize::from(index)).copied().flatten()
-        }
+        self.learned.bar_or_rom(index)
     }
 
     /// Check `[offset, offset + len)` against BAR `index`.
@@ -250,7 +244,7 @@ impl SysfsDevice {
     /// Whether `len` bytes at `offset` lie inside the config space the `config` file reaches
     /// (an error naming the `what`, read or write, if not).
     fn config_in_range(&self, offset: u16, len: usize, what: &str) -> Result<(), Error> {
-        if usize::from(offset) + len > self.config_len {
+        if usize::from(offset) + len > self.learned.config_len {
             return Err(self.err(format!("config {what} out of range")));
         }
         Ok(())
@@ -319,7 +313,7 @@ impl HostDevice for SysfsDevice {
         format!("sysfs {}", self.addr)
     }
 
-    crate::backend::answers_learned_at_open!();
+    crate::backend::answers_learned_at_open!(learned);
 
     fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), Error> {
         self.config_in_range(offset, buf.len(), "read")?;
@@ -356,10 +350,6 @@ impl HostDevice for SysfsDevice {
             })?;
         buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
         Ok(())
-    }
-
-    fn is_virtual_function(&self) -> bool {
-        self.is_vf
     }
 
     fn intx_fd(&self) -> Option<std::os::fd::RawFd> {
