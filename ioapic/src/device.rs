@@ -9,7 +9,7 @@
 
 use std::os::fd::RawFd;
 
-use ioreq_server::device::{Action, Actions, Device, Range, Space};
+use ioreq_server::device::{Action, Actions, ControlReply, Device, Range, Space};
 use ioreq_server::socket_access::SocketAccess;
 use irq_line::{IrqLineError, IrqLineServer, PinChange};
 use serde_json::json;
@@ -216,11 +216,7 @@ impl Device for IoapicDevice {
 
     /// `{"cmd":"snapshot"}` returns the whole state (for live migration);
     /// `{"cmd":"restore","snapshot":{...}}` replaces it, checked against the configuration.
-    fn control(
-        &mut self,
-        cmd: &str,
-        request: &serde_json::Value,
-    ) -> Option<Result<serde_json::Value, String>> {
+    fn control(&mut self, cmd: &str, request: &serde_json::Value) -> ControlReply {
         match cmd {
             "snapshot" => Some(serde_json::to_value(self.snapshot()).map_err(|e| e.to_string())),
             "restore" => Some(

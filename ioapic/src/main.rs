@@ -38,11 +38,7 @@ fn main() -> anyhow::Result<()> {
         &a.common,
         &cfg,
         vec![Box::new(dev)],
-        ServerOptions {
-            name: "ioapic".into(),
-            restrict: true,
-            ..Default::default()
-        },
+        ServerOptions::named("ioapic"),
         ic.socket.clone().into_iter().collect(),
     )
 }

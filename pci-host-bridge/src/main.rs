@@ -126,10 +126,6 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
     }
     // Only the host bridge: nothing but DM ops after setup, so deprivileged.
     let dev = PciHostBridge::from_config(&pci)?;
-    let opts = ServerOptions {
-        name: "pci-host-bridge".into(),
-        restrict: true,
-        ..Default::default()
-    };
+    let opts = ServerOptions::named("pci-host-bridge");
     serve_sandboxed(&r.common, &cfg, vec![Box::new(dev)], opts, Vec::new())
 }

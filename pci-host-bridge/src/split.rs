@@ -177,11 +177,7 @@ pub fn worker(r: &RunArgs, cfg: &GuestConfig, pci: &PciConfig) -> anyhow::Result
     dev.set_executor(PassthroughExecutor::new(Box::new(BrokerChannel::new(
         client, cfg.domid,
     ))));
-    let opts = ServerOptions {
-        name: "pci-host-bridge".into(),
-        restrict: true,
-        ..Default::default()
-    };
+    let opts = ServerOptions::named("pci-host-bridge");
     // Deprivileged after setup (issue 12 item 2, ioreq_server::sandbox): the worker needs no
     // privilege then; its serving transport is restricted to the domid and every host access
     // and hypercall is a request to the broker.

@@ -47,11 +47,7 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
         &r.common,
         &cfg,
         vec![Box::new(dev)],
-        ServerOptions {
-            name: "pm-trap".into(),
-            restrict: true,
-            ..Default::default()
-        },
+        ServerOptions::named("pm-trap"),
         Vec::new(),
     )
 }

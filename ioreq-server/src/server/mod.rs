@@ -75,6 +75,17 @@ pub struct ServerOptions {
     pub retry_delay: Duration,
 }
 
+impl ServerOptions {
+    /// The defaults (restricted handles after setup, signals handled, no buffered ring) for
+    /// the process `name`.
+    pub fn named(name: &str) -> Self {
+        ServerOptions {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {

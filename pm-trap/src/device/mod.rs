@@ -39,7 +39,7 @@
 //! guest can suspend again. The server loop, not the device, retries a failing DM op: the
 //! action is issued exactly once.
 
-use ioreq_server::device::{Actions, Device, Range, ShutdownReason, Space};
+use ioreq_server::device::{Actions, ControlReply, Device, Range, ShutdownReason, Space};
 use serde::Serialize;
 use serde_json::json;
 
@@ -337,11 +337,7 @@ impl Device for PmTrap {
     }
 
     /// `{"cmd":"power_button"}` on the control socket: [`PmTrap::press_power_button`].
-    fn control(
-        &mut self,
-        cmd: &str,
-        _request: &serde_json::Value,
-    ) -> Option<Result<serde_json::Value, String>> {
+    fn control(&mut self, cmd: &str, _request: &serde_json::Value) -> ControlReply {
         match cmd {
             "power_button" => Some(Ok(self.press_power_button())),
             _ => None,
