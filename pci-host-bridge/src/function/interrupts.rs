@@ -110,15 +110,26 @@ impl PassthroughFunction {
         self.msi_state()?.vector(msix_on)
     }
 
+    /// Whether MSI-X entries may be bound now: MSI-X enabled and MSI not (enabling both is
+    /// undefined, PCI Local Bus 3.0 6.8.2, so neither is bound then).
+    fn msix_live(&self) -> bool {
+        self.msix_control().is_some_and(|c| c.enabled)
+            && !self.msi_state().is_some_and(|m| m.enabled)
+    }
+
     /// The vector MSI-X entry `i` asks for now: unmasked, MSI-X enabled (and MSI not enabled).
     /// The Function Mask does not unbind: it is written through to the device, and Xen
     /// tracks it (`guest_maskall`) from dom0's control write.
     pub fn msix_vector(&self, i: usize) -> Option<Vector> {
-        let t = self.msix.as_ref()?;
-        let c = self.msix_control()?;
-        if !c.enabled || self.msi_state().is_some_and(|m| m.enabled) {
+        if !self.msix_live() {
             return None;
         }
+        self.msix_entry_vector(i)
+    }
+
+    /// Entry `i`'s vector if it is unmasked, MSI-X's gate aside.
+    fn msix_entry_vector(&self, i: usize) -> Option<Vector> {
+        let t = self.msix.as_ref()?;
         let e = t.entry(i)?;
         if e.masked {
             return None;
@@ -131,16 +142,12 @@ impl PassthroughFunction {
         Some(e.vector(table_base, gtable))
     }
 
-    /// What MSI-X entry `i` should be bound to after a config write. An entry already bound
-    /// keeps its message: Xen's msixtbl owns its mask, and a new address/data counts only once
-    /// Xen forwards the unmask ([`PassthroughFunction::mmio_write`]); only the table's
-    /// addresses follow a moved BAR. An unbound entry is bound if the guest unmasked it.
-    /// Nothing while MSI-X is disabled (or MSI enabled).
-    fn msix_want(&self, i: usize) -> Option<Vector> {
-        let c = self.msix_control()?;
-        if !c.enabled || self.msi_state().is_some_and(|m| m.enabled) {
-            return None;
-        }
+    /// What MSI-X entry `i` should be bound to after a config write while MSI-X is live
+    /// ([`Self::msix_live`]; otherwise nothing is). An entry already bound keeps its message:
+    /// Xen's msixtbl owns its mask, and a new address/data counts only once Xen forwards the
+    /// unmask ([`PassthroughFunction::mmio_write`]); only the table's addresses follow a moved
+    /// BAR. An unbound entry is bound if the guest unmasked it.
+    fn msix_want_live(&self, i: usize) -> Option<Vector> {
         match self.bindings.get(IrqSlot::Msix(i as u32)) {
             Some(b) => {
                 let info = self.msix.as_ref()?.info();
@@ -151,7 +158,7 @@ impl PassthroughFunction {
                     ..*b
                 })
             }
-            None => self.msix_vector(i),
+            None => self.msix_entry_vector(i),
         }
     }
 
@@ -162,13 +169,23 @@ impl PassthroughFunction {
         if self.caps.msi.is_some() {
             wants.push((IrqSlot::Msi, self.msi_vector()));
         }
-        let n = self.msix.as_ref().map_or(0, MsixTable::len);
-        for i in 0..n {
-            let want = self.msix_want(i);
-            let slot = IrqSlot::Msix(i as u32);
-            if want.is_some() || self.bindings.get(slot).is_some() {
-                wants.push((slot, want));
+        if self.msix_live() {
+            let n = self.msix.as_ref().map_or(0, MsixTable::len);
+            for i in 0..n {
+                let want = self.msix_want_live(i);
+                let slot = IrqSlot::Msix(i as u32);
+                if want.is_some() || self.bindings.get(slot).is_some() {
+                    wants.push((slot, want));
+                }
             }
+        } else {
+            // Not live: every bound entry is unbound, and no other entry can change.
+            let bound = self.bindings.bound().map(|(slot, _)| slot);
+            wants.extend(
+                bound
+                    .filter(|s| matches!(s, IrqSlot::Msix(_)))
+                    .map(|s| (s, None)),
+            );
         }
         let msi_was_bound = self.bindings.get(IrqSlot::Msi).is_some();
         for (slot, e) in self.bindings.sync_all(wants, exec) {
