@@ -188,32 +188,38 @@ impl GuestConfig {
 
     /// Deserialize a device section; a missing section yields `T::default()`.
     pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
-        let v = match name {
-            "pm_trap" => &self.pm_trap,
-            "ioapic" => &self.ioapic,
-            "pci" => &self.pci,
-            _ => &None,
-        };
-        match v {
-            None => Ok(T::default()),
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Section {
-                    path: self.path.clone(),
-                    section: name.into(),
-                    message: e.message().to_string(),
-                }),
-        }
+        Ok(self.optional_section(name)?.unwrap_or_default())
     }
 
     /// Whether the section is present at all.
     pub fn has_section(&self, name: &str) -> bool {
+        self.raw_section(name).is_some()
+    }
+
+    /// The section `name` if the file has it (`None` if not, unlike [`Self::section`]).
+    pub fn optional_section<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.raw_section(name)
+            .map(|v| {
+                v.clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::Section {
+                        path: self.path.clone(),
+                        section: name.into(),
+                        message: e.message().to_string(),
+                    })
+            })
+            .transpose()
+    }
+
+    fn raw_section(&self, name: &str) -> Option<&toml::Value> {
         match name {
-            "pm_trap" => self.pm_trap.is_some(),
-            "ioapic" => self.ioapic.is_some(),
-            "pci" => self.pci.is_some(),
-            _ => false,
+            "pm_trap" => self.pm_trap.as_ref(),
+            "ioapic" => self.ioapic.as_ref(),
+            "pci" => self.pci.as_ref(),
+            _ => None,
         }
     }
 

@@ -178,20 +178,14 @@ impl Inputs {
     /// present. `vcpus` overrides the file's `vcpus` (default 1).
     pub fn from_config(cfg: &GuestConfig, vcpus: Option<u32>) -> Result<Inputs, Error> {
         let pm: PmTrapConfig = cfg.section("pm_trap")?;
-        let ioapic = if cfg.has_section("ioapic") {
-            let c: IoapicConfig = cfg.section("ioapic")?;
+        let ioapic: Option<IoapicConfig> = cfg.optional_section("ioapic")?;
+        if let Some(c) = &ioapic {
             c.validate()?;
-            Some(c)
-        } else {
-            None
-        };
-        let pci = if cfg.has_section("pci") {
-            let c: PciConfig = cfg.section("pci")?;
+        }
+        let pci: Option<PciConfig> = cfg.optional_section("pci")?;
+        if let Some(c) = &pci {
             c.validate()?;
-            Some(c)
-        } else {
-            None
-        };
+        }
         Ok(Inputs {
             pm,
             ioapic,

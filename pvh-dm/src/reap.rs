@@ -142,15 +142,8 @@ impl Reaper {
 
 /// `pvh-dm reap`: wait for the supervisor to end; clean up if it died. Returns the exit code.
 pub fn run(run: &Path, xl: &Xl, a: &ReapArgs) -> i32 {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGTTOU,
-    ] {
-        set.add(s);
-    }
+    use Signal::{SIGHUP, SIGINT, SIGTERM, SIGTTOU};
+    let set: SigSet = [SIGHUP, SIGINT, SIGTERM, SIGTTOU].into_iter().collect();
     if let Err(e) = set.thread_block() {
         warn!("reaper: blocking SIGHUP/SIGINT/SIGTERM: {e}");
     }

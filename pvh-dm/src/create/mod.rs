@@ -71,15 +71,8 @@ pub struct RunOpts {
 
 /// The signals pvh-dm handles through a signalfd.
 pub fn signal_fd() -> nix::Result<SignalFd> {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        set.add(s);
-    }
+    use Signal::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+    let set: SigSet = [SIGCHLD, SIGTERM, SIGINT, SIGHUP].into_iter().collect();
     set.thread_block()?;
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
