@@ -10,7 +10,8 @@
 //!   interface (`domctl`);
 //! - [`dmop`]: DM ops as data and their exact byte encoding;
 //! - [`passthrough`]: passthrough domctls/physdev ops as data, Xen 4.17 encodings;
-//! - [`ShutdownReason`]: the `SHUTDOWN_*` codes as one type, for devices and supervisors.
+//! - [`shutdown`]: the `SHUTDOWN_*` codes as one type ([`ShutdownReason`]), for devices and
+//!   supervisors (its numbers are `public`'s, compared there).
 //!
 //! Both the device models (through `ioreq-server`) and xen-sim speak these bytes, so each side
 //! depends on this crate rather than on the other. The crate forbids `unsafe_code`: encoding
@@ -21,10 +22,10 @@
 mod domctl;
 mod linux;
 mod public;
-mod shutdown;
 
 pub mod dmop;
 pub mod passthrough;
+pub mod shutdown;
 
 pub use domctl::*;
 pub use linux::*;
