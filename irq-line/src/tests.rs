@@ -13,6 +13,11 @@ use crate::*;
 use std::io::Write;
 use std::thread;
 
+/// A change of `pin`'s wired-OR level to `level`.
+fn change(pin: u8, level: bool) -> PinChange {
+    PinChange { pin, level }
+}
+
 /// Runs the server's event handling until `done` or 5 s pass.
 fn pump_until(
     server: &mut IrqLineServer,
@@ -151,24 +156,12 @@ fn assert_deassert_resample_over_a_real_socket() {
 
     line.assert().unwrap();
     pump_until(&mut server, &mut changes, |s| s.level(5));
-    assert_eq!(
-        changes,
-        vec![PinChange {
-            pin: 5,
-            level: true
-        }]
-    );
+    assert_eq!(changes, vec![change(5, true)]);
     changes.clear();
 
     line.deassert().unwrap();
     pump_until(&mut server, &mut changes, |s| !s.level(5));
-    assert_eq!(
-        changes,
-        vec![PinChange {
-            pin: 5,
-            level: false
-        }]
-    );
+    assert_eq!(changes, vec![change(5, false)]);
     changes.clear();
 
     // EOI while asserted: released, resample signalled, the source asserts again.
@@ -186,13 +179,7 @@ fn assert_deassert_resample_over_a_real_socket() {
     line.assert().unwrap();
     changes.clear();
     pump_until(&mut server, &mut changes, |s| s.level(5));
-    assert_eq!(
-        changes,
-        vec![PinChange {
-            pin: 5,
-            level: true
-        }]
-    );
+    assert_eq!(changes, vec![change(5, true)]);
 
     // Closing the connection withdraws the contribution.
     drop(line);
@@ -200,13 +187,7 @@ fn assert_deassert_resample_over_a_real_socket() {
     pump_until(&mut server, &mut changes, |s| {
         !s.level(5) && s.sources().is_empty()
     });
-    assert_eq!(
-        changes,
-        vec![PinChange {
-            pin: 5,
-            level: false
-        }]
-    );
+    assert_eq!(changes, vec![change(5, false)]);
     drop(server);
     assert!(!path.exists(), "socket file removed on drop");
     let _ = std::fs::remove_dir(&dir);
@@ -236,13 +217,7 @@ fn shared_pin_is_wired_or_and_all_sources_are_resampled() {
     pump_until(&mut server, &mut changes, |s| {
         s.tracker().is_asserted(b.source(), 10)
     });
-    assert_eq!(
-        changes,
-        vec![PinChange {
-            pin: 10,
-            level: true
-        }]
-    );
+    assert_eq!(changes, vec![change(10, true)]);
     changes.clear();
     a.deassert().unwrap();
     pump_until(&mut server, &mut changes, |s| {
@@ -274,20 +249,7 @@ fn deassert_then_assert_keeps_the_line_high() {
     assert!(server.level(3), "the line ends up asserted");
     assert_eq!(
         changes,
-        vec![
-            PinChange {
-                pin: 3,
-                level: true
-            },
-            PinChange {
-                pin: 3,
-                level: false
-            },
-            PinChange {
-                pin: 3,
-                level: true
-            }
-        ]
+        vec![change(3, true), change(3, false), change(3, true)]
     );
     // And in the plain order it ends up low.
     line.deassert().unwrap();

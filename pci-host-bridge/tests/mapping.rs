@@ -1,5 +1,8 @@
 //! BAR mappings (as the hypercalls the fake Xen recorded) and the MSI-X table / PBA
 //! emulation.
+//!
+//! The tests place BARs and list the expected calls and trapped pages in full, each, alike
+//! but for the numbers, on purpose: a test reads as the one scenario it checks.
 
 mod common;
 

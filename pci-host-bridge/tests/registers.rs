@@ -1,5 +1,8 @@
 //! Register classes of the virtualized config space, one test each, through the Device
 //! interface (CF8/CFC and ECAM) against hand-made snapshots.
+//!
+//! Each test spells its accesses out one by one (write, read back, compare), alike but for
+//! offsets and values, on purpose: the expected value of every access stays in sight.
 
 mod common;
 

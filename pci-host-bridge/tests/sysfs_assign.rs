@@ -4,6 +4,9 @@
 //! cross-checked against its PF's SR-IOV capability, decode on/off and reset through the
 //! `enable` and `reset` files, and BAR forwarding through an mmap of `resourceN` (regular
 //! files here) with exactly the guest's access width.
+//!
+//! Each test builds its own fake function with `fake_fn` (alike but for IDs, config bytes
+//! and BARs), on purpose: the function a test needs stands in the test.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

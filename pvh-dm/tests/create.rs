@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use common::*;
 
 const PT_DEVICE: &str = r#"
@@ -19,8 +21,7 @@ fn a_device_missing_from_sysfs_is_named_and_nothing_happens() {
     let r = Rig::new("baddev");
     r.write_toml(PT_DEVICE);
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = stderr_exited(&o, 3);
     assert!(err.contains("0000:03:10.1"), "{err}");
     assert!(err.contains("no such host function"), "{err}");
     assert!(err.contains("nothing changed"), "{err}");
@@ -35,8 +36,7 @@ fn a_function_bound_to_a_dom0_driver_is_refused() {
     r.add_function("0000:03:10.1", Some("nvme"));
     r.write_toml(PT_DEVICE);
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = stderr_exited(&o, 3);
     assert!(err.contains("in use by dom0's driver nvme"), "{err}");
     assert_eq!(r.xl_log(), "");
 }
@@ -46,8 +46,7 @@ fn an_xl_pci_list_is_refused_with_the_reason() {
     let r = Rig::new("pcilist");
     r.write_xl(&format!("{XL_CFG}pci = [ '0000:03:10.1' ]\n"));
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = stderr_exited(&o, 3);
     assert!(err.contains("line 10"), "{err}");
     assert!(err.contains("pciback/pcifront"), "{err}");
     assert_eq!(r.xl_log(), "");
@@ -229,8 +228,7 @@ fn a_device_model_that_dies_at_start_up_is_named_and_undone() {
     let mut c = r.create_cmd(&["--detach"]);
     c.env("FAKE_DM_FAIL", "pm-trap");
     let o = c.output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = stderr_exited(&o, 4);
     assert!(err.contains("step 'start pm-trap'"), "{err}");
     assert!(err.contains("exited with status 1"), "{err}");
     assert!(
@@ -255,8 +253,7 @@ fn xl_create_failure_leaves_nothing() {
     let r = Rig::new("createfail");
     r.touch("fail-create");
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = stderr_exited(&o, 4);
     assert!(
         err.contains("step 'xl create'") && err.contains("fake create failure"),
         "{err}"
@@ -286,9 +283,7 @@ fn detached_guest_then_status_and_destroy() {
     assert_eq!(v[0]["device_models"][0]["running"], true);
     assert_eq!(v[0]["device_models"][0]["status"]["name"], "pm-trap");
     assert!(r.run_dir().join("7/pm-trap.log").exists());
-    let o = r.cmd(&["destroy", "7"]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    destroy_ok(&r, "7");
     assert!(r.xl_log().contains("destroy 7"));
     assert!(r.dm_log().contains("pm-trap sigterm 7"), "{}", r.dm_log());
     assert!(r.run_entries().is_empty());
@@ -320,6 +315,49 @@ fn supervised(r: &Rig, extra_env: &[(&str, &str)]) -> (std::process::Child, Fake
     (child, xs)
 }
 
+/// Wait up to 20 s for the supervisor to exit: its status and what it wrote to stderr.
+fn exit_of(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = wait_timeout(child, Duration::from_secs(20)).expect("pvh-dm exits");
+    (status, stderr_of(child))
+}
+
+/// The stderr of `o`, which must have exited with `code` (its stderr is the failure message).
+fn stderr_exited(o: &std::process::Output, code: i32) -> String {
+    let (_, err) = text(o);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    err
+}
+
+/// `pvh-dm create --detach`, which must succeed.
+fn create_detached_ok(r: &Rig) {
+    let o = r.create(&["--detach"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
+
+/// `pvh-dm destroy TARGET`, which must succeed.
+fn destroy_ok(r: &Rig, target: &str) {
+    let o = r.cmd(&["destroy", target]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
+
+/// `pvh-dm create --detach` of a second guest: guest1's xl config renamed guest2, with
+/// guest1's TOML.
+fn create_guest2(r: &Rig) -> std::process::Output {
+    std::fs::write(
+        r.dir().join("guest2.cfg"),
+        std::fs::read_to_string(r.xl_cfg())
+            .unwrap()
+            .replace("guest1", "guest2"),
+    )
+    .unwrap();
+    let mut c = r.cmd(&["create"]);
+    c.arg(r.dir().join("guest2.cfg"))
+        .arg("--dm-config")
+        .arg(r.dir().join("guest1.toml"))
+        .arg("--detach");
+    c.output().unwrap()
+}
+
 #[test]
 fn supervised_poweroff_stops_everything_and_exits_0() {
     let r = Rig::new("poweroff");
@@ -343,8 +381,7 @@ fn supervised_poweroff_stops_everything_and_exits_0() {
     // The guest powers off: Xen marks it shut down, xenstored fires @releaseDomain.
     r.set_state("---s-- 0");
     xs.fire.send(()).unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).expect("pvh-dm exits");
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("shut down: poweroff"), "{err}");
     let e = ended(&r, "guest1");
@@ -386,8 +423,7 @@ fn supervised_reboot_and_crash_exit_codes() {
         let (mut child, xs) = supervised(&r, &[]);
         r.set_state(state);
         xs.fire.send(()).unwrap();
-        let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-        let err = stderr_of(&mut child);
+        let (status, err) = exit_of(&mut child);
         assert_eq!(status.code(), Some(code), "{err}");
         assert!(err.contains(word), "{err}");
     }
@@ -399,8 +435,7 @@ fn destroyed_from_outside_exits_14() {
     let (mut child, xs) = supervised(&r, &[]);
     std::fs::remove_file(r.dir().join("xl/domain")).unwrap();
     xs.fire.send(()).unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(14), "{err}");
     assert!(err.contains("without a shutdown reason"), "{err}");
     assert!(r.dm_log().contains("pm-trap sigterm 7"));
@@ -412,8 +447,7 @@ fn a_dying_device_model_destroys_the_domain() {
     let r = Rig::new("dmdies");
     r.write_toml("[pci]\n");
     let (mut child, _xs) = supervised(&r, &[("FAKE_DM_DIE", "pm-trap:1500")]);
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(20), "{err}");
     assert!(err.contains("device model pm-trap (pid"), "{err}");
     assert!(err.contains("exited with status 3"), "{err}");
@@ -437,34 +471,19 @@ fn sigterm_asks_for_a_clean_shutdown_then_destroys() {
     // The guest obeys: control/shutdown -> it powers off -> exit 0.
     let r = Rig::new("term-ok");
     let (mut child, xs) = supervised(&r, &[]);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let start = std::time::Instant::now();
-    while !r.dir().join("xl/shutdown-requested").exists()
-        && start.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    signal(child.id(), Signal::SIGTERM);
+    within(10, || r.dir().join("xl/shutdown-requested").exists());
     assert_eq!(r.xs_writes(), "/local/domain/7/control/shutdown poweroff\n");
     r.set_state("---s-- 0");
     xs.fire.send(()).unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(0), "{err}");
 
     // The guest ignores it: destroyed after --shutdown-timeout (2 s) -> exit 15.
     let r = Rig::new("term-forced");
     let (mut child, _xs) = supervised(&r, &[]);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    signal(child.id(), Signal::SIGTERM);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(15), "{err}");
     assert!(err.contains("did not shut down within 2 s"), "{err}");
     assert!(r.xl_log().contains("destroy 7"));
@@ -475,8 +494,7 @@ fn sigterm_asks_for_a_clean_shutdown_then_destroys() {
 fn supervision_without_xenstore_is_refused_up_front() {
     let r = Rig::new("noxs");
     let o = r.create(&["--xenstore", &r.dir().join("nope.sock").to_string_lossy()]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = stderr_exited(&o, 3);
     assert!(
         err.contains("xenstore") && err.contains("--detach"),
         "{err}"
@@ -491,8 +509,7 @@ fn a_passthrough_domain_without_an_iommu_context_is_destroyed() {
     r.write_toml(PT_DEVICE);
     r.touch("no-cdf");
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = stderr_exited(&o, 4);
     assert!(
         err.contains("step 'xl create'") && err.contains("no IOMMU context"),
         "{err}"
@@ -513,8 +530,7 @@ fn no_iommu_in_xen_is_refused_before_create() {
         .replace("pv hvm hvm_directio pv_directio hap", "pv hvm hap");
     std::fs::write(r.dir().join("xl-bin"), xl).unwrap();
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = stderr_exited(&o, 3);
     assert!(
         err.contains("no IOMMU enabled") && err.contains("hvm_directio"),
         "{err}"
@@ -532,11 +548,9 @@ fn a_stale_staging_dir_is_cleared() {
     let r = Rig::new("stale");
     // pid 2^22+1 does not exist (pid_max is at most 2^22).
     std::fs::create_dir_all(r.run_dir().join(".create-guest1-4194305")).unwrap();
-    let o = r.create(&["--detach"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    create_detached_ok(&r);
     assert_eq!(r.run_entries(), ["7"]);
-    let o = r.cmd(&["destroy", "guest1"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    destroy_ok(&r, "guest1");
 }
 
 /// `RUN/7/state.json` of the running guest.
@@ -545,22 +559,18 @@ fn state7(r: &Rig) -> serde_json::Value {
         .unwrap()
 }
 
-fn sigkill(pid: u32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+fn signal(pid: u32, sig: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
 
-/// Wait up to `secs` for `f`.
+/// Wait up to `secs` for `f` (polled every 20 ms); whether it came true.
 fn within(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(secs) {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     f()
 }
@@ -673,8 +683,7 @@ fn a_normal_end_tells_the_reaper_which_exits_0_and_destroys_nothing() {
     let reaper = state7(&r)["reaper"].as_u64().unwrap() as u32;
     r.set_state("---s-- 0");
     xs.fire.send(()).unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).expect("pvh-dm exits");
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(
         err.contains(&format!("reaper (pid {reaper}) exited with status 0")),
@@ -696,8 +705,7 @@ fn a_rolled_back_supervised_create_tells_the_reaper_too() {
     let mut c = r.create_cmd(&["--xenstore", &xs.path.to_string_lossy()]);
     c.env("FAKE_DM_FAIL", "pm-trap");
     let o = c.output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = stderr_exited(&o, 4);
     assert!(err.contains("reaper started"), "{err}");
     assert!(
         err.contains("reaper (pid") && err.contains("exited with status 0"),
@@ -717,7 +725,7 @@ fn after_kill_9_of_the_launcher_and_its_reaper_destroy_cleans_up() {
     r.write_toml("[pci]\n");
     let (mut child, _xs) = supervised(&r, &[]);
     let reaper = state7(&r)["reaper"].as_u64().unwrap() as u32;
-    sigkill(reaper);
+    signal(reaper, Signal::SIGKILL);
     child.kill().unwrap();
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(300));
@@ -733,8 +741,7 @@ fn after_kill_9_of_the_launcher_and_its_reaper_destroy_cleans_up() {
         .cmd(&["destroy", &r.xl_cfg().to_string_lossy()])
         .output()
         .unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = stderr_exited(&o, 0);
     assert!(r.xl_log().contains("destroy 7"), "{}", r.xl_log());
     assert!(
         err.contains("pci-host-bridge") && err.contains("exited after SIGTERM"),
@@ -753,8 +760,7 @@ fn destroy_reclaims_the_functions_of_a_bridge_that_died_without_its_teardown() {
     let r = Rig::new("destroyreclaim");
     r.add_function("0000:03:10.1", Some("pciback"));
     r.write_toml(PT_DEVICE);
-    let o = r.create(&["--detach"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    create_detached_ok(&r);
     let bridge = state7(&r)["device_models"]
         .as_array()
         .unwrap()
@@ -763,11 +769,10 @@ fn destroy_reclaims_the_functions_of_a_bridge_that_died_without_its_teardown() {
         .unwrap()["pid"]
         .as_u64()
         .unwrap() as u32;
-    sigkill(bridge);
+    signal(bridge, Signal::SIGKILL);
     assert!(within(5, || !alive(bridge)));
     let o = r.cmd(&["destroy", "7"]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = stderr_exited(&o, 0);
     assert!(
         err.contains("without handing back 0000:03:10.1: reclaimed"),
         "{err}"
@@ -778,10 +783,8 @@ fn destroy_reclaims_the_functions_of_a_bridge_that_died_without_its_teardown() {
     assert!(xl.contains("destroy 7"), "{xl}");
     assert!(r.run_entries().is_empty(), "{:?}", r.run_entries());
     // A bridge that tore down (SIGTERM) is not reclaimed after.
-    let o = r.create(&["--detach"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    let o = r.cmd(&["destroy", "7"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    create_detached_ok(&r);
+    destroy_ok(&r, "7");
     assert_eq!(
         r.dm_log().matches("pci-host-bridge reclaim 7").count(),
         1,
@@ -795,8 +798,7 @@ fn an_existing_domain_of_that_name_is_refused() {
     let r = Rig::new("exists");
     r.touch("domain");
     let o = r.create(&["--detach"]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = stderr_exited(&o, 3);
     assert!(
         err.contains("a domain named guest1 already exists (domid 7)"),
         "{err}"
@@ -809,30 +811,15 @@ fn two_guests_cannot_share_an_ioapic_socket() {
     let r = Rig::new("ioapic-sock");
     let sock = r.dir().join("pins.sock");
     r.write_toml(&format!("[ioapic]\nsocket = \"{}\"\n", sock.display()));
-    let o = r.create(&["--detach"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    create_detached_ok(&r);
     // A second guest (another name) with the same TOML.
-    std::fs::write(
-        r.dir().join("guest2.cfg"),
-        std::fs::read_to_string(r.xl_cfg())
-            .unwrap()
-            .replace("guest1", "guest2"),
-    )
-    .unwrap();
-    let mut c = r.cmd(&["create"]);
-    c.arg(r.dir().join("guest2.cfg"))
-        .arg("--dm-config")
-        .arg(r.dir().join("guest1.toml"))
-        .arg("--detach");
-    let o = c.output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let o = create_guest2(&r);
+    let err = stderr_exited(&o, 3);
     assert!(
         err.contains("already the ioapic socket of guest guest1 (domid 7)"),
         "{err}"
     );
-    let o = r.cmd(&["destroy", "7"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    destroy_ok(&r, "7");
 }
 
 #[test]
@@ -841,8 +828,7 @@ fn a_dead_bridge_names_the_devices_left_in_quarantine() {
     r.add_function("0000:03:10.1", Some("pciback"));
     r.write_toml(PT_DEVICE);
     let (mut child, _xs) = supervised(&r, &[("FAKE_DM_DIE", "pci-host-bridge:1000")]);
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(20), "{err}");
     assert!(err.contains("device model pci-host-bridge (pid"), "{err}");
     assert!(
@@ -862,8 +848,7 @@ fn a_device_model_that_never_answers_times_out_and_is_undone() {
         .args(["--dm-timeout", "1", "--dm-stop-timeout", "3", "--detach"])
         .env("FAKE_DM_DELAY", "pm-trap:60000");
     let o = c.output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = stderr_exited(&o, 4);
     assert!(
         err.contains("step 'start pm-trap'") && err.contains("within 1 s"),
         "{err}"
@@ -879,17 +864,9 @@ fn sigterm_during_create_undoes_it() {
     let mut c = r.create_cmd(&["--detach"]);
     c.env("FAKE_DM_DELAY", "pm-trap:1500");
     let mut child = spawn(c);
-    let start = std::time::Instant::now();
-    while !r.dm_log().contains("pm-trap start") && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    within(10, || r.dm_log().contains("pm-trap start"));
+    signal(child.id(), Signal::SIGTERM);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(
         err.contains("create interrupted by SIGTERM after step 'start pm-trap'"),
@@ -912,33 +889,16 @@ fn a_second_create_sees_the_first_ones_claim_while_it_starts() {
     let mut first = r.create_cmd(&["--detach"]);
     first.env("FAKE_DM_DELAY", "pm-trap:2000");
     let mut first = spawn(first);
-    let start = std::time::Instant::now();
-    while !r.dm_log().contains("pm-trap start") && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::write(
-        r.dir().join("guest2.cfg"),
-        std::fs::read_to_string(r.xl_cfg())
-            .unwrap()
-            .replace("guest1", "guest2"),
-    )
-    .unwrap();
-    let mut c = r.cmd(&["create"]);
-    c.arg(r.dir().join("guest2.cfg"))
-        .arg("--dm-config")
-        .arg(r.dir().join("guest1.toml"))
-        .arg("--detach");
-    let o = c.output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    within(10, || r.dm_log().contains("pm-trap start"));
+    let o = create_guest2(&r);
+    let err = stderr_exited(&o, 3);
     assert!(
         err.contains("0000:03:10.1") && err.contains("already passed through to guest guest1"),
         "{err}"
     );
     let st = wait_timeout(&mut first, Duration::from_secs(20)).unwrap();
     assert_eq!(st.code(), Some(0), "{}", stderr_of(&mut first));
-    let o = r.cmd(&["destroy", "guest1"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    destroy_ok(&r, "guest1");
 }
 
 #[test]
@@ -950,8 +910,7 @@ fn a_device_model_exiting_because_the_domain_went_away_is_not_blamed() {
     // event is sent: pm-trap's exit is what pvh-dm notices first.
     std::thread::sleep(Duration::from_millis(300));
     r.set_state("---s-- 0");
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    let err = stderr_of(&mut child);
+    let (status, err) = exit_of(&mut child);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("shut down: poweroff"), "{err}");
 }
@@ -972,15 +931,13 @@ fn a_control_dir_outside_the_runtime_dir_is_cleaned_too() {
     assert!(ctl.join("7/pm-trap.sock").exists());
     r.set_state("---s-- 0");
     xs.fire.send(()).unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(20)).unwrap();
-    assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut child));
+    let (status, err) = exit_of(&mut child);
+    assert_eq!(status.code(), Some(0), "{err}");
     assert!(!ctl.join("7").exists(), "control dir left behind");
     // Detached, then destroyed from state.json.
-    let o = r.create(&["--detach"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    create_detached_ok(&r);
     assert!(ctl.join("7/pm-trap.sock").exists());
-    let o = r.cmd(&["destroy", "7"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    destroy_ok(&r, "7");
     assert!(!ctl.join("7").exists(), "control dir left behind");
 }
 
@@ -1003,8 +960,7 @@ fn without_the_table_upgrade_any_kernel_and_no_ramdisk_will_do() {
         "{cfg}"
     );
     assert!(!r.dir().join("xl/initrd-seen").exists());
-    let o = r.cmd(&["destroy", "7"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    destroy_ok(&r, "7");
 }
 
 #[test]
@@ -1017,17 +973,11 @@ fn shutdown_subcommand_supervised_and_detached() {
     let dir = r.dir().to_path_buf();
     // xenstored would fire @releaseDomain once the guest has shut down.
     let t = std::thread::spawn(move || {
-        let start = std::time::Instant::now();
-        while !dir.join("xl/shutdown-requested").exists()
-            && start.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within(10, || dir.join("xl/shutdown-requested").exists());
         let _ = fire.send(());
     });
     let o = r.cmd(&["shutdown", "guest1"]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = stderr_exited(&o, 0);
     assert!(err.contains("asked supervisor"), "{err}");
     t.join().unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(5)).unwrap();
@@ -1045,8 +995,7 @@ fn shutdown_subcommand_supervised_and_detached() {
         .env("XENSTORED_PATH", &xs.path)
         .output()
         .unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    stderr_exited(&o, 0);
     assert_eq!(r.xs_writes(), "/local/domain/7/control/shutdown poweroff\n");
     let xl = r.xl_log();
     assert!(xl.contains("destroy 7"), "{xl}");
@@ -1062,8 +1011,7 @@ fn shutdown_subcommand_supervised_and_detached() {
         .env("XENSTORED_PATH", &xs.path)
         .output()
         .unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(15), "{err}");
+    let err = stderr_exited(&o, 15);
     assert!(err.contains("did not shut down within 1 s"), "{err}");
     assert!(r.xl_log().contains("destroy 7"));
     assert!(r.run_entries().is_empty());
@@ -1078,8 +1026,7 @@ fn a_device_model_that_ignores_sigterm_is_killed() {
         .args(["--dm-stop-timeout", "1", "--detach"])
         .env("FAKE_DM_IGNORE_TERM", "pm-trap");
     let o = c.output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = stderr_exited(&o, 4);
     assert!(
         err.contains("pm-trap did not exit within 1 s of SIGTERM: SIGKILLed"),
         "{err}"

@@ -144,6 +144,8 @@ int main(void)
 
     STRUCT(buf_ioreq);
     FIELD(buf_ioreq, data);
+    /* The same steps as ioreq's bitfields above, spelled out again on purpose:
+     * one line per member, as in the header. */
     {
         unsigned char acc[sizeof(struct buf_ioreq)] = {0};
         BITS(buf_ioreq, type, acc); /* a plain uint8_t, part of word 0 */

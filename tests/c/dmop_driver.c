@@ -17,27 +17,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "driver_dump.h" /* dump, say() */
+
 #include <xendevicemodel.h>
 #include <xen/sched.h>
 
 #define DOM 0x1234 /* target domid; distinct bytes show byte order */
 #define ID 0x0102  /* ioreq server id */
 
-static int dump = -1;
 static int failed;
-
-static void say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(line) || write(dump, line, n) != n)
-        abort();
-}
 
 #define CALL(label, expr)                                                      \
     do {                                                                       \
@@ -95,6 +83,8 @@ int main(void)
     CALL("get_ioreq_server_info/ioreq_gfn_only",
          xendevicemodel_get_ioreq_server_info(h, DOM, ID, &gfn, NULL, NULL));
 
+    /* One CALL per library call, alike but for their arguments, on purpose: the
+     * Rust test knows each by its label and arguments. */
     CALL("map_io_range/port",
          xendevicemodel_map_io_range_to_ioreq_server(h, DOM, ID, 0, 0xb000, 0xb00f));
     CALL("map_io_range/memory",

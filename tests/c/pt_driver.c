@@ -40,27 +40,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "driver_dump.h" /* dump, say() */
+
 #include <xenctrl.h>
 #include <xencall.h>
 #include <xen/physdev.h>
 
 #define DOM 0x1234 /* target domid; distinct bytes show byte order */
 
-static int dump = -1;
 static unsigned char canary;
-
-static void say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(line) || write(dump, line, n) != n)
-        abort();
-}
 
 /* Fill the stack the next call's frames will occupy with the canary. */
 static __attribute__((noinline)) void paint(void)

@@ -31,6 +31,8 @@
  *       -value), 0 when the script is used up;
  *     PHYSDEVOP_map_pirq: writes FAKE_PIRQ into pirq, returns 0;
  *     everything else: returns 0 and changes nothing.
+ * The fake fds, the open family and the log are tests/c/privcmd_interposer.h,
+ * shared with tests/c/dmop_interposer.c.
  * The log is appended to the file named by $PT_DUMP, one record per line
  * (tests/c/pt_driver.c writes its CALL/RESULT lines to the same file):
  *   OPEN <path> fake|ENOENT
@@ -40,23 +42,13 @@
  *   IOCTL <request> UNIMPLEMENTED | IOCTL <request> UNEXPECTED
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <unistd.h>
+#define INTERPOSER_NAME "pt_interposer"
+#define INTERPOSER_DUMP_ENV "PT_DUMP"
+#include "privcmd_interposer.h" /* open/close/ioctl, say(), hex() */
 
-#include <xen/xen.h>
 #include <xen/domctl.h>
 #include <xen/physdev.h>
 #include <xen/hvm/dm_op.h>
-#include <xen/sys/privcmd.h> /* what libxencall itself is built with */
 
 /* Outputs of the fake hypervisor (the Rust test reads them back). */
 #define FAKE_PIRQ 0x3c
@@ -82,144 +74,13 @@ void pt_interposer_script(const long *rets, int n)
     script_pos = 0;
 }
 
-#define MAX_FAKE 8
-static int fake_fds[MAX_FAKE] = {-1, -1, -1, -1, -1, -1, -1, -1};
-
-static void *real(const char *name)
+/* hex(), or "-" when there is no buffer. */
+static void hex_or_dash(char *out, const void *p, size_t n)
 {
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        fprintf(stderr, "pt_interposer: no real %s\n", name);
-        abort();
-    }
-    return f;
-}
-
-static void say(const char *fmt, ...)
-{
-    const char *path = getenv("PT_DUMP");
-    char line[4096];
-    va_list ap;
-    int fd, n;
-
-    if (!path)
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(line))
-        abort();
-    fd = ((int (*)(const char *, int, ...))real("open"))(
-        path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, line, n) != n)
-        abort();
-    ((int (*)(int))real("close"))(fd);
-}
-
-static int is_fake(int fd)
-{
-    for (int i = 0; i < MAX_FAKE; i++)
-        if (fd >= 0 && fake_fds[i] == fd)
-            return 1;
-    return 0;
-}
-
-/* Returns -2 if path is not ours, else the fake fd or -1/errno. */
-static int fake_open(const char *path)
-{
-    if (strcmp(path, "/dev/xen/hypercall") == 0) {
-        say("OPEN %s ENOENT\n", path);
-        errno = ENOENT;
-        return -1;
-    }
-    if (strcmp(path, "/dev/xen/privcmd") != 0 &&
-        strcmp(path, "/proc/xen/privcmd") != 0)
-        return -2;
-    for (int i = 0; i < MAX_FAKE; i++)
-        if (fake_fds[i] < 0) {
-            int fd = memfd_create("fake-privcmd", MFD_CLOEXEC);
-            if (fd < 0)
-                abort();
-            fake_fds[i] = fd;
-            say("OPEN %s fake\n", path);
-            return fd;
-        }
-    abort();
-}
-
-static int needs_mode(int flags)
-{
-    return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
-}
-
-#define OPEN_WRAPPER(name)                                                     \
-    int name(const char *path, int flags, ...)                                 \
-    {                                                                          \
-        mode_t mode = 0;                                                       \
-        int fd = fake_open(path);                                              \
-        if (fd != -2)                                                          \
-            return fd;                                                         \
-        if (needs_mode(flags)) {                                               \
-            va_list ap;                                                        \
-            va_start(ap, flags);                                               \
-            mode = va_arg(ap, mode_t);                                         \
-            va_end(ap);                                                        \
-        }                                                                      \
-        return ((int (*)(const char *, int, ...))real(#name))(path, flags,     \
-                                                              mode);           \
-    }
-OPEN_WRAPPER(open)
-OPEN_WRAPPER(open64)
-
-#define OPENAT_WRAPPER(name)                                                   \
-    int name(int dirfd, const char *path, int flags, ...)                      \
-    {                                                                          \
-        mode_t mode = 0;                                                       \
-        int fd = fake_open(path);                                              \
-        if (fd != -2)                                                          \
-            return fd;                                                         \
-        if (needs_mode(flags)) {                                               \
-            va_list ap;                                                        \
-            va_start(ap, flags);                                               \
-            mode = va_arg(ap, mode_t);                                         \
-            va_end(ap);                                                        \
-        }                                                                      \
-        return ((int (*)(int, const char *, int, ...))real(#name))(            \
-            dirfd, path, flags, mode);                                         \
-    }
-OPENAT_WRAPPER(openat)
-OPENAT_WRAPPER(openat64)
-
-/* _FORTIFY_SOURCE variants. */
-int __open_2(const char *path, int flags)
-{
-    int fd = fake_open(path);
-    return fd != -2 ? fd : ((int (*)(const char *, int))real("__open_2"))(path, flags);
-}
-int __open64_2(const char *path, int flags)
-{
-    int fd = fake_open(path);
-    return fd != -2 ? fd : ((int (*)(const char *, int))real("__open64_2"))(path, flags);
-}
-
-int close(int fd)
-{
-    for (int i = 0; i < MAX_FAKE; i++)
-        if (fd >= 0 && fake_fds[i] == fd)
-            fake_fds[i] = -1;
-    return ((int (*)(int))real("close"))(fd);
-}
-
-static void hex(char *out, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    if (!p) {
+    if (!p)
         strcpy(out, "-");
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        sprintf(out + 2 * i, "%02x", b[i]);
-    out[2 * n] = 0;
+    else
+        hex(out, p, n);
 }
 
 /* The size of the argument struct of a physdev op (0: not one we know). */
@@ -286,9 +147,9 @@ static int fake_hypercall(unsigned long req, privcmd_hypercall_t *h)
         size = physdev_arg_size(h->arg[0]);
         buf = size ? (void *)(uintptr_t)h->arg[1] : NULL;
     }
-    hex(in, buf, size);
+    hex_or_dash(in, buf, size);
     ret = fake_xen(h->op, h->arg, buf);
-    hex(out, buf, size);
+    hex_or_dash(out, buf, size);
     if (ret < 0) {
         err = (int)-ret;
         ret = -1;
@@ -304,18 +165,8 @@ static int fake_hypercall(unsigned long req, privcmd_hypercall_t *h)
     return (int)ret;
 }
 
-int ioctl(int fd, unsigned long req, ...)
+static int fake_ioctl(unsigned long req, void *arg)
 {
-    va_list ap;
-    void *arg;
-
-    va_start(ap, req);
-    arg = va_arg(ap, void *);
-    va_end(ap);
-
-    if (!is_fake(fd))
-        return ((int (*)(int, unsigned long, ...))real("ioctl"))(fd, req, arg);
-
     switch (req) {
     case IOCTL_PRIVCMD_HYPERCALL:
         return fake_hypercall(req, arg);
@@ -325,8 +176,7 @@ int ioctl(int fd, unsigned long req, ...)
         return 0;
     }
     case IOCTL_PRIVCMD_RESTRICT:
-        say("IOCTL %#lx RESTRICT %u\n", req, *(domid_t *)arg);
-        return 0;
+        return fake_restrict(req, arg);
     case IOCTL_PRIVCMD_UNIMPLEMENTED:
         /* libxenforeignmemory's probe at open for the errno of an ioctl
          * privcmd does not implement: answered as privcmd does. */
@@ -334,8 +184,6 @@ int ioctl(int fd, unsigned long req, ...)
         errno = ENOTTY;
         return -1;
     default:
-        say("IOCTL %#lx UNEXPECTED\n", req);
-        errno = ENOTTY;
-        return -1;
+        return unexpected_ioctl(req);
     }
 }

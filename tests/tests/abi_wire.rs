@@ -16,11 +16,13 @@
 // depend on tests/src/lib.rs.
 #[path = "../src/cc.rs"]
 mod cc;
+mod wire_dump;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use wire_dump::{hex, num, unhex};
 use xen_abi::dmop::DmOp;
 use xen_abi::dmop::Space;
 use xen_abi::*;
@@ -275,43 +277,11 @@ enum Event {
     },
 }
 
-#[derive(Debug)]
-struct Call {
-    label: String,
-    events: Vec<Event>,
-}
-
-fn num(s: &str) -> u64 {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    }
-    .unwrap_or_else(|_| panic!("bad number {s:?} in the dump"))
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() & 1 == 0, "odd hex string {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
+type Call = wire_dump::Call<Event>;
 
 fn parse_dump(text: &str) -> Vec<Call> {
-    let mut calls: Vec<Call> = Vec::new();
-    for line in text.lines() {
-        let w: Vec<&str> = line.split(' ').collect();
-        if w[0] == "CALL" {
-            calls.push(Call {
-                label: w[1].to_string(),
-                events: Vec::new(),
-            });
-            continue;
-        }
-        let call = calls
-            .last_mut()
-            .unwrap_or_else(|| panic!("dump line before the first CALL: {line:?}"));
-        let event = match (w[0], w.get(2).copied()) {
+    wire_dump::parse_dump(text, |call, w, line| {
+        Some(match (w[0], w.get(2).copied()) {
             ("OPEN", _) => Event::Open {
                 path: w[1].to_string(),
                 result: w[2].to_string(),
@@ -339,7 +309,7 @@ fn parse_dump(text: &str) -> Vec<Call> {
                     }
                     _ => panic!("BUF line out of place: {line:?}"),
                 }
-                continue;
+                return None;
             }
             ("RESULT", _) => {
                 assert_eq!(w[1], call.label, "RESULT for another call: {line:?}");
@@ -349,10 +319,8 @@ fn parse_dump(text: &str) -> Vec<Call> {
                 }
             }
             _ => panic!("unknown dump line {line:?}"),
-        };
-        call.events.push(event);
-    }
-    calls
+        })
+    })
 }
 
 // -------------------------------------------------------------------------------------------
@@ -360,25 +328,15 @@ fn parse_dump(text: &str) -> Vec<Call> {
 // -------------------------------------------------------------------------------------------
 
 fn run_driver(dir: &Path) -> String {
-    let c = cc::c_dir();
-    let so = dir.join("libdmop_interposer.so");
-    let exe = dir.join("dmop_driver");
+    let so = wire_dump::build_interposer(dir, "dmop_interposer", "dmop interposer");
+    let exe = wire_dump::build_driver(
+        dir,
+        "dmop_driver",
+        "dmop driver (links Debian's libxendevicemodel)",
+        &[],
+        &["xendevicemodel"],
+    );
     let dump = dir.join("dump.txt");
-    let common = ["-std=gnu11", "-Wall", "-D__XEN_TOOLS__"];
-    let s = |p: &Path| p.display().to_string();
-    let mut args: Vec<String> = common.iter().map(|a| a.to_string()).collect();
-    args.extend(["-shared", "-fPIC", "-o"].map(String::from));
-    args.extend([s(&so), s(&c.join("dmop_interposer.c")), "-ldl".into()]);
-    cc::compile("dmop interposer", &args);
-    let mut args: Vec<String> = common.iter().map(|a| a.to_string()).collect();
-    args.extend([
-        "-o".into(),
-        s(&exe),
-        s(&c.join("dmop_driver.c")),
-        "-lxendevicemodel".into(),
-        "-ldl".into(),
-    ]);
-    cc::compile("dmop driver (links Debian's libxendevicemodel)", &args);
     cc::run(
         "dmop driver",
         Command::new(&exe)
@@ -391,10 +349,6 @@ fn run_driver(dir: &Path) -> String {
 // -------------------------------------------------------------------------------------------
 // Comparison
 // -------------------------------------------------------------------------------------------
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Byte-by-byte difference, for the failure message.
 fn diff(rust: &[u8], c: &[u8]) -> String {
@@ -505,13 +459,10 @@ fn check_call(call: &Call, op: &DmOp) -> Vec<String> {
 fn dm_op_bytes_match_libxendevicemodel() {
     let expected = expected_ops();
     let exercised: BTreeSet<&str> = expected.iter().map(|(_, op)| variant(op)).collect();
-    let missing: Vec<&&str> = ALL_VARIANTS
-        .iter()
-        .filter(|v| !exercised.contains(**v))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "DmOp variants not exercised by the wire test: {missing:?}"
+    wire_dump::assert_all_exercised(
+        &ALL_VARIANTS,
+        &exercised,
+        "DmOp variants not exercised by the wire test",
     );
 
     let dir = cc::ScratchDir::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "abi_wire");

@@ -41,6 +41,7 @@
 // depend on tests/src/lib.rs.
 #[path = "../src/cc.rs"]
 mod cc;
+mod wire_dump;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -51,6 +52,7 @@ use std::sync::OnceLock;
 
 use ioreq_server::executor::{PassthroughExecutor, PtChannel};
 use ioreq_server::transport::TransportError;
+use wire_dump::{hex, num};
 use xen_abi::passthrough::{Hypercall, PtOp, PT_OP_NAMES};
 use xen_abi::*;
 
@@ -123,6 +125,8 @@ const G: u64 = 0xf1000;
 const M: u64 = 0x3e1234;
 
 /// Every call the driver makes, in order, with the hypercalls the Rust side sends for it.
+/// One case per call, spelled out even where neighbours differ only in their numbers, on
+/// purpose: the table reads side by side with pt_driver.c.
 fn expected() -> Vec<Case> {
     use PtOp::*;
     let sbdf = 0x0001_0311; // 0001:03:02.1
@@ -369,11 +373,7 @@ enum Event {
     },
 }
 
-#[derive(Debug)]
-struct Call {
-    label: String,
-    events: Vec<Event>,
-}
+type Call = wire_dump::Call<Event>;
 
 impl Call {
     fn hcalls(&self) -> Vec<&Hcall> {
@@ -393,45 +393,22 @@ impl Call {
     }
 }
 
-fn num(s: &str) -> u64 {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    }
-    .unwrap_or_else(|_| panic!("bad number {s:?} in the dump"))
-}
-
 fn signed(s: &str) -> i64 {
     s.parse()
         .unwrap_or_else(|_| panic!("bad number {s:?} in the dump"))
 }
 
+/// The bytes of a hex string of the dump; "-" (no buffer) is none.
 fn unhex(s: &str) -> Vec<u8> {
     if s == "-" {
         return Vec::new();
     }
-    assert!(s.len() & 1 == 0, "odd hex string {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    wire_dump::unhex(s)
 }
 
 fn parse_dump(text: &str) -> Vec<Call> {
-    let mut calls: Vec<Call> = Vec::new();
-    for line in text.lines() {
-        let w: Vec<&str> = line.split(' ').collect();
-        if w[0] == "CALL" {
-            calls.push(Call {
-                label: w[1].to_string(),
-                events: Vec::new(),
-            });
-            continue;
-        }
-        let call = calls
-            .last_mut()
-            .unwrap_or_else(|| panic!("dump line before the first CALL: {line:?}"));
-        let event = match w[0] {
+    wire_dump::parse_dump(text, |call, w, line| {
+        Some(match w[0] {
             "OPEN" => Event::Open {
                 path: w[1].to_string(),
                 result: w[2].to_string(),
@@ -461,10 +438,8 @@ fn parse_dump(text: &str) -> Vec<Call> {
                 }
             }
             _ => panic!("unknown dump line {line:?}"),
-        };
-        call.events.push(event);
-    }
-    calls
+        })
+    })
 }
 
 // -------------------------------------------------------------------------------------------
@@ -473,29 +448,17 @@ fn parse_dump(text: &str) -> Vec<Call> {
 
 /// Build the interposer and the driver, run the driver once per canary.
 fn run_driver(dir: &Path) -> Vec<String> {
-    let c = cc::c_dir();
-    let so = dir.join("libpt_interposer.so");
-    let exe = dir.join("pt_driver");
-    let common = ["-std=gnu11", "-Wall", "-D__XEN_TOOLS__"];
-    let s = |p: &Path| p.display().to_string();
-    let mut args: Vec<String> = common.iter().map(|a| a.to_string()).collect();
-    args.extend(["-shared", "-fPIC", "-o"].map(String::from));
-    args.extend([s(&so), s(&c.join("pt_interposer.c")), "-ldl".into()]);
-    cc::compile("passthrough interposer", &args);
-    let mut args: Vec<String> = common.iter().map(|a| a.to_string()).collect();
+    let so = wire_dump::build_interposer(dir, "pt_interposer", "passthrough interposer");
     // Bind every symbol at start-up: the first call through a lazy PLT entry runs the
     // dynamic linker's resolver on the stack the canary was painted on (it zeroes its xsave
     // area there), which would hide uninitialised bytes.
-    args.extend([
-        "-Wl,-z,now".into(),
-        "-o".into(),
-        s(&exe),
-        s(&c.join("pt_driver.c")),
-        "-lxenctrl".into(),
-        "-lxencall".into(),
-        "-ldl".into(),
-    ]);
-    cc::compile("passthrough driver (links Debian's libxenctrl)", &args);
+    let exe = wire_dump::build_driver(
+        dir,
+        "pt_driver",
+        "passthrough driver (links Debian's libxenctrl)",
+        &["-Wl,-z,now"],
+        &["xenctrl", "xencall"],
+    );
     CANARIES
         .iter()
         .map(|canary| {
@@ -529,10 +492,6 @@ fn recorded() -> &'static [Vec<Call>] {
 // -------------------------------------------------------------------------------------------
 // Comparison
 // -------------------------------------------------------------------------------------------
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// `[a, b)` ranges of a sorted list of offsets, for messages.
 fn ranges(offs: &[usize]) -> String {
@@ -757,13 +716,10 @@ fn passthrough_hypercalls_match_libxenctrl() {
         .flat_map(|c| &c.hcalls)
         .map(|e| op_name(&e.op))
         .collect();
-    let missing: Vec<&&str> = PT_OP_NAMES
-        .iter()
-        .filter(|n| !exercised.contains(**n))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "PtOp variants not exercised by the passthrough wire test: {missing:?}"
+    wire_dump::assert_all_exercised(
+        &PT_OP_NAMES,
+        &exercised,
+        "PtOp variants not exercised by the passthrough wire test",
     );
 
     let runs = recorded();

@@ -1,6 +1,8 @@
 //! pm-trap as its own process behind xen-sim, driven the way Linux's ACPICA drives PM1.
 //! Register layouts come from `pm-trap inspect` on real machines' tables.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +10,8 @@ use serde_json::Value;
 use tests::harness::{bin_path, Harness};
 use xen_abi::*;
 use xen_sim::{GuestError, Vcpu};
+
+use common::json_of;
 
 const SLP_EN: u64 = 1 << 13;
 const WAK_STS: u64 = 1 << 15;
@@ -19,17 +23,11 @@ fn tables(id: &str) -> PathBuf {
 }
 
 fn inspect(id: &str) -> Value {
-    let out = std::process::Command::new(bin_path("pm-trap"))
-        .args(["inspect", "--json", "--acpi-dir"])
-        .arg(tables(id))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_of(
+        std::process::Command::new(bin_path("pm-trap"))
+            .args(["inspect", "--json", "--acpi-dir"])
+            .arg(tables(id)),
+    )
 }
 
 fn port(v: &Value) -> Option<u16> {

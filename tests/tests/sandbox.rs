@@ -2,6 +2,8 @@
 //! on real processes behind xen-sim, through /proc/PID/status; the real seccomp filter kills a
 //! helper process that makes a forbidden call; `xen-sim demo --json` reports the same.
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use ioreq_server::sandbox::{ProcStatus, RANGE_BASE_USER};
 use tests::harness::{bin_path, Harness};
+
+use common::json_of;
 
 const UID: u32 = 4242;
 const GID: u32 = 4243;
@@ -235,16 +239,7 @@ fn the_real_filter_kills_a_forbidden_call_with_sigsys() {
 
 #[test]
 fn the_demo_reports_each_process_as_it_serves() {
-    let out = Command::new(bin_path("xen-sim"))
-        .args(["demo", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = json_of(Command::new(bin_path("xen-sim")).args(["demo", "--json"]));
     let procs = r["processes"].as_array().expect("processes array");
     let names: Vec<&str> = procs.iter().map(|p| p["name"].as_str().unwrap()).collect();
     // The demo's bridge passes functions through: a privileged broker (the process the demo

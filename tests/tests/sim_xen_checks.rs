@@ -2,6 +2,8 @@
 //! on the sim transport (no server loop) and checks that the guest is crashed with Xen's
 //! message, as xen/common/ioreq.c does.
 
+mod common;
+
 use std::time::Duration;
 
 use ioreq_server::shared::IoreqPage;
@@ -11,6 +13,8 @@ use xen_abi::dmop::DmOp;
 use xen_abi::dmop::Space;
 use xen_abi::*;
 use xen_sim::{GuestError, Sim, SimOptions};
+
+use common::bare_ioreq_server;
 
 struct Buggy {
     sim: Sim,
@@ -30,22 +34,7 @@ fn setup(name: &str) -> Buggy {
     .unwrap();
     sim.create_domain(1, 1, 4).unwrap();
     let mut t = SimTransport::connect(&dir.join("sim.sock"), 1, "buggy").unwrap();
-    let id = t
-        .dm_op(&DmOp::CreateIoreqServer { handle_bufioreq: 0 })
-        .unwrap()
-        .id
-        .unwrap();
-    let page = IoreqPage::new(t.map_resource(id, 1, 1).unwrap(), 1).unwrap();
-    t.dm_op(&DmOp::SetIoreqServerState { id, enabled: true })
-        .unwrap();
-    let port = t.bind_interdomain(page.read(0).vp_eport).unwrap();
-    t.dm_op(&DmOp::MapIoRange {
-        id,
-        space: Space::Port,
-        start: 0x700,
-        end: 0x70F,
-    })
-    .unwrap();
+    let (page, port) = bare_ioreq_server(&mut t, Space::Port, 0x700, 0x70F);
     Buggy {
         sim,
         t,

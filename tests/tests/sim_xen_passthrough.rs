@@ -16,12 +16,13 @@
 //!   binary `PVH_DM_BRIDGE` names, e.g. one built from 99d563d, which fails them): the demo's
 //!   VF with MSI-X, and a BAR longer than 64 frames.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ioreq_server::shared::IoreqPage;
 use ioreq_server::transport::sim::SimTransport;
 use ioreq_server::transport::{Transport, TransportError};
 use serde_json::Value;
@@ -30,6 +31,8 @@ use xen_abi::dmop::Space;
 use xen_abi::passthrough::PtOp;
 use xen_abi::*;
 use xen_sim::{DomainConfig, HostBar, HostPciDevice, MsixLayout, Owner, Sim, SimOptions};
+
+use common::bare_ioreq_server;
 
 const VF: u32 = 0x0312;
 const BAR0: u64 = 0x38_0002_0000;
@@ -396,22 +399,7 @@ struct TableDm {
 impl TableDm {
     fn start(r: &Rig, first: u64, last: u64) -> TableDm {
         let mut t = r.connect("table-dm");
-        let id = t
-            .dm_op(&DmOp::CreateIoreqServer { handle_bufioreq: 0 })
-            .unwrap()
-            .id
-            .unwrap();
-        let page = IoreqPage::new(t.map_resource(id, 1, 1).unwrap(), 1).unwrap();
-        t.dm_op(&DmOp::SetIoreqServerState { id, enabled: true })
-            .unwrap();
-        let port = t.bind_interdomain(page.read(0).vp_eport).unwrap();
-        t.dm_op(&DmOp::MapIoRange {
-            id,
-            space: Space::Memory,
-            start: first,
-            end: last,
-        })
-        .unwrap();
+        let (page, port) = bare_ioreq_server(&mut t, Space::Memory, first, last);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, st2) = (seen.clone(), stop.clone());

@@ -159,6 +159,8 @@ fn rebind_keeps_the_pirq_and_a_new_gtable_unbinds_first() {
         ..b
     })
     .unwrap();
+    // The ops' names as they serialise: the same few lines as xen-abi's own test of the
+    // names, repeated on purpose (the crates share no test-only helper).
     let names: Vec<String> = log
         .lock()
         .unwrap()

@@ -787,7 +787,9 @@ fn worker_and_broker_over_a_socketpair() {
 }
 
 /// What a worker sets up for the VF (the lifecycle's start, a mapped BAR, a bound MSI-X
-/// vector, Bus Master and MSI-X Enable in the host), through the broker.
+/// vector, Bus Master and MSI-X Enable in the host), through the broker. Its ops are listed
+/// in full, like `accepted_requests_reach_it_exactly_once`'s, on purpose: what each test
+/// sends stays in view.
 fn set_up_vf(r: &mut Rig) -> u64 {
     let vf = VF.sbdf();
     assert!(matches!(
@@ -841,6 +843,39 @@ fn set_up_vf(r: &mut Rig) -> u64 {
     gtable
 }
 
+fn deassign(sbdf: u32, from_dom_io: bool) -> PtOp {
+    PtOp::DeassignDevice { sbdf, from_dom_io }
+}
+
+/// The hypercalls of a worker's teardown of what [`set_up_vf`] set up (the MSI-X table at
+/// `gtable`), in order.
+fn vf_teardown(gtable: u64) -> Vec<PtOp> {
+    let vf = VF.sbdf();
+    vec![
+        PtOp::MemoryMapping {
+            gfn: GFN,
+            mfn: BAR0_MFN,
+            nr: 16,
+            add: false,
+        },
+        PtOp::UnbindPtIrqMsi {
+            pirq: 102,
+            gvec: 0x60,
+            gflags: 0,
+            gtable,
+        },
+        PtOp::UnmapPirq { pirq: 102 },
+        PtOp::ReleaseMsix { sbdf: vf },
+        deassign(vf, false),
+        deassign(vf, true),
+        PtOp::IomemPermission {
+            mfn: BAR0_MFN,
+            nr: 16,
+            allow: false,
+        },
+    ]
+}
+
 #[test]
 fn a_worker_gone_without_its_teardown_is_handed_back_by_the_broker() {
     let mut r = rig();
@@ -857,36 +892,7 @@ fn a_worker_gone_without_its_teardown_is_handed_back_by_the_broker() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(
         *ops.lock().unwrap(),
-        vec![
-            PtOp::GetDomainInfo,
-            PtOp::MemoryMapping {
-                gfn: GFN,
-                mfn: BAR0_MFN,
-                nr: 16,
-                add: false
-            },
-            PtOp::UnbindPtIrqMsi {
-                pirq: 102,
-                gvec: 0x60,
-                gflags: 0,
-                gtable
-            },
-            PtOp::UnmapPirq { pirq: 102 },
-            PtOp::ReleaseMsix { sbdf: vf },
-            PtOp::DeassignDevice {
-                sbdf: vf,
-                from_dom_io: false
-            },
-            PtOp::DeassignDevice {
-                sbdf: vf,
-                from_dom_io: true
-            },
-            PtOp::IomemPermission {
-                mfn: BAR0_MFN,
-                nr: 16,
-                allow: false
-            },
-        ]
+        [vec![PtOp::GetDomainInfo], vf_teardown(gtable)].concat()
     );
     let log = dev_log.lock().unwrap().clone();
     let writes: Vec<&String> = log
@@ -907,35 +913,7 @@ fn after_a_clean_teardown_the_broker_has_nothing_to_hand_back() {
     let mut r = rig();
     let gtable = set_up_vf(&mut r);
     let vf = VF.sbdf();
-    for op in [
-        PtOp::MemoryMapping {
-            gfn: GFN,
-            mfn: BAR0_MFN,
-            nr: 16,
-            add: false,
-        },
-        PtOp::UnbindPtIrqMsi {
-            pirq: 102,
-            gvec: 0x60,
-            gflags: 0,
-            gtable,
-        },
-        PtOp::UnmapPirq { pirq: 102 },
-        PtOp::ReleaseMsix { sbdf: vf },
-        PtOp::DeassignDevice {
-            sbdf: vf,
-            from_dom_io: false,
-        },
-        PtOp::DeassignDevice {
-            sbdf: vf,
-            from_dom_io: true,
-        },
-        PtOp::IomemPermission {
-            mfn: BAR0_MFN,
-            nr: 16,
-            allow: false,
-        },
-    ] {
+    for op in vf_teardown(gtable) {
         assert!(matches!(r.hc(op), Reply::Value { .. }));
     }
     assert!(matches!(
@@ -981,14 +959,8 @@ fn with_the_domain_gone_only_dom0s_side_is_handed_back() {
         vec![
             PtOp::GetDomainInfo,
             PtOp::ReleaseMsix { sbdf: vf },
-            PtOp::DeassignDevice {
-                sbdf: vf,
-                from_dom_io: false
-            },
-            PtOp::DeassignDevice {
-                sbdf: vf,
-                from_dom_io: true
-            },
+            deassign(vf, false),
+            deassign(vf, true),
         ]
     );
 }

@@ -235,7 +235,11 @@ pub fn mem(gfn: u64, mfn: u64, nr: u64, add: bool) -> (u64, u64, u64, bool) {
     (gfn, mfn, nr, add)
 }
 
-/// The names of the calls (`map_pirq_msi`, ...).
+/// The names of the calls (`map_pirq_msi`, ...), as the ops serialise.
+///
+/// The same few lines stand in the library's own unit tests (src/binding.rs) and in
+/// ioreq-server's and xen-abi's: deliberate, as integration tests cannot reach a `#[cfg(test)]`
+/// helper and those crates share no test-only crate.
 pub fn names(ops: &[PtOp]) -> Vec<String> {
     ops.iter()
         .map(|o| {
@@ -266,6 +270,9 @@ pub fn ioapic_line(pin: u8) -> (irq_line::IrqLineServer, irq_line::IrqLine) {
 }
 
 /// A scratch directory (a fake sysfs tree), removed on drop.
+///
+/// pvh-dm/tests/common has its own, on purpose: the two crates share no test-only crate,
+/// and a scratch directory is not worth making one for.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {

@@ -250,6 +250,8 @@ fn hw_reduced_sleep_control() {
 
 #[test]
 fn status_is_write_one_to_clear_and_enable_read_write() {
+    // One access after the other, each with the value it must leave: the same write-then-read
+    // lines over and over, on purpose (the sequence is the register's behaviour).
     let mut d = guest("");
     let mut acts = Actions::new();
     d.write(Space::Port, 0xB004, 2, typ(1) | SLP_EN, &mut acts); // S1: no match

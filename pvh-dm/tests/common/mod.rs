@@ -12,6 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A directory removed on drop.
+///
+/// pci-host-bridge/tests/common has its own, on purpose: the two crates share no test-only
+/// crate, and a scratch directory is not worth making one for.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {

@@ -80,6 +80,14 @@ fn permit(d: &mut Domain, h: &mut Host, mfn: u64, nr: u64) {
     .unwrap();
 }
 
+/// deassign_device of the VF; `from_dom_io`: take it back from quarantine.
+fn deassign(from_dom_io: bool) -> PtOp {
+    PtOp::DeassignDevice {
+        sbdf: SBDF,
+        from_dom_io,
+    }
+}
+
 fn map_msix(entry: u32, table_base: u64) -> PtOp {
     PtOp::MapPirqMsi {
         sbdf: SBDF,
@@ -321,27 +329,9 @@ fn test_assign_and_ownership() {
         Err(-libc::EINVAL)
     );
     // Deassign from another guest: ENODEV.
-    assert_eq!(
-        op(
-            &mut d2,
-            &mut h,
-            PtOp::DeassignDevice {
-                sbdf: SBDF,
-                from_dom_io: false
-            }
-        ),
-        Err(-libc::ENODEV)
-    );
+    assert_eq!(op(&mut d2, &mut h, deassign(false)), Err(-libc::ENODEV));
     // Deassign from the guest: quarantined (dom_io), by default.
-    op(
-        &mut d,
-        &mut h,
-        PtOp::DeassignDevice {
-            sbdf: SBDF,
-            from_dom_io: false,
-        },
-    )
-    .unwrap();
+    op(&mut d, &mut h, deassign(false)).unwrap();
     assert_eq!(h.devices[&SBDF].owner, Owner::DomIo);
     // A quarantined function can be assigned again.
     assert_eq!(
@@ -349,39 +339,13 @@ fn test_assign_and_ownership() {
         Ok(0)
     );
     // De-quarantine: back to the hardware domain. Twice: ENODEV.
-    op(
-        &mut d,
-        &mut h,
-        PtOp::DeassignDevice {
-            sbdf: SBDF,
-            from_dom_io: true,
-        },
-    )
-    .unwrap();
+    op(&mut d, &mut h, deassign(true)).unwrap();
     assert_eq!(h.devices[&SBDF].owner, Owner::Hardware);
-    assert_eq!(
-        op(
-            &mut d,
-            &mut h,
-            PtOp::DeassignDevice {
-                sbdf: SBDF,
-                from_dom_io: true
-            }
-        ),
-        Err(-libc::ENODEV)
-    );
+    assert_eq!(op(&mut d, &mut h, deassign(true)), Err(-libc::ENODEV));
     // Without quarantine, deassign hands it straight back.
     h.quarantine = false;
     op(&mut d, &mut h, PtOp::AssignDevice { sbdf: SBDF }).unwrap();
-    op(
-        &mut d,
-        &mut h,
-        PtOp::DeassignDevice {
-            sbdf: SBDF,
-            from_dom_io: false,
-        },
-    )
-    .unwrap();
+    op(&mut d, &mut h, deassign(false)).unwrap();
     assert_eq!(h.devices[&SBDF].owner, Owner::Hardware);
 }
 
@@ -396,27 +360,14 @@ fn a_dead_domain_leaves_its_functions_in_quarantine() {
     // Its pirqs were cleaned (arch_pci_clean_pirqs): only prepare_msix's user remains.
     assert_eq!(h.devices[&SBDF].msix_used_entries, 1);
     for o in [
-        PtOp::DeassignDevice {
-            sbdf: SBDF,
-            from_dom_io: false,
-        },
+        deassign(false),
         PtOp::UnmapPirq { pirq: pirq as u32 },
         mm(0xF1000, 0x3800020, 16, false),
         PtOp::GetDomainInfo,
     ] {
         assert_eq!(op(&mut d, &mut h, o), Err(-libc::ESRCH));
     }
-    assert_eq!(
-        op(
-            &mut d,
-            &mut h,
-            PtOp::DeassignDevice {
-                sbdf: SBDF,
-                from_dom_io: true
-            }
-        ),
-        Ok(0)
-    );
+    assert_eq!(op(&mut d, &mut h, deassign(true)), Ok(0));
     assert_eq!(h.devices[&SBDF].owner, Owner::Hardware);
     assert_eq!(op(&mut d, &mut h, PtOp::ReleaseMsix { sbdf: SBDF }), Ok(0));
 }
@@ -612,15 +563,7 @@ fn a_bound_interrupt_arrives_only_with_the_devices_enable_bit() {
     let (mut d2, _) = setup(true);
     d2.domid = 2;
     d.destroy(&mut h);
-    op(
-        &mut d2,
-        &mut h,
-        PtOp::DeassignDevice {
-            sbdf: SBDF,
-            from_dom_io: true,
-        },
-    )
-    .unwrap();
+    op(&mut d2, &mut h, deassign(true)).unwrap();
     set_msix_ctrl(&cfg, MSIX_MASKALL);
     assert_eq!(
         op(&mut d2, &mut h, PtOp::AssignDevice { sbdf: SBDF }),
