@@ -682,12 +682,8 @@ impl XenState {
                 }
                 Ok(0)
             }
-            PtOp::MapPirqMsi {
-                sbdf,
-                entry,
-                table_base,
-                nvec,
-            } => {
+            PtOp::MapPirqMsi(m) => {
+                let (sbdf, entry, table_base, nvec) = (m.sbdf, m.entry, m.table_base, m.nvec);
                 if !self.assigned.contains(&sbdf) {
                     self.violation(format!("map_pirq for {sbdf:#x}, not assigned to the guest"));
                     return Err(EINVAL);
@@ -867,7 +863,7 @@ impl XenLike {
                     None => s.answer(&config, op),
                 };
                 let pirq = pirq.or_else(|| match (op, result) {
-                    (PtOp::MapPirqMsi { .. }, Ok(v)) => s.pirqs.get(&(v as u32)).copied(),
+                    (PtOp::MapPirqMsi(..), Ok(v)) => s.pirqs.get(&(v as u32)).copied(),
                     _ => None,
                 });
                 s.log.push(LoggedOp {
@@ -1831,12 +1827,8 @@ impl Checker {
                     }
                 }
                 PtOp::IoportMapping { add: false, .. } => {}
-                PtOp::MapPirqMsi {
-                    sbdf,
-                    entry,
-                    table_base,
-                    nvec,
-                } => {
+                PtOp::MapPirqMsi(m) => {
+                    let (sbdf, entry, table_base, nvec) = (m.sbdf, m.entry, m.table_base, m.nvec);
                     if mmio && table_base == 0 {
                         return Err("an MMIO access mapped an MSI pirq".into());
                     }

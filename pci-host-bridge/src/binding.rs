@@ -209,7 +209,7 @@ impl Bindings {
 mod tests {
     use super::*;
     use ioreq_server::executor::fake::FakeChannel;
-    use xen_abi::passthrough::PtOp;
+    use xen_abi::passthrough::{MsiMap, PtOp};
 
     fn v(gvec: u8, nvec: u32) -> Vector {
         Vector {
@@ -272,8 +272,8 @@ mod tests {
         let (c, _log) = FakeChannel::with_rule(
             1,
             Box::new(|op| match op {
-                PtOp::MapPirqMsi { nvec, .. } if *nvec > 1 => Err(libc::EOPNOTSUPP),
-                PtOp::MapPirqMsi { .. } => Ok(7),
+                PtOp::MapPirqMsi(MsiMap { nvec, .. }) if *nvec > 1 => Err(libc::EOPNOTSUPP),
+                PtOp::MapPirqMsi(..) => Ok(7),
                 _ => Ok(0),
             }),
         );

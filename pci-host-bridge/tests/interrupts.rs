@@ -15,7 +15,7 @@ use pci_host_bridge::backend::snapshot::{SnapshotDevice, WriteRecord};
 use pci_host_bridge::intx::guest_gsi;
 use pci_host_bridge::{HostDevice, PciAddress, PciConfig};
 use pci_host_bridge_testing::{lock, XenLikeConfig};
-use xen_abi::passthrough::{msi_gflags, PtOp};
+use xen_abi::passthrough::{msi_gflags, MsiMap, PtOp};
 
 const PF: &str = "sriov-nic-pf.json";
 const VF: &str = "sriov-nic-vf.json";
@@ -67,12 +67,12 @@ fn place_vf(t: &mut One) -> Vec<PtOp> {
 }
 
 fn map_pirq(sbdf: u32, entry: u32, table_base: u64, nvec: u32) -> PtOp {
-    PtOp::MapPirqMsi {
+    PtOp::MapPirqMsi(MsiMap {
         sbdf,
         entry,
         table_base,
         nvec,
-    }
+    })
 }
 
 fn bind(pirq: u32, addr: u64, data: u32, gtable: u64) -> PtOp {

@@ -23,8 +23,8 @@ use std::path::Path;
 use std::process::Command;
 
 use wire_dump::{hex, num, unhex};
-use xen_abi::dmop::DmOp;
 use xen_abi::dmop::Space;
+use xen_abi::dmop::{DmOp, IoRange};
 use xen_abi::*;
 
 /// The driver's fixed arguments (tests/c/dmop_driver.c `DOM`, `ID`).
@@ -72,59 +72,59 @@ fn expected_ops() -> Vec<(String, DmOp)> {
     );
     add(
         "map_io_range/port",
-        MapIoRange {
+        MapIoRange(IoRange {
             id: ID,
             space: Space::Port,
             start: 0xb000,
             end: 0xb00f,
-        },
+        }),
     );
     add(
         "map_io_range/memory",
-        MapIoRange {
+        MapIoRange(IoRange {
             id: ID,
             space: Space::Memory,
             start: 0xfec0_0000,
             end: 0x1_fec0_00ff,
-        },
+        }),
     );
     let sbdf = u64::from(pci_sbdf(0x0001, 0x02, 0x1f, 7));
     add(
         "map_pcidev",
-        MapIoRange {
+        MapIoRange(IoRange {
             id: ID,
             space: Space::PciConfig,
             start: sbdf,
             end: sbdf,
-        },
+        }),
     );
     add(
         "unmap_io_range/port",
-        UnmapIoRange {
+        UnmapIoRange(IoRange {
             id: ID,
             space: Space::Port,
             start: 0xcf8,
             end: 0xcff,
-        },
+        }),
     );
     add(
         "unmap_io_range/memory",
-        UnmapIoRange {
+        UnmapIoRange(IoRange {
             id: ID,
             space: Space::Memory,
             start: 0xfee0_0000,
             end: 0xfeef_ffff,
-        },
+        }),
     );
     let sbdf = u64::from(pci_sbdf(0, 0, 3, 0));
     add(
         "unmap_pcidev",
-        UnmapIoRange {
+        UnmapIoRange(IoRange {
             id: ID,
             space: Space::PciConfig,
             start: sbdf,
             end: sbdf,
-        },
+        }),
     );
     add(
         "set_ioreq_server_state/0",
@@ -216,8 +216,8 @@ fn variant(op: &DmOp) -> &'static str {
     match op {
         DmOp::CreateIoreqServer { .. } => "CreateIoreqServer",
         DmOp::GetIoreqServerInfo { .. } => "GetIoreqServerInfo",
-        DmOp::MapIoRange { .. } => "MapIoRange",
-        DmOp::UnmapIoRange { .. } => "UnmapIoRange",
+        DmOp::MapIoRange(..) => "MapIoRange",
+        DmOp::UnmapIoRange(..) => "UnmapIoRange",
         DmOp::SetIoreqServerState { .. } => "SetIoreqServerState",
         DmOp::DestroyIoreqServer { .. } => "DestroyIoreqServer",
         DmOp::SetPciIntxLevel { .. } => "SetPciIntxLevel",

@@ -53,7 +53,7 @@ use std::sync::OnceLock;
 use ioreq_server::executor::{PassthroughExecutor, PtChannel};
 use ioreq_server::transport::TransportError;
 use wire_dump::{hex, num};
-use xen_abi::passthrough::{Hypercall, PtOp, PT_OP_NAMES};
+use xen_abi::passthrough::{Hypercall, MsiMap, PtOp, PT_OP_NAMES};
 use xen_abi::*;
 
 /// The driver's target domain (tests/c/pt_driver.c `DOM`).
@@ -210,22 +210,22 @@ fn expected() -> Vec<Case> {
         ),
         Case {
             label: "map_pirq_msi/msi",
-            hcalls: vec![ex(MapPirqMsi {
+            hcalls: vec![ex(MapPirqMsi(MsiMap {
                 sbdf: 0x0000_0310,
                 entry: 0,
                 table_base: 0,
                 nvec: 1,
-            })],
+            }))],
             results: vec![("rc", 0), ("pirq", FAKE_PIRQ as i64)],
         },
         Case {
             label: "map_pirq_msi/msix",
-            hcalls: vec![ex(MapPirqMsi {
+            hcalls: vec![ex(MapPirqMsi(MsiMap {
                 sbdf,
                 entry: 5,
                 table_base: 0xf0_fe00_3000,
                 nvec: 1,
-            })],
+            }))],
             results: vec![("rc", 0), ("pirq", FAKE_PIRQ as i64)],
         },
         case("unmap_pirq", vec![ex(UnmapPirq { pirq: 0x77 })], 0),
@@ -677,7 +677,7 @@ fn check_outputs(case: &Case, call: &Call, t: &mut Tally) {
         let rc = h.ret.max(0) as u64;
         let got = e.op.decode_result(DOM, rc, &h.output);
         let want: Result<u64, ()> = match &e.op {
-            PtOp::MapPirqMsi { .. } => Ok(call.result("pirq").unwrap_or(-1) as u64),
+            PtOp::MapPirqMsi(..) => Ok(call.result("pirq").unwrap_or(-1) as u64),
             PtOp::GetDomainInfo if label == "getinfo/gone" => Err(()),
             // xc_dominfo_t.max_memkb = max_pages << (PAGE_SHIFT - 10).
             PtOp::GetDomainInfo if label == "getinfo" => {

@@ -29,10 +29,10 @@ fn num(v: &Value) -> u64 {
 }
 
 fn cfg_read(v: &mut Vcpu, reg: u16, size: u32) -> u64 {
-    v.pci_cf8_read(0, SLOT, 0, reg, size).unwrap()
+    v.pci_cf8_read((0, SLOT, 0), reg, size).unwrap()
 }
 fn cfg_write(v: &mut Vcpu, reg: u16, size: u32, val: u64) {
-    v.pci_cf8_write(0, SLOT, 0, reg, size, val).unwrap()
+    v.pci_cf8_write((0, SLOT, 0), reg, size, val).unwrap()
 }
 fn ecam(reg: u64) -> u64 {
     ECAM + (u64::from(SLOT) << 15) + reg
@@ -81,13 +81,13 @@ fn linux_style_enumeration_placement_and_decode() {
     let mut v = h.sim.vcpu(1, 0);
 
     // The host bridge at 00:00.0 and our function; an empty slot reads all-ones.
-    assert_eq!(v.pci_cf8_read(0, 0, 0, 0, 4).unwrap(), 0x0008_1b36);
+    assert_eq!(v.pci_cf8_read((0, 0, 0), 0, 4).unwrap(), 0x0008_1b36);
     assert_eq!(
-        v.pci_cf8_read(0, 0, 0, 0x0A, 2).unwrap(),
+        v.pci_cf8_read((0, 0, 0), 0x0A, 2).unwrap(),
         0x0600,
         "host bridge class"
     );
-    assert_eq!(v.pci_cf8_read(0, 7, 0, 0, 4).unwrap(), 0xFFFF_FFFF);
+    assert_eq!(v.pci_cf8_read((0, 7, 0), 0, 4).unwrap(), 0xFFFF_FFFF);
     let id = cfg_read(&mut v, 0, 4);
     assert_ne!(id & 0xFFFF, 0xFFFF);
     // ECAM and CF8 agree.

@@ -95,11 +95,11 @@ fn names(ops: &[Value]) -> Vec<String> {
 }
 
 fn cfg_rd(v: &mut Vcpu, slot: u8, reg: u16, size: u32) -> u64 {
-    v.pci_cf8_read(0, slot, 0, reg, size).unwrap()
+    v.pci_cf8_read((0, slot, 0), reg, size).unwrap()
 }
 
 fn cfg_wr(v: &mut Vcpu, slot: u8, reg: u16, size: u32, val: u64) {
-    v.pci_cf8_write(0, slot, 0, reg, size, val).unwrap()
+    v.pci_cf8_write((0, slot, 0), reg, size, val).unwrap()
 }
 
 fn ecam(slot: u8, reg: u16) -> u64 {

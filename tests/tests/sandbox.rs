@@ -153,7 +153,7 @@ fn every_process_serves_deprivileged_and_removes_its_sockets_at_the_end() {
     v.mmio_write(IOAPIC_BASE, 4, 1).unwrap();
     assert_eq!(v.mmio_read(IOAPIC_BASE + 0x10, 4).unwrap() & 0xFF, 0x20);
     assert_eq!(
-        v.pci_cf8_read(0, 0, 0, 0, 2).unwrap(),
+        v.pci_cf8_read((0, 0, 0), 0, 2).unwrap(),
         0x1B36,
         "host bridge vendor"
     );

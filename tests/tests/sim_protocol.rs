@@ -53,14 +53,14 @@ fn pio_mmio_and_pci_config_round_trip() {
         assert_eq!(v.mmio_read(MMIO_BASE + 0x100, size).unwrap(), val);
     }
     // CF8/CFC to the claimed function arrives as PCI_CONFIG; dword, word and byte.
-    assert_eq!(v.pci_cf8_read(0, 5, 0, 0, 4).unwrap(), 0x1110_1af4);
-    assert_eq!(v.pci_cf8_read(0, 5, 0, 2, 2).unwrap(), 0x1110);
-    v.pci_cf8_write(0, 5, 0, 0x40, 4, 0x1122_3344).unwrap();
-    assert_eq!(v.pci_cf8_read(0, 5, 0, 0x43, 1).unwrap(), 0x11);
+    assert_eq!(v.pci_cf8_read((0, 5, 0), 0, 4).unwrap(), 0x1110_1af4);
+    assert_eq!(v.pci_cf8_read((0, 5, 0), 2, 2).unwrap(), 0x1110);
+    v.pci_cf8_write((0, 5, 0), 0x40, 4, 0x1122_3344).unwrap();
+    assert_eq!(v.pci_cf8_read((0, 5, 0), 0x43, 1).unwrap(), 0x11);
     // AMD extended config access reaches registers above 0xFF.
     h.sim.set_amd_extended_config(1, true);
-    v.pci_cf8_write(0, 5, 0, 0x104, 4, 0xABCD_0123).unwrap();
-    assert_eq!(v.pci_cf8_read(0, 5, 0, 0x104, 4).unwrap(), 0xABCD_0123);
+    v.pci_cf8_write((0, 5, 0), 0x104, 4, 0xABCD_0123).unwrap();
+    assert_eq!(v.pci_cf8_read((0, 5, 0), 0x104, 4).unwrap(), 0xABCD_0123);
     // CF8 is latched only by 4-byte writes: a 2-byte write leaves it pointing at 00:05.0.
     v.pio_write(0xCF8, 4, 0x8000_2800).unwrap();
     v.pio_write(0xCF8, 2, 0x0000).unwrap();
@@ -73,7 +73,7 @@ fn pio_mmio_and_pci_config_round_trip() {
         .get("PCI_CONFIG")
         .copied()
         .unwrap_or(0);
-    assert_eq!(v.pci_cf8_read(0, 6, 0, 0, 4).unwrap(), 0xFFFF_FFFF);
+    assert_eq!(v.pci_cf8_read((0, 6, 0), 0, 4).unwrap(), 0xFFFF_FFFF);
     assert_eq!(
         h.sim
             .report(1)

@@ -9,8 +9,8 @@ use std::time::Duration;
 use ioreq_server::shared::IoreqPage;
 use ioreq_server::transport::sim::SimTransport;
 use ioreq_server::transport::Transport;
-use xen_abi::dmop::DmOp;
 use xen_abi::dmop::Space;
+use xen_abi::dmop::{DmOp, IoRange};
 use xen_abi::*;
 use xen_sim::{GuestError, Sim, SimOptions};
 
@@ -103,12 +103,12 @@ fn only_the_emulator_may_touch_its_server() {
     let dir = std::env::temp_dir().join(format!("pvh-dm-buggy-perm-{}", std::process::id()));
     let mut other = SimTransport::connect(&dir.join("sim.sock"), 1, "intruder").unwrap();
     let e = other
-        .dm_op(&DmOp::MapIoRange {
+        .dm_op(&DmOp::MapIoRange(IoRange {
             id: 0,
             space: Space::Port,
             start: 0x800,
             end: 0x800,
-        })
+        }))
         .unwrap_err();
     assert!(e.to_string().contains("Operation not permitted"), "{e}");
     assert!(other.map_resource(0, 1, 1).is_err());

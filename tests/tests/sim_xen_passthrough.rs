@@ -28,7 +28,7 @@ use ioreq_server::transport::{Transport, TransportError};
 use serde_json::Value;
 use xen_abi::dmop::DmOp;
 use xen_abi::dmop::Space;
-use xen_abi::passthrough::PtOp;
+use xen_abi::passthrough::{MsiMap, PtOp};
 use xen_abi::*;
 use xen_sim::{DomainConfig, HostBar, HostPciDevice, MsixLayout, Owner, Sim, SimOptions};
 
@@ -138,12 +138,12 @@ fn mm(gfn: u64, mfn: u64, nr: u64, add: bool) -> PtOp {
 }
 
 fn map_msix(entry: u32, table_base: u64) -> PtOp {
-    PtOp::MapPirqMsi {
+    PtOp::MapPirqMsi(MsiMap {
         sbdf: VF,
         entry,
         table_base,
         nvec: 1,
-    }
+    })
 }
 
 fn bind(pirq: u64, gvec: u8, gtable: u64) -> PtOp {

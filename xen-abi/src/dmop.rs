@@ -32,6 +32,20 @@ impl Space {
     }
 }
 
+/// The arguments of [`DmOp::MapIoRange`] and [`DmOp::UnmapIoRange`]
+/// (`struct xen_dm_op_ioreq_server_range`): server `id`'s range `start..=end` of `space`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoRange {
+    /// The ioreq server.
+    pub id: IoservId,
+    /// Port, memory or PCI config (`XEN_DMOP_IO_RANGE_*`).
+    pub space: Space,
+    /// First address (an SBDF for PCI config).
+    pub start: u64,
+    /// Last address, inclusive.
+    pub end: u64,
+}
+
 /// One DM op with its input arguments (field names are dm_op.h's own).
 #[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,19 +56,9 @@ pub enum DmOp {
     /// `XEN_DMOP_get_ioreq_server_info`.
     GetIoreqServerInfo { id: IoservId, flags: u16 },
     /// `XEN_DMOP_map_io_range_to_ioreq_server`.
-    MapIoRange {
-        id: IoservId,
-        space: Space,
-        start: u64,
-        end: u64,
-    },
+    MapIoRange(IoRange),
     /// `XEN_DMOP_unmap_io_range_from_ioreq_server`.
-    UnmapIoRange {
-        id: IoservId,
-        space: Space,
-        start: u64,
-        end: u64,
-    },
+    UnmapIoRange(IoRange),
     /// `XEN_DMOP_set_ioreq_server_state`.
     SetIoreqServerState { id: IoservId, enabled: bool },
     /// `XEN_DMOP_destroy_ioreq_server`.
@@ -120,8 +124,8 @@ impl DmOp {
         match self {
             DmOp::CreateIoreqServer { .. } => XEN_DMOP_CREATE_IOREQ_SERVER,
             DmOp::GetIoreqServerInfo { .. } => XEN_DMOP_GET_IOREQ_SERVER_INFO,
-            DmOp::MapIoRange { .. } => XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER,
-            DmOp::UnmapIoRange { .. } => XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER,
+            DmOp::MapIoRange(..) => XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER,
+            DmOp::UnmapIoRange(..) => XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER,
             DmOp::SetIoreqServerState { .. } => XEN_DMOP_SET_IOREQ_SERVER_STATE,
             DmOp::DestroyIoreqServer { .. } => XEN_DMOP_DESTROY_IOREQ_SERVER,
             DmOp::SetPciIntxLevel { .. } => XEN_DMOP_SET_PCI_INTX_LEVEL,
@@ -144,22 +148,11 @@ impl DmOp {
                 w.u16(0, id);
                 w.u16(2, flags);
             }
-            DmOp::MapIoRange {
-                id,
-                space,
-                start,
-                end,
-            }
-            | DmOp::UnmapIoRange {
-                id,
-                space,
-                start,
-                end,
-            } => {
-                w.u16(0, id);
-                w.u32(4, space.dmop_type());
-                w.u64(8, start);
-                w.u64(16, end);
+            DmOp::MapIoRange(r) | DmOp::UnmapIoRange(r) => {
+                w.u16(0, r.id);
+                w.u32(4, r.space.dmop_type());
+                w.u64(8, r.start);
+                w.u64(16, r.end);
             }
             DmOp::SetIoreqServerState { id, enabled } => {
                 w.u16(0, id);
@@ -237,26 +230,16 @@ impl DmOp {
             },
             XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER | XEN_DMOP_UNMAP_IO_RANGE_FROM_IOREQ_SERVER => {
                 pad_zero(rd16(p, 2) == 0)?;
-                let (id, space, start, end) = (
-                    rd16(p, 0),
-                    space_from_type(rd32(p, 4))?,
-                    rd64(p, 8),
-                    rd64(p, 16),
-                );
+                let range = IoRange {
+                    id: rd16(p, 0),
+                    space: space_from_type(rd32(p, 4))?,
+                    start: rd64(p, 8),
+                    end: rd64(p, 16),
+                };
                 if op == XEN_DMOP_MAP_IO_RANGE_TO_IOREQ_SERVER {
-                    DmOp::MapIoRange {
-                        id,
-                        space,
-                        start,
-                        end,
-                    }
+                    DmOp::MapIoRange(range)
                 } else {
-                    DmOp::UnmapIoRange {
-                        id,
-                        space,
-                        start,
-                        end,
-                    }
+                    DmOp::UnmapIoRange(range)
                 }
             }
             XEN_DMOP_SET_IOREQ_SERVER_STATE => {
@@ -369,18 +352,18 @@ mod tests {
                 id: 3,
                 flags: XEN_DMOP_NO_GFNS,
             },
-            DmOp::MapIoRange {
+            DmOp::MapIoRange(IoRange {
                 id: 1,
                 space: Space::Memory,
                 start: 0xFEC0_0000,
                 end: 0xFEC0_00FF,
-            },
-            DmOp::UnmapIoRange {
+            }),
+            DmOp::UnmapIoRange(IoRange {
                 id: 1,
                 space: Space::PciConfig,
                 start: 8,
                 end: 8,
-            },
+            }),
             DmOp::SetIoreqServerState {
                 id: 7,
                 enabled: true,
@@ -417,12 +400,12 @@ mod tests {
         let mut b = DmOp::NrVcpus.encode();
         b[0] = 99;
         assert_eq!(DmOp::decode(&b), Err(DecodeError::Unknown(99)));
-        let mut b = DmOp::MapIoRange {
+        let mut b = DmOp::MapIoRange(IoRange {
             id: 0,
             space: Space::Port,
             start: 1,
             end: 2,
-        }
+        })
         .encode();
         b[12] = 9;
         assert_eq!(DmOp::decode(&b), Err(DecodeError::BadRangeType(9)));

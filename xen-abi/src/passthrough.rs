@@ -10,6 +10,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::*;
 
+/// What [`PtOp::MapPirqMsi`] asks Xen to map: `nvec` vectors of host function `sbdf`, from
+/// MSI-X table `entry` (0 for MSI); `table_base` is the host address of the BAR holding the
+/// MSI-X table (0 for MSI; Xen adds the table offset itself, xen/arch/x86/msi.c:847-860).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsiMap {
+    /// The host function (`seg << 16 | bus << 8 | devfn`).
+    pub sbdf: u32,
+    /// The MSI-X table entry; 0 for MSI.
+    pub entry: u32,
+    /// The MSI-X table BAR's host address; 0 for MSI.
+    pub table_base: u64,
+    /// How many vectors (a power of two up to 32 for multi-message MSI; 1 for MSI-X).
+    pub nvec: u32,
+}
+
 /// One passthrough operation on the guest.
 #[allow(missing_docs)] // field names follow domctl.h / physdev.h
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,12 +77,7 @@ pub enum PtOp {
     ReleaseMsix { sbdf: u32 },
     /// `PHYSDEVOP_map_pirq` for MSI/MSI-X (`MAP_PIRQ_TYPE_MSI_SEG`, or `MULTI_MSI` when
     /// `nvec` > 1); returns the pirq Xen allocated. `entry` is the MSI-X table entry (0 for MSI).
-    MapPirqMsi {
-        sbdf: u32,
-        entry: u32,
-        table_base: u64,
-        nvec: u32,
-    },
+    MapPirqMsi(MsiMap),
     /// `PHYSDEVOP_unmap_pirq`.
     UnmapPirq { pirq: u32 },
     /// `XEN_DOMCTL_bind_pt_irq` with `PT_IRQ_TYPE_MSI`.
@@ -254,12 +264,8 @@ impl PtOp {
                         .u64(16, gtable);
                 },
             ),
-            PtOp::MapPirqMsi {
-                sbdf,
-                entry,
-                table_base,
-                nvec,
-            } => {
+            PtOp::MapPirqMsi(m) => {
+                let (sbdf, entry, table_base, nvec) = (m.sbdf, m.entry, m.table_base, m.nvec);
                 let (bus, devfn) = pirq_bus_devfn(sbdf);
                 let multi = nvec > 1;
                 let mut w = W::new(std::mem::size_of::<PhysdevMapPirq>());
@@ -315,7 +321,7 @@ impl PtOp {
                 .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
         };
         match self {
-            PtOp::MapPirqMsi { .. } => Self::read_pirq(out)
+            PtOp::MapPirqMsi(..) => Self::read_pirq(out)
                 .map(u64::from)
                 .ok_or_else(|| "map_pirq: short argument buffer".into()),
             PtOp::GetDomainInfo => {
@@ -387,12 +393,12 @@ mod tests {
 
     #[test]
     fn map_pirq_puts_the_segment_in_the_high_half_of_bus() {
-        let Hypercall::Physdev { cmd, arg } = (PtOp::MapPirqMsi {
+        let Hypercall::Physdev { cmd, arg } = (PtOp::MapPirqMsi(MsiMap {
             sbdf: 0x0001_0310,
             entry: 5,
             table_base: 0xFEB0_0000,
             nvec: 1,
-        })
+        }))
         .encode_4_17(3) else {
             panic!()
         };
@@ -441,12 +447,12 @@ mod tests {
             PtOp::GetDomainInfo,
             PtOp::PrepareMsix { sbdf: 0 },
             PtOp::ReleaseMsix { sbdf: 0 },
-            PtOp::MapPirqMsi {
+            PtOp::MapPirqMsi(MsiMap {
                 sbdf: 0,
                 entry: 0,
                 table_base: 0,
                 nvec: 1,
-            },
+            }),
             PtOp::UnmapPirq { pirq: 0 },
             PtOp::BindPtIrqMsi {
                 pirq: 0,

@@ -329,24 +329,13 @@ impl Domain {
                     ..Default::default()
                 })
             }
-            DmOp::MapIoRange {
-                id,
-                space,
-                start,
-                end,
-            }
-            | DmOp::UnmapIoRange {
-                id,
-                space,
-                start,
-                end,
-            } => {
-                let s = self.server_of(id, conn)?;
-                let r = &mut s.ranges[space_idx(space)];
-                if matches!(op, DmOp::MapIoRange { .. }) {
-                    map_range(r, start, end)?;
+            DmOp::MapIoRange(range) | DmOp::UnmapIoRange(range) => {
+                let s = self.server_of(range.id, conn)?;
+                let r = &mut s.ranges[space_idx(range.space)];
+                if matches!(op, DmOp::MapIoRange(..)) {
+                    map_range(r, range.start, range.end)?;
                 } else {
-                    unmap_range(r, start, end)?;
+                    unmap_range(r, range.start, range.end)?;
                 }
                 Ok(DmOpOutput::default())
             }
@@ -492,6 +481,7 @@ pub(crate) fn space_idx(s: Space) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xen_abi::dmop::IoRange;
 
     #[test]
     fn msi_decoding_matches_xen() {
@@ -512,12 +502,12 @@ mod tests {
             .unwrap();
         let map = |d: &mut Domain, s, e, conn| {
             d.dm_op(
-                &DmOp::MapIoRange {
+                &DmOp::MapIoRange(IoRange {
                     id,
                     space: Space::Port,
                     start: s,
                     end: e,
-                },
+                }),
                 conn,
             )
         };
@@ -543,12 +533,12 @@ mod tests {
         );
         assert_eq!(
             d.dm_op(
-                &DmOp::UnmapIoRange {
+                &DmOp::UnmapIoRange(IoRange {
                     id,
                     space: Space::Port,
                     start: 0x40,
                     end: 0x40
-                },
+                }),
                 7
             ),
             Err(-libc::ENOENT)
@@ -565,12 +555,12 @@ mod tests {
                 .id
                 .unwrap();
             d.dm_op(
-                &DmOp::MapIoRange {
+                &DmOp::MapIoRange(IoRange {
                     id,
                     space: Space::Port,
                     start: 0x60,
                     end: 0x6F,
-                },
+                }),
                 conn,
             )
             .unwrap();

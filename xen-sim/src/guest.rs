@@ -14,6 +14,9 @@ use xen_abi::*;
 use crate::domain::Domain;
 use crate::hypervisor::{Sim, Watch};
 
+/// A PCI function's bus, device and function numbers.
+pub type Bdf = (u8, u8, u8);
+
 /// Why a guest access did not complete.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum GuestError {
@@ -141,37 +144,28 @@ impl Vcpu {
         self.submit(r).map(|_| ())
     }
 
-    /// A 4-byte PCI config read through 0xCF8/0xCFC, as a guest kernel does (`size` 1/2/4 at
-    /// `reg`, which need not be 4-aligned).
-    pub fn pci_cf8_read(
-        &mut self,
-        bus: u8,
-        dev: u8,
-        func: u8,
-        reg: u16,
-        size: u32,
-    ) -> Result<u64, GuestError> {
-        let data = self.cf8_select(bus, dev, func, reg)?;
+    /// A PCI config read of function `bdf` (bus, device, function) through 0xCF8/0xCFC, as a
+    /// guest kernel does (`size` 1/2/4 at `reg`, which need not be 4-aligned).
+    pub fn pci_cf8_read(&mut self, bdf: Bdf, reg: u16, size: u32) -> Result<u64, GuestError> {
+        let data = self.cf8_select(bdf, reg)?;
         self.pio_read(data, size)
     }
 
     /// A PCI config write through 0xCF8/0xCFC.
     pub fn pci_cf8_write(
         &mut self,
-        bus: u8,
-        dev: u8,
-        func: u8,
+        bdf: Bdf,
         reg: u16,
         size: u32,
         v: u64,
     ) -> Result<(), GuestError> {
-        let data = self.cf8_select(bus, dev, func, reg)?;
+        let data = self.cf8_select(bdf, reg)?;
         self.pio_write(data, size, v)
     }
 
     /// Write the config address of `reg` to 0xCF8, as both halves of a CF8/CFC access start;
     /// answers the data port that then reaches `reg` (0xCFC plus its offset in the dword).
-    fn cf8_select(&mut self, bus: u8, dev: u8, func: u8, reg: u16) -> Result<u16, GuestError> {
+    fn cf8_select(&mut self, (bus, dev, func): Bdf, reg: u16) -> Result<u16, GuestError> {
         self.pio_write(0xCF8, 4, u64::from(cf8(bus, dev, func, reg)))?;
         Ok(0xCFC + (reg & 3))
     }

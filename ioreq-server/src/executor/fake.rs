@@ -19,7 +19,7 @@ impl FakeChannel {
         Self::with_rule(
             domid,
             Box::new(|op| match op {
-                PtOp::MapPirqMsi { entry, .. } => Ok(100 + u64::from(*entry)),
+                PtOp::MapPirqMsi(m) => Ok(100 + u64::from(m.entry)),
                 PtOp::GetDomainInfo => Ok(256 * 256),
                 _ => Ok(0),
             }),

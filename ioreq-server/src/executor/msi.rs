@@ -4,7 +4,7 @@
 use tracing::warn;
 
 use super::{MsiBind, PassthroughExecutor, Pirq, PtError};
-use xen_abi::passthrough::PtOp;
+use xen_abi::passthrough::{MsiMap, PtOp};
 
 impl PassthroughExecutor {
     /// Map (if needed) and bind an MSI / MSI-X vector (block); returns the first pirq.
@@ -27,12 +27,12 @@ impl PassthroughExecutor {
         let pirq = match self.pirqs.get(&key) {
             Some(p) => p.pirq,
             None => {
-                let v = self.call(&PtOp::MapPirqMsi {
+                let v = self.call(&PtOp::MapPirqMsi(MsiMap {
                     sbdf: b.sbdf,
                     entry: b.entry,
                     table_base: b.table_base,
                     nvec,
-                })?;
+                }))?;
                 let pirq = u32::try_from(v)
                     .map_err(|_| PtError::Invalid(format!("map_pirq returned {v}")))?;
                 self.pirqs.insert(

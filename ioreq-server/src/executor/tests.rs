@@ -112,7 +112,7 @@ fn only_transient_errors_are_retried() {
                     Ok(0)
                 }
             }
-            PtOp::MapPirqMsi { .. } => Err(libc::EOPNOTSUPP),
+            PtOp::MapPirqMsi(..) => Err(libc::EOPNOTSUPP),
             _ => Ok(0),
         }),
     );

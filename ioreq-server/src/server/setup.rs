@@ -16,7 +16,7 @@ use crate::control::ControlServer;
 use crate::device::{Actions, Device, Range};
 use crate::shared::{BufferedPage, IoreqPage, SLOTS_PER_PAGE};
 use crate::transport::Transport;
-use xen_abi::dmop::DmOp;
+use xen_abi::dmop::{DmOp, IoRange};
 use xen_abi::*;
 
 impl<T: Transport> Server<T> {
@@ -126,12 +126,12 @@ impl<T: Transport> Server<T> {
             _ => None,
         };
         for r in &all {
-            tryt!(t.dm_op(&DmOp::MapIoRange {
+            tryt!(t.dm_op(&DmOp::MapIoRange(IoRange {
                 id,
                 space: r.space,
                 start: r.start,
                 end: r.end
-            }));
+            })));
         }
         // Device setup actions (assignment, permissions) run before restricting the handles,
         // synchronously: a device that cannot be set up must not be served.

@@ -128,7 +128,7 @@ impl Ledger {
                 self.bound.remove(&pirq);
             }
             // The pirqs themselves are the policy's (it checks against them).
-            PtOp::MapPirqMsi { .. }
+            PtOp::MapPirqMsi(..)
             | PtOp::UnmapPirq { .. }
             | PtOp::IrqPermission { .. }
             | PtOp::TestAssignDevice { .. }

@@ -383,12 +383,8 @@ impl BrokerPolicy {
                 Ok(())
             }
             PtOp::GetDomainInfo => Ok(()),
-            PtOp::MapPirqMsi {
-                sbdf,
-                entry,
-                table_base,
-                nvec,
-            } => {
+            PtOp::MapPirqMsi(m) => {
+                let (sbdf, entry, table_base, nvec) = (m.sbdf, m.entry, m.table_base, m.nvec);
                 let f = self.function(sbdf)?;
                 if self
                     .pirqs
@@ -509,12 +505,8 @@ impl BrokerPolicy {
     /// Record what a successful hypercall changed (the pirqs Xen allocated or freed).
     pub fn note_success(&mut self, op: &PtOp, value: u64) {
         match *op {
-            PtOp::MapPirqMsi {
-                sbdf,
-                entry,
-                table_base,
-                nvec,
-            } => {
+            PtOp::MapPirqMsi(m) => {
+                let (sbdf, entry, table_base, nvec) = (m.sbdf, m.entry, m.table_base, m.nvec);
                 if let Ok(pirq) = u32::try_from(value) {
                     self.pirqs.insert(
                         pirq,

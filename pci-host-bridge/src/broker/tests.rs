@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use ioreq_server::executor::fake::FakeChannel;
 use ioreq_server::executor::{MsiBind, PassthroughExecutor, PtError};
 use ioreq_server::seqpacket;
-use xen_abi::passthrough::PtOp;
+use xen_abi::passthrough::{MsiMap, PtOp};
 
 use super::*;
 use crate::backend::snapshot::SnapshotDevice;
@@ -323,50 +323,50 @@ fn refused_requests_reach_neither_xen_nor_the_device() {
         },
         Request::Hypercall {
             domid: DOMID,
-            op: PtOp::MapPirqMsi {
+            op: PtOp::MapPirqMsi(MsiMap {
                 sbdf: OTHER,
                 entry: 0,
                 table_base: 0,
                 nvec: 1,
-            },
+            }),
         },
         // Beyond the VF's 5 MSI-X entries; a table_base that is not the BAR's address;
         // more MSI vectors than the legacy device has; MSI-X for a function without it.
         Request::Hypercall {
             domid: DOMID,
-            op: PtOp::MapPirqMsi {
+            op: PtOp::MapPirqMsi(MsiMap {
                 sbdf: vf,
                 entry: 5,
                 table_base: BAR3_MFN << 12,
                 nvec: 1,
-            },
+            }),
         },
         Request::Hypercall {
             domid: DOMID,
-            op: PtOp::MapPirqMsi {
+            op: PtOp::MapPirqMsi(MsiMap {
                 sbdf: vf,
                 entry: 0,
                 table_base: (BAR3_MFN << 12) + 0x1000,
                 nvec: 1,
-            },
+            }),
         },
         Request::Hypercall {
             domid: DOMID,
-            op: PtOp::MapPirqMsi {
+            op: PtOp::MapPirqMsi(MsiMap {
                 sbdf: legacy,
                 entry: 0,
                 table_base: 0,
                 nvec: 32,
-            },
+            }),
         },
         Request::Hypercall {
             domid: DOMID,
-            op: PtOp::MapPirqMsi {
+            op: PtOp::MapPirqMsi(MsiMap {
                 sbdf: legacy,
                 entry: 0,
                 table_base: 0xFE00_0000,
                 nvec: 1,
-            },
+            }),
         },
         Request::Hypercall {
             domid: DOMID,
@@ -551,24 +551,24 @@ fn accepted_requests_reach_it_exactly_once() {
             nr: 0x100,
             add: true,
         },
-        PtOp::MapPirqMsi {
+        PtOp::MapPirqMsi(MsiMap {
             sbdf: vf,
             entry: 4,
             table_base: BAR3_MFN << 12,
             nvec: 1,
-        },
+        }),
         PtOp::BindPtIrqMsi {
             pirq: 104,
             gvec: 0x40,
             gflags: 0,
             gtable,
         },
-        PtOp::MapPirqMsi {
+        PtOp::MapPirqMsi(MsiMap {
             sbdf: legacy,
             entry: 0,
             table_base: 0,
             nvec: 1,
-        },
+        }),
         PtOp::BindPtIrqMsi {
             pirq: 100,
             gvec: 0x41,
@@ -612,12 +612,12 @@ fn accepted_requests_reach_it_exactly_once() {
         Reply::Refused { .. }
     ));
     assert!(matches!(
-        r.hc(PtOp::MapPirqMsi {
+        r.hc(PtOp::MapPirqMsi(MsiMap {
             sbdf: legacy,
             entry: 0,
             table_base: 0,
             nvec: 1,
-        }),
+        })),
         Reply::Refused { .. }
     ));
     assert_eq!(r.ops.lock().unwrap().len(), accepted.len());
@@ -757,12 +757,12 @@ fn worker_and_broker_over_a_socketpair() {
         ops,
         vec![
             mm(GFN, BAR0_MFN, 16),
-            PtOp::MapPirqMsi {
+            PtOp::MapPirqMsi(MsiMap {
                 sbdf: VF.sbdf(),
                 entry: 1,
                 table_base: BAR3_MFN << 12,
                 nvec: 1
-            },
+            }),
             PtOp::BindPtIrqMsi {
                 pirq: 101,
                 gvec: 0x50,
@@ -809,12 +809,12 @@ fn set_up_vf(r: &mut Rig) -> u64 {
             allow: true,
         },
         mm(GFN, BAR0_MFN, 16),
-        PtOp::MapPirqMsi {
+        PtOp::MapPirqMsi(MsiMap {
             sbdf: vf,
             entry: 2,
             table_base: BAR3_MFN << 12,
             nvec: 1,
-        },
+        }),
         PtOp::BindPtIrqMsi {
             pirq: 102,
             gvec: 0x60,
@@ -938,7 +938,7 @@ fn with_the_domain_gone_only_dom0s_side_is_handed_back() {
     let mut r = rig_with(FakeChannel::with_rule(
         DOMID,
         Box::new(move |op| match op {
-            PtOp::MapPirqMsi { entry, .. } => Ok(100 + u64::from(*entry)),
+            PtOp::MapPirqMsi(m) => Ok(100 + u64::from(m.entry)),
             PtOp::GetDomainInfo if d.load(std::sync::atomic::Ordering::Relaxed) => Err(libc::ESRCH),
             PtOp::GetDomainInfo => Ok(256 * 256),
             // Quarantined when the domain died: only dom_io gives it back.

@@ -7,7 +7,7 @@ use std::process::Command;
 use ioreq_server::shared::IoreqPage;
 use ioreq_server::transport::sim::SimTransport;
 use ioreq_server::transport::Transport;
-use xen_abi::dmop::{DmOp, Space};
+use xen_abi::dmop::{DmOp, IoRange, Space};
 
 /// Run `cmd`, which must succeed (its stderr is the failure message), and parse its stdout
 /// as JSON.
@@ -39,12 +39,12 @@ pub fn bare_ioreq_server(
     t.dm_op(&DmOp::SetIoreqServerState { id, enabled: true })
         .unwrap();
     let port = t.bind_interdomain(page.read(0).vp_eport).unwrap();
-    t.dm_op(&DmOp::MapIoRange {
+    t.dm_op(&DmOp::MapIoRange(IoRange {
         id,
         space,
         start,
         end,
-    })
+    }))
     .unwrap();
     (page, port)
 }

@@ -24,15 +24,15 @@ pub(super) fn enumerate_pci(v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Resu
     let mut found = Vec::new();
     for dev in 0..32u8 {
         for func in 0..8u8 {
-            let id = v.pci_cf8_read(0, dev, func, 0, 4)?;
+            let id = v.pci_cf8_read((0, dev, func), 0, 4)?;
             if id & 0xFFFF == 0xFFFF {
                 if func == 0 {
                     break;
                 }
                 continue;
             }
-            let class = v.pci_cf8_read(0, dev, func, 8, 4)? >> 8;
-            let header = v.pci_cf8_read(0, dev, func, 0x0E, 1)?;
+            let class = v.pci_cf8_read((0, dev, func), 8, 4)? >> 8;
+            let header = v.pci_cf8_read((0, dev, func), 0x0E, 1)?;
             let bdf = format!("00:{dev:02x}.{func}");
             log.push(format!(
                 "pci {bdf}: {:04x}:{:04x} class {class:06x}",
@@ -49,11 +49,11 @@ pub(super) fn enumerate_pci(v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Resu
 }
 
 fn cfg_rd(v: &mut Vcpu, slot: u8, reg: u16, size: u32) -> anyhow::Result<u64> {
-    Ok(v.pci_cf8_read(0, slot, 0, reg, size)?)
+    Ok(v.pci_cf8_read((0, slot, 0), reg, size)?)
 }
 
 fn cfg_wr(v: &mut Vcpu, slot: u8, reg: u16, size: u32, val: u64) -> anyhow::Result<()> {
-    Ok(v.pci_cf8_write(0, slot, 0, reg, size, val)?)
+    Ok(v.pci_cf8_write((0, slot, 0), reg, size, val)?)
 }
 
 /// The ECAM address of a register of a function on bus 0 (Linux uses MMCONFIG once the MCFG

@@ -254,7 +254,7 @@ impl Sim {
                 let mut rec = serde_json::to_value(op).unwrap_or_default();
                 if let Some(o) = rec.as_object_mut() {
                     match (&r, op) {
-                        (Ok(v), xen_abi::passthrough::PtOp::MapPirqMsi { .. }) => {
+                        (Ok(v), xen_abi::passthrough::PtOp::MapPirqMsi(..)) => {
                             o.insert("pirq".into(), (*v).into());
                         }
                         (Ok(v), _) if *v != 0 => {

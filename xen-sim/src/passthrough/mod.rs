@@ -119,13 +119,8 @@ impl Domain {
             // getdomaininfo needs every domain: answered by the hypervisor.
             PtOp::GetDomainInfo => Ok(self.ram_size / XEN_PAGE_SIZE as u64),
             PtOp::PrepareMsix { .. } | PtOp::ReleaseMsix { .. } => unreachable!("handled above"),
-            PtOp::MapPirqMsi {
-                sbdf,
-                entry,
-                table_base,
-                nvec,
-            } => self
-                .map_pirq(host, sbdf, entry, table_base, nvec)
+            PtOp::MapPirqMsi(m) => self
+                .map_pirq(host, m.sbdf, m.entry, m.table_base, m.nvec)
                 .map(u64::from),
             PtOp::UnmapPirq { pirq } => self.unmap_pirq(host, pirq).map(|()| 0),
             PtOp::BindPtIrqMsi {

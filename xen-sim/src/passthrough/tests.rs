@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::host::{HostBar, HostPciDevice, MsixLayout, Owner, MSIX_ENABLE, MSIX_MASKALL};
+use xen_abi::passthrough::MsiMap;
 
 const SBDF: u32 = 0x0312;
 const BAR3: u64 = 0x38_0010_8000;
@@ -89,12 +90,12 @@ fn deassign(from_dom_io: bool) -> PtOp {
 }
 
 fn map_msix(entry: u32, table_base: u64) -> PtOp {
-    PtOp::MapPirqMsi {
+    PtOp::MapPirqMsi(MsiMap {
         sbdf: SBDF,
         entry,
         table_base,
         nvec: 1,
-    }
+    })
 }
 
 fn bind(pirq: u64, gvec: u8, unmasked: bool, gtable: u64) -> PtOp {
@@ -510,11 +511,13 @@ fn unbinding_one_of_two_entries_drops_the_intercept_in_4_17() {
 fn multi_message_msi_rules() {
     let (mut d, mut h) = setup(true);
     op(&mut d, &mut h, PtOp::AssignDevice { sbdf: SBDF }).unwrap();
-    let msi = |nvec, table_base| PtOp::MapPirqMsi {
-        sbdf: SBDF,
-        entry: 0,
-        table_base,
-        nvec,
+    let msi = |nvec, table_base| {
+        PtOp::MapPirqMsi(MsiMap {
+            sbdf: SBDF,
+            entry: 0,
+            table_base,
+            nvec,
+        })
     };
     assert_eq!(op(&mut d, &mut h, msi(4, BAR3)), Err(-libc::EINVAL));
     assert_eq!(op(&mut d, &mut h, msi(64, 0)), Err(-libc::EDOM));
