@@ -145,7 +145,7 @@ impl Checker {
         Ok(())
     }
 
-    /// Stop the bridge ([`Device::stop`]) and check the hand-back (see the module docs):
+    /// Stop the bridge ([`Device::stop`]) and check the hand-back (see the crate docs):
     /// nothing left in Xen, the device's Bus Master and MSI / MSI-X Enable off, and the order
     /// of the steps. Stopping again makes no call.
     pub fn stop_and_check(&mut self, bridge: &mut PciHostBridge) -> Result<(), String> {

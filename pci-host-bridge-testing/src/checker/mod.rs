@@ -34,7 +34,7 @@ struct Func {
     raw: RawCaps,
 }
 
-/// The invariant checker (see the module docs).
+/// The invariant checker (see the crate docs).
 pub struct Checker {
     funcs: BTreeMap<PciAddress, Func>,
     xen: Arc<Mutex<XenState>>,

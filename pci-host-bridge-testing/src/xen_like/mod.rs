@@ -90,7 +90,7 @@ impl Default for XenLikeConfig {
 /// A fault to inject: `Some(errno)` makes the fake refuse that call (before looking at it).
 pub type Fault = Box<dyn FnMut(&PtOp) -> Option<i32>>;
 
-/// The fake Xen (see the module docs).
+/// The fake Xen (see the crate docs).
 pub struct XenLike {
     /// Knobs.
     pub config: XenLikeConfig,
