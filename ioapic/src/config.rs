@@ -31,44 +31,28 @@ const LAPIC_LEN: u64 = 0x1000;
 
 /// `[ioapic]` settings. Numbers are kept wide so that an out-of-range value is reported by
 /// [`IoapicConfig::validate`] with the field's name.
+/// A key left out takes its value from [`IoapicConfig::default`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct IoapicConfig {
     /// Guest-physical base of the MMIO window (default 0xFEC00000).
-    #[serde(default = "default_base")]
     pub base: u64,
     /// Number of pins (default 24, at most 120).
-    #[serde(default = "default_pins")]
     pub pins: u64,
     /// Version register value: 0x20 (default) or 0x11.
-    #[serde(default = "default_version")]
     pub version: u64,
     /// APIC ID (default 0, at most 15).
-    #[serde(default)]
     pub id: u64,
     /// Unix socket for interrupt sources (see `irq_line`); none by default.
-    #[serde(default)]
     pub socket: Option<PathBuf>,
-}
-
-fn default_base() -> u64 {
-    DEFAULT_BASE
-}
-
-fn default_pins() -> u64 {
-    u64::from(DEFAULT_PINS)
-}
-
-fn default_version() -> u64 {
-    0x20
 }
 
 impl Default for IoapicConfig {
     fn default() -> Self {
         IoapicConfig {
-            base: default_base(),
-            pins: default_pins(),
-            version: default_version(),
+            base: DEFAULT_BASE,
+            pins: u64::from(DEFAULT_PINS),
+            version: 0x20,
             id: 0,
             socket: None,
         }

@@ -57,37 +57,30 @@ pub enum ConfigError {
 
 /// `[sim]`: where xen-sim listens.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
-    /// xen-sim's socket.
-    #[serde(default = "default_sim_socket")]
+    /// xen-sim's socket (default `/run/xen-sim/sim.sock`).
     pub socket: PathBuf,
-}
-
-fn default_sim_socket() -> PathBuf {
-    PathBuf::from("/run/xen-sim/sim.sock")
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            socket: default_sim_socket(),
+            socket: PathBuf::from("/run/xen-sim/sim.sock"),
         }
     }
 }
 
 /// `[control]`: where the processes put their control sockets.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
-    /// Directory; each process listens at `DIR/DOMID/NAME.sock`.
-    #[serde(default = "default_control_dir")]
+    /// Directory; each process listens at `DIR/DOMID/NAME.sock` (default `/run/pvh-dm`).
     pub dir: PathBuf,
     /// A group whose members may use the sockets too (a name from the group database, or a
     /// numeric gid): the control sockets and the ioapic's irq_line socket are then created
     /// mode 0660 with this group, and a peer in it is served. Default: none (mode 0600, only
     /// root and the device model's own uid).
-    #[serde(default)]
     pub group: Option<GroupSpec>,
 }
 
@@ -117,14 +110,10 @@ impl GroupSpec {
     }
 }
 
-fn default_control_dir() -> PathBuf {
-    PathBuf::from("/run/pvh-dm")
-}
-
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            dir: default_control_dir(),
+            dir: PathBuf::from("/run/pvh-dm"),
             group: None,
         }
     }
@@ -139,8 +128,8 @@ pub struct GuestConfig {
     /// Expected number of vCPUs (optional; the hypervisor's `nr_vcpus` is authoritative).
     #[serde(default)]
     pub vcpus: Option<u32>,
-    /// Which hypervisor to talk to.
-    #[serde(default = "default_transport")]
+    /// Which hypervisor to talk to (default `xen`).
+    #[serde(default)]
     pub transport: TransportKind,
     /// `[sim]`.
     #[serde(default)]
@@ -160,10 +149,6 @@ pub struct GuestConfig {
     /// Where this config was read from (for messages).
     #[serde(skip)]
     pub path: PathBuf,
-}
-
-fn default_transport() -> TransportKind {
-    TransportKind::Xen
 }
 
 impl GuestConfig {
@@ -249,6 +234,16 @@ impl GuestConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sections_left_out_take_their_defaults() {
+        let c =
+            GuestConfig::parse("domid = 3\n[control]\ngroup = 7\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.transport, TransportKind::Xen);
+        assert_eq!(c.sim.socket, Path::new("/run/xen-sim/sim.sock"));
+        assert_eq!(c.control.dir, Path::new("/run/pvh-dm"));
+        assert_eq!(c.control.group, Some(GroupSpec::Gid(7)));
+    }
 
     #[test]
     fn errors_name_the_field() {

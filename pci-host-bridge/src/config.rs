@@ -86,49 +86,39 @@ pub enum BackendKind {
     Vfio,
 }
 
-/// `[pci]`.
+/// `[pci]`. A key left out takes its value from [`PciConfig::default`] (the struct-level
+/// `serde(default)`), so the defaults are written once, there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PciConfig {
     /// Guest-physical base of the ECAM window.
-    #[serde(default = "default_ecam_base")]
     pub ecam_base: u64,
     /// First bus of the ECAM window; the host bridge and all devices sit on this bus.
-    #[serde(default)]
     pub bus_start: u8,
     /// Last bus of the ECAM window (inclusive).
-    #[serde(default)]
     pub bus_end: u8,
     /// Base of the guest MMIO window for BARs (below 4 GiB).
-    #[serde(default = "default_mmio_base")]
     pub mmio_base: u64,
     /// Size of that window.
-    #[serde(default = "default_mmio_size")]
     pub mmio_size: u64,
     /// Base of an optional 64-bit MMIO window (0 = none).
-    #[serde(default)]
     pub mmio64_base: u64,
     /// Size of the 64-bit window (0 = none).
-    #[serde(default)]
     pub mmio64_size: u64,
     /// First port of the I/O window for I/O BARs.
-    #[serde(default = "default_io_base")]
     pub io_base: u32,
     /// Number of ports of the I/O window.
-    #[serde(default = "default_io_size")]
     pub io_size: u32,
     /// Vendor ID of the emulated host bridge.
-    #[serde(default = "default_hb_vendor")]
     pub host_bridge_vendor: u16,
     /// Device ID of the emulated host bridge.
-    #[serde(default = "default_hb_device")]
     pub host_bridge_device: u16,
     /// The IOAPIC's irq_line socket, for functions that forward INTx (default: `[ioapic]
     /// socket`, which the binary reads).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ioapic_socket: Option<PathBuf>,
     /// Passed-through functions (`[[pci.device]]`).
-    #[serde(default, rename = "device")]
+    #[serde(rename = "device")]
     pub devices: Vec<PciDeviceConfig>,
 }
 
@@ -158,28 +148,6 @@ pub struct PciDeviceConfig {
     /// function, e.g. whether its MSI-X Enable is set) sees the "device" as Xen would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_mirror: Option<PathBuf>,
-}
-
-fn default_ecam_base() -> u64 {
-    DEFAULT_ECAM_BASE
-}
-fn default_mmio_base() -> u64 {
-    DEFAULT_MMIO_BASE
-}
-fn default_mmio_size() -> u64 {
-    DEFAULT_MMIO_SIZE
-}
-fn default_io_base() -> u32 {
-    DEFAULT_IO_BASE
-}
-fn default_io_size() -> u32 {
-    DEFAULT_IO_SIZE
-}
-fn default_hb_vendor() -> u16 {
-    DEFAULT_HOST_BRIDGE_VENDOR
-}
-fn default_hb_device() -> u16 {
-    DEFAULT_HOST_BRIDGE_DEVICE
 }
 
 impl Default for PciConfig {
@@ -386,6 +354,20 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.windows().mmio, vec![(0xF100_0000, 0xFBFF_FFFF)]);
         assert_eq!(c.windows().io, Some((0xC000, 0xFFFF)));
+    }
+
+    #[test]
+    fn a_key_left_out_takes_its_default() {
+        let empty: PciConfig = toml::from_str("").unwrap();
+        assert_eq!(empty, PciConfig::default());
+        let one: PciConfig = toml::from_str("mmio_size = 0x100000\nio_size = 0x100").unwrap();
+        let want = PciConfig {
+            mmio_size: 0x10_0000,
+            io_size: 0x100,
+            ..PciConfig::default()
+        };
+        assert_eq!(one, want);
+        assert_eq!(one.windows().mmio, vec![(0xF100_0000, 0xF10F_FFFF)]);
     }
 
     #[test]

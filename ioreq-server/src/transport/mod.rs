@@ -19,11 +19,20 @@ pub mod xen;
 
 /// Which transport a process uses.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
-    /// /dev/xen/privcmd and /dev/xen/evtchn on a Xen dom0.
+    /// /dev/xen/privcmd and /dev/xen/evtchn on a Xen dom0 (the default).
+    #[default]
     Xen,
     /// xen-sim, the simulated hypervisor, over its Unix socket.
     Sim,
