@@ -13,10 +13,7 @@ use serde_json::{json, Value};
 use xen_sim::launch::Harness;
 use xen_sim::Vcpu;
 
-use super::{
-    DOMID, ECAM_BASE, IOAPIC_BASE, MMIO_BASE, PM1A_CNT, PM1A_EVT, S5, VF_FIRST_VECTOR, VF_SBDF,
-    VF_SLOT, VF_VECTORS,
-};
+use super::{DOMID, ECAM_BASE, IOAPIC_BASE, MMIO_BASE, PM1A_CNT, PM1A_EVT, S5, VF};
 
 /// Linux's bus-0 scan: vendor ID of every slot (function 0; functions 1-7 when the header
 /// type says multi-function), then class and header type of what answers.
@@ -94,7 +91,7 @@ fn pt_ops_since(h: &Harness, from: usize) -> Vec<Value> {
 /// (`msix_capability_init`): enable with the function masked, mask and program every entry,
 /// clear the function mask, and unmask the entries the driver requests, one by one.
 pub(super) fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyhow::Result<()> {
-    let s = VF_SLOT;
+    let s = VF.slot;
     let mut next = MMIO_BASE;
     let mut placed = Vec::new();
     let mut i = 0u16;
@@ -152,13 +149,13 @@ pub(super) fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyho
     for e in 0..entries {
         v.mmio_write(table + 16 * e, 4, 0xFEE0_0000)?;
         v.mmio_write(table + 16 * e + 4, 4, 0)?;
-        v.mmio_write(table + 16 * e + 8, 4, VF_FIRST_VECTOR + e)?;
+        v.mmio_write(table + 16 * e + 8, 4, VF.first_vector + e)?;
     }
     cfg_wr(v, s, cap + 2, 2, 0x8000)?;
     log.push(format!(
         "msi-x 00:{s:02x}.0: {entries} entries programmed masked at {table:#x}, enabled, function mask cleared"
     ));
-    for e in 0..VF_VECTORS {
+    for e in 0..VF.vectors {
         let m = h.sim.report(DOMID).dm_ops.len();
         v.mmio_write(table + 16 * e + 12, 4, 0)?;
         let ops = pt_ops_since(h, m);
@@ -171,7 +168,7 @@ pub(super) fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyho
         if ok && ops.len() == 2 {
             log.push(format!(
                 "msi-x 00:{s:02x}.0: entry {e} unmasked -> map_pirq_msi (pirq {pirq}) + bind_pt_irq_msi vector {:#x}",
-                VF_FIRST_VECTOR + e
+                VF.first_vector + e
             ));
         } else {
             log.push(format!(
@@ -189,7 +186,7 @@ pub(super) fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyho
         }
         // The VF raises the entry: Xen delivers it only if the device model set MSI-X Enable
         // on the physical function (the sim sees it only through a config_file).
-        let d = h.sim.device_interrupt(VF_SBDF, e as u32);
+        let d = h.sim.device_interrupt(VF.sbdf, e as u32);
         log.push(format!(
             "msi-x 00:{s:02x}.0: the VF raises entry {e} -> {}",
             match d {
@@ -199,7 +196,8 @@ pub(super) fn vf_msix(h: &Harness, v: &mut Vcpu, log: &mut Vec<String>) -> anyho
         ));
     }
     log.push(format!(
-        "msi-x 00:{s:02x}.0: entries {VF_VECTORS}-{} stay masked: not bound",
+        "msi-x 00:{s:02x}.0: entries {}-{} stay masked: not bound",
+        VF.vectors,
         entries - 1
     ));
     Ok(())

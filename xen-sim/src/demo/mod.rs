@@ -53,16 +53,37 @@ fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// A snapshot of a real device's config space (a virtio-net function with MSI-X, taken
 /// read-only from sysfs) that the demo passes through at slot 2.
 const DEMO_DEVICE: &str = "real/virtio-net-1af4-1041.json";
-/// An SR-IOV VF (raw VF config space whose IDs and BARs come from its PF's SR-IOV capability,
-/// sriov-nic-pf.json next to it) that the demo passes through at slot 3.
-const DEMO_VF: &str = "sriov-nic-vf.json";
-const VF_HOST: &str = "0000:03:02.2";
-const VF_SLOT: u8 = 3;
-/// MSI-X entries the guest's driver unmasks (the VF has 5; the others stay masked, unbound).
-const VF_VECTORS: u64 = 3;
-const VF_FIRST_VECTOR: u64 = 0x41;
-/// The VF's host sbdf (0000:03:02.2).
-const VF_SBDF: u32 = 0x0312;
+/// The SR-IOV VF the demo passes through: a raw VF config space whose IDs and BARs come
+/// from its PF's SR-IOV capability (sriov-nic-pf.json next to it).
+struct DemoVf {
+    /// Its snapshot, under the snapshot directory.
+    snapshot: &'static str,
+    /// Its host sbdf (segment 0, `bus << 8 | device << 3 | function`), as Xen names it.
+    sbdf: u32,
+    /// The guest slot it sits at.
+    slot: u8,
+    /// MSI-X entries the guest's driver unmasks (the VF has 5; the others stay masked, unbound).
+    vectors: u64,
+    /// The vector of the first of them; the others follow.
+    first_vector: u64,
+}
+
+impl DemoVf {
+    /// The host address in the config's `DDDD:BB:DD.F` form, from [`DemoVf::sbdf`].
+    fn host(&self) -> String {
+        let (bus, devfn) = (self.sbdf >> 8, self.sbdf & 0xFF);
+        format!("0000:{bus:02x}:{:02x}.{}", devfn >> 3, devfn & 7)
+    }
+}
+
+/// The demo's VF: host 0000:03:02.2, at guest slot 3.
+const VF: DemoVf = DemoVf {
+    snapshot: "sriov-nic-vf.json",
+    sbdf: 0x0312,
+    slot: 3,
+    vectors: 3,
+    first_vector: 0x41,
+};
 const ECAM_BASE: u64 = 0xF000_0000;
 
 const MMIO_BASE: u64 = 0xF100_0000;
@@ -102,8 +123,8 @@ backend = "snapshot"
 snapshot = "{snapshot}"
 
 [[pci.device]]
-host = "{VF_HOST}"
-slot = {VF_SLOT}
+host = "{vf_host}"
+slot = {vf_slot}
 backend = "snapshot"
 snapshot = "{vf}"
 config_mirror = "{mirror}"
@@ -113,6 +134,8 @@ config_mirror = "{mirror}"
         ioapic_sock = h.dir.join("ioapic.sock").display(),
         snapshot = snapshot.display(),
         vf = vf.display(),
+        vf_host = VF.host(),
+        vf_slot = VF.slot,
         mirror = vf_config_mirror(h).display(),
     )
 }
@@ -151,7 +174,7 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
     let cfg = h.write_config(&config(
         &h,
         &snapshot_path(&bin, DEMO_DEVICE)?,
-        &snapshot_path(&bin, DEMO_VF)?,
+        &snapshot_path(&bin, VF.snapshot)?,
     ));
     // As root, the device models that deprivilege after setup switch to an explicit numeric
     // uid (nobody's), so that the demo needs no xen-qemuuser-range-base user on a fresh
@@ -220,10 +243,10 @@ pub fn run(bin: Option<PathBuf>, keep: bool) -> anyhow::Result<Value> {
         } else {
             "not destroyed"
         },
-        h.sim.host_device_owner(VF_SBDF)
+        h.sim.host_device_owner(VF.sbdf)
     ));
     let codes = h.stop_all();
-    let vf_owner = h.sim.host_device_owner(VF_SBDF);
+    let vf_owner = h.sim.host_device_owner(VF.sbdf);
     log.push(format!(
         "after the device models stopped, the VF is owned by {vf_owner:?}{}",
         if vf_owner == xen_sim::Owner::Hardware {
