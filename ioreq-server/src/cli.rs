@@ -27,7 +27,7 @@ pub struct CommonArgs {
     /// Override the config's domid.
     #[arg(long)]
     pub domid: Option<u16>,
-    /// Control socket path (default: [control] dir / DOMID / NAME.sock).
+    /// Control socket path (default: the config's `[control]` dir, then DOMID/NAME.sock).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Log filter in RUST_LOG syntax (e.g. `debug`, `ioreq_server=trace`).
@@ -43,7 +43,7 @@ pub struct CommonArgs {
     /// process exits.
     #[arg(long, value_name = "PID")]
     pub exit_with_parent: Option<u32>,
-    /// After setup, run as this user: NAME, or UID[:GID] (a numeric uid needs no passwd entry;
+    /// After setup, run as this user: NAME, UID or UID:GID (a numeric uid needs no passwd entry;
     /// its gid defaults to its passwd entry's, else to the uid). Default: the scheme of Xen's
     /// dm_restrict, the uid of the user `xen-qemuuser-range-base` plus the domid, with that
     /// user's gid; it is an error on Xen when that user does not exist (on the sim transport

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use ioreq_server::executor::{MsiBind, PassthroughExecutor, PtError};
 use serde::Serialize;
 
-/// One vector as Xen binds it (the arguments of [`Action::BindMsi`] besides sbdf and entry).
+/// One vector as Xen binds it (what [`MsiBind`] carries besides sbdf and entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Vector {
     /// For MSI-X: the host address of the BAR holding the table — not the table's address:

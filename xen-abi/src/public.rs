@@ -189,7 +189,7 @@ impl BufIoreq {
     }
 }
 
-/// `struct buffered_iopage`: read_pointer @0, write_pointer @4, buf_ioreq[511] @8. 4096 bytes.
+/// `struct buffered_iopage`: read_pointer @0, write_pointer @4, `buf_ioreq[511]` @8. 4096 bytes.
 #[repr(C)]
 pub struct BufferedIopage {
     pub read_pointer: u32,

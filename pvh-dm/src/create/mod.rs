@@ -2,16 +2,16 @@
 //! later failure, then the supervisor.
 //!
 //! Steps (the name in brackets is what a failure message says):
-//! 1. [prepare runtime files] staging dir `RUN/.create-NAME-PID/`: the tables, the initrd
+//! 1. `[prepare runtime files]` staging dir `RUN/.create-NAME-PID/`: the tables, the initrd
 //!    (tables cpio + the original ramdisk), the derived xl config.
-//! 2. [xl create] `xl create -p [-e] xl.cfg`, through the IOMMU wrapper with passthrough.
+//! 2. `[xl create]` `xl create -p [-e] xl.cfg`, through the IOMMU wrapper with passthrough.
 //!    `-e` (no xl monitor process) while pvh-dm supervises: the domain then stays in its
 //!    shut-down state until pvh-dm has read the reason and destroys it.
-//! 3. [find the domid] `xl domid NAME`.
-//! 4. [runtime dir] staging renamed to `RUN/DOMID/`, `state.json` written.
-//! 5. [start DM] for each device model in order: start, wait for its control socket.
-//! 6. [watch @releaseDomain] (supervised only), before the guest runs.
-//! 7. [xl unpause].
+//! 3. `[find the domid]` `xl domid NAME`.
+//! 4. `[runtime dir]` staging renamed to `RUN/DOMID/`, `state.json` written.
+//! 5. `[start DM]` for each device model in order: start, wait for its control socket.
+//! 6. `[watch @releaseDomain]` (supervised only), before the guest runs.
+//! 7. `[xl unpause]`.
 //!
 //! Undo, in reverse: device models SIGTERMed (SIGKILL after --dm-stop-timeout) and reaped,
 //! `xl destroy`, runtime files removed.
