@@ -88,8 +88,9 @@ pub struct RegDesc {
 }
 
 impl RegDesc {
-    /// A device-owned read-only register (read from the device, writes dropped). Use with
-    /// struct update syntax: `RegDesc { offset: 8, size: 4, name: "class", ..RegDesc::DEVICE_RO }`.
+    /// A device-owned read-only register (read from the device, writes dropped): the template
+    /// of [`RegDesc::device_ro`], also usable with struct update syntax:
+    /// `RegDesc { offset: 8, size: 4, name: "class", ..RegDesc::DEVICE_RO }`.
     pub const DEVICE_RO: RegDesc = RegDesc {
         offset: 0,
         size: 4,
@@ -102,7 +103,8 @@ impl RegDesc {
         kind: RegKind::Plain,
     };
 
-    /// A fully emulated read-only register with the value given by `init`.
+    /// A fully emulated read-only register with the value given by `init`: the template of
+    /// [`RegDesc::virt_ro`].
     pub const VIRT_RO: RegDesc = RegDesc {
         offset: 0,
         size: 4,
@@ -115,7 +117,8 @@ impl RegDesc {
         kind: RegKind::Plain,
     };
 
-    /// A fully emulated register the guest can write freely.
+    /// A fully emulated register the guest can write freely: the template of
+    /// [`RegDesc::virt_rw`].
     pub const VIRT_RW: RegDesc = RegDesc {
         offset: 0,
         size: 4,
@@ -127,6 +130,59 @@ impl RegDesc {
         init: Init::Zero,
         kind: RegKind::Plain,
     };
+
+    // Constructors and builder methods, so that a register table reads as a table, one register
+    // per line: `RegDesc::virt_rw(0x04, 2, "pm_pmcsr").emu(0xFFF7, 0x7EF4).w1c(0x8000)`.
+
+    /// A device-owned read-only register ([`RegDesc::DEVICE_RO`]) at `offset`.
+    pub const fn device_ro(offset: u16, size: u8, name: &'static str) -> RegDesc {
+        RegDesc::DEVICE_RO.at(offset, size, name)
+    }
+
+    /// A fully emulated read-only register ([`RegDesc::VIRT_RO`]) at `offset`.
+    pub const fn virt_ro(offset: u16, size: u8, name: &'static str) -> RegDesc {
+        RegDesc::VIRT_RO.at(offset, size, name)
+    }
+
+    /// A fully emulated guest-writable register ([`RegDesc::VIRT_RW`]) at `offset`.
+    pub const fn virt_rw(offset: u16, size: u8, name: &'static str) -> RegDesc {
+        RegDesc::VIRT_RW.at(offset, size, name)
+    }
+
+    /// `self` moved to `offset`, resized and renamed.
+    const fn at(self, offset: u16, size: u8, name: &'static str) -> RegDesc {
+        RegDesc {
+            offset,
+            size,
+            name,
+            ..self
+        }
+    }
+
+    /// The register with these emulated bits, of which the guest cannot change `ro`.
+    pub const fn emu(self, emu: u32, ro: u32) -> RegDesc {
+        RegDesc { emu, ro, ..self }
+    }
+
+    /// The register with these pass-through bits.
+    pub const fn pass(self, pass: u32) -> RegDesc {
+        RegDesc { pass, ..self }
+    }
+
+    /// The register with these write-1-to-clear bits.
+    pub const fn w1c(self, w1c: u32) -> RegDesc {
+        RegDesc { w1c, ..self }
+    }
+
+    /// The register with this initial virtual value.
+    pub const fn init(self, init: Init) -> RegDesc {
+        RegDesc { init, ..self }
+    }
+
+    /// The register with this special behaviour.
+    pub const fn kind(self, kind: RegKind) -> RegDesc {
+        RegDesc { kind, ..self }
+    }
 
     /// The mask of the register's bytes (`0xFF`, `0xFFFF` or `0xFFFF_FFFF`).
     pub const fn size_mask(&self) -> u32 {
@@ -150,7 +206,7 @@ impl RegDesc {
 
     /// Whether the descriptor is well-formed: size 1/2/4, naturally aligned, `ro` within
     /// `emu` and `pass` disjoint from `emu` (masks are taken within the size; bits above it are
-    /// ignored, so the `..RegDesc::VIRT_RO` templates can be used for any size).
+    /// ignored, so [`RegDesc::virt_ro`] and the other templates can be used for any size).
     pub const fn is_consistent(&self) -> bool {
         let m = self.size_mask();
         matches!(self.size, 1 | 2 | 4)

@@ -55,192 +55,42 @@ pub const CMD_EMU: u32 = 0x0743 | 0xF880;
 /// Command bits passed to the device.
 pub const CMD_PASS: u32 = 0x003C;
 
+// The table is `#[rustfmt::skip]`: one register per line, aligned as a table (offset, size,
+// name, then the bits the guest owns: `.emu(emulated, read-only)`, `.pass`, `.w1c`, `.init`).
+
+/// [`STATUS_CAP_LIST`] as a register mask.
+const CAP_LIST: u32 = STATUS_CAP_LIST as u32;
+
 /// The type-0 header register table.
+#[rustfmt::skip]
 pub const HEADER_TYPE0: &[RegDesc] = &[
-    RegDesc {
-        offset: 0x00,
-        size: 2,
-        name: "vendor_id",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x02,
-        size: 2,
-        name: "device_id",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: COMMAND,
-        size: 2,
-        name: "command",
-        emu: CMD_EMU,
-        ro: 0xF880,
-        pass: CMD_PASS,
-        w1c: 0,
-        init: Init::Zero,
-        kind: RegKind::Command,
-    },
-    RegDesc {
-        offset: STATUS,
-        size: 2,
-        name: "status",
-        emu: STATUS_CAP_LIST as u32,
-        ro: STATUS_CAP_LIST as u32,
-        pass: 0xF900,
-        w1c: 0xF900,
-        init: Init::Builder,
-        kind: RegKind::Plain,
-    },
-    RegDesc {
-        offset: 0x08,
-        size: 4,
-        name: "revision_class",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x0C,
-        size: 1,
-        name: "cache_line_size",
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x0D,
-        size: 1,
-        name: "latency_timer",
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: HEADER_TYPE,
-        size: 1,
-        name: "header_type",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x0F,
-        size: 1,
-        name: "bist",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x10,
-        size: 4,
-        name: "bar0",
-        kind: RegKind::Bar(0),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x14,
-        size: 4,
-        name: "bar1",
-        kind: RegKind::Bar(1),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x18,
-        size: 4,
-        name: "bar2",
-        kind: RegKind::Bar(2),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x1C,
-        size: 4,
-        name: "bar3",
-        kind: RegKind::Bar(3),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x20,
-        size: 4,
-        name: "bar4",
-        kind: RegKind::Bar(4),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x24,
-        size: 4,
-        name: "bar5",
-        kind: RegKind::Bar(5),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x28,
-        size: 4,
-        name: "cardbus_cis",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x2C,
-        size: 2,
-        name: "subsystem_vendor_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x2E,
-        size: 2,
-        name: "subsystem_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x30,
-        size: 4,
-        name: "rom",
-        kind: RegKind::Rom,
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: CAP_PTR,
-        size: 1,
-        name: "cap_ptr",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x35,
-        size: 1,
-        name: "reserved",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x36,
-        size: 2,
-        name: "reserved",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x38,
-        size: 4,
-        name: "reserved",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x3C,
-        size: 1,
-        name: "interrupt_line",
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: INTERRUPT_PIN,
-        size: 1,
-        name: "interrupt_pin",
-        init: Init::Device(0xFF),
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x3E,
-        size: 1,
-        name: "min_gnt",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x3F,
-        size: 1,
-        name: "max_lat",
-        ..RegDesc::DEVICE_RO
-    },
+    RegDesc::virt_ro  (0x00,          2, "vendor_id")    .init(Init::Builder),
+    RegDesc::virt_ro  (0x02,          2, "device_id")    .init(Init::Builder),
+    RegDesc::device_ro(COMMAND,       2, "command")      .emu(CMD_EMU, 0xF880).pass(CMD_PASS).kind(RegKind::Command),
+    RegDesc::device_ro(STATUS,        2, "status")       .emu(CAP_LIST, CAP_LIST).pass(0xF900).w1c(0xF900).init(Init::Builder),
+    RegDesc::device_ro(0x08,          4, "revision_class"),
+    RegDesc::virt_rw  (0x0C,          1, "cache_line_size"),
+    RegDesc::virt_rw  (0x0D,          1, "latency_timer"),
+    RegDesc::virt_ro  (HEADER_TYPE,   1, "header_type")  .init(Init::Builder),
+    RegDesc::device_ro(0x0F,          1, "bist"),
+    RegDesc::virt_rw  (0x10,          4, "bar0")         .kind(RegKind::Bar(0)),
+    RegDesc::virt_rw  (0x14,          4, "bar1")         .kind(RegKind::Bar(1)),
+    RegDesc::virt_rw  (0x18,          4, "bar2")         .kind(RegKind::Bar(2)),
+    RegDesc::virt_rw  (0x1C,          4, "bar3")         .kind(RegKind::Bar(3)),
+    RegDesc::virt_rw  (0x20,          4, "bar4")         .kind(RegKind::Bar(4)),
+    RegDesc::virt_rw  (0x24,          4, "bar5")         .kind(RegKind::Bar(5)),
+    RegDesc::device_ro(0x28,          4, "cardbus_cis"),
+    RegDesc::device_ro(0x2C,          2, "subsystem_vendor_id"),
+    RegDesc::device_ro(0x2E,          2, "subsystem_id"),
+    RegDesc::virt_rw  (0x30,          4, "rom")          .kind(RegKind::Rom),
+    RegDesc::virt_ro  (CAP_PTR,       1, "cap_ptr")      .init(Init::Builder),
+    RegDesc::virt_ro  (0x35,          1, "reserved"),
+    RegDesc::virt_ro  (0x36,          2, "reserved"),
+    RegDesc::virt_ro  (0x38,          4, "reserved"),
+    RegDesc::virt_rw  (0x3C,          1, "interrupt_line"),
+    RegDesc::virt_ro  (INTERRUPT_PIN, 1, "interrupt_pin").init(Init::Device(0xFF)),
+    RegDesc::device_ro(0x3E,          1, "min_gnt"),
+    RegDesc::device_ro(0x3F,          1, "max_lat"),
 ];
 
 #[cfg(test)]

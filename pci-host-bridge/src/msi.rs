@@ -45,85 +45,46 @@ pub const FLAGS_64BIT: u16 = 0x0080;
 /// `PCI_MSI_FLAGS_MASKBIT`.
 pub const FLAGS_MASKBIT: u16 = 0x0100;
 
+/// Message Control bits the guest writes (Enable, Multiple Message Enable); the rest is
+/// read-only.
+const CONTROL_GUEST: u32 = (FLAGS_ENABLE | FLAGS_QSIZE) as u32;
+/// Message Control bits read from the device at setup (MMC, 64-bit and per-vector masking
+/// capable); the rest starts 0.
+const CONTROL_DEVICE: u32 = (FLAGS_QMASK | FLAGS_64BIT | FLAGS_MASKBIT) as u32;
+
+// The tables are `#[rustfmt::skip]`: one register per line, aligned as a table (offset, size,
+// name, then the bits the guest owns: `.emu(emulated, read-only)`, `.init`, `.kind`).
+
 /// The registers every MSI capability starts with: ID, next pointer, Message Control and the
 /// low Message Address (`+0x00..+0x07`, 6.8.1.1-6.8.1.4).
+#[rustfmt::skip]
 const HEAD: [RegDesc; 4] = [
-    RegDesc {
-        offset: 0x00,
-        size: 1,
-        name: "msi_cap_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x01,
-        size: 1,
-        name: "msi_next",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x02,
-        size: 2,
-        name: "msi_control",
-        emu: 0xFFFF,
-        ro: !((FLAGS_ENABLE | FLAGS_QSIZE) as u32),
-        init: Init::Device((FLAGS_QMASK | FLAGS_64BIT | FLAGS_MASKBIT) as u32),
-        kind: RegKind::MsiControl,
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x04,
-        size: 4,
-        name: "msi_address_lo",
-        ro: 0x3,
-        ..RegDesc::VIRT_RW
-    },
+    RegDesc::device_ro(0x00, 1, "msi_cap_id"),
+    RegDesc::virt_ro  (0x01, 1, "msi_next")      .init(Init::Builder),
+    RegDesc::virt_rw  (0x02, 2, "msi_control")   .emu(0xFFFF, !CONTROL_GUEST).init(Init::Device(CONTROL_DEVICE)).kind(RegKind::MsiControl),
+    RegDesc::virt_rw  (0x04, 4, "msi_address_lo").emu(u32::MAX, 0x3),
 ];
 
 /// `+0x08` Message Upper Address (6.8.1.5), in a 64-bit capability only.
-const ADDR_HI: RegDesc = RegDesc {
-    offset: 0x08,
-    size: 4,
-    name: "msi_address_hi",
-    ..RegDesc::VIRT_RW
-};
+const ADDR_HI: RegDesc = RegDesc::virt_rw(0x08, 4, "msi_address_hi");
 
 /// Message Data (6.8.1.6) at `offset` and Extended Message Data after it (reads 0: the
 /// extended-data capable bit is not offered).
+#[rustfmt::skip]
 const fn data_regs(offset: u16) -> [RegDesc; 2] {
     [
-        RegDesc {
-            offset,
-            size: 2,
-            name: "msi_data",
-            ..RegDesc::VIRT_RW
-        },
-        RegDesc {
-            offset: offset + 2,
-            size: 2,
-            name: "msi_ext_data",
-            ..RegDesc::VIRT_RO
-        },
+        RegDesc::virt_rw(offset,     2, "msi_data"),
+        RegDesc::virt_ro(offset + 2, 2, "msi_ext_data"),
     ]
 }
 
 /// Mask Bits (6.8.1.7; read-only, see the module docs: the guest's writes are dropped) at
 /// `offset` and Pending Bits (6.8.1.8, from the device) after them.
+#[rustfmt::skip]
 const fn mask_regs(offset: u16) -> [RegDesc; 2] {
     [
-        RegDesc {
-            offset,
-            size: 4,
-            name: "msi_mask",
-            ro: 0xFFFF_FFFF,
-            ..RegDesc::VIRT_RW
-        },
-        RegDesc {
-            offset: offset + 4,
-            size: 4,
-            name: "msi_pending",
-            ..RegDesc::DEVICE_RO
-        },
+        RegDesc::virt_ro  (offset,     4, "msi_mask"),
+        RegDesc::device_ro(offset + 4, 4, "msi_pending"),
     ]
 }
 

@@ -59,45 +59,20 @@ pub const ENTRY_SIZE: u64 = 16;
 /// Length of the capability.
 pub const LEN: u16 = 12;
 
+/// Message Control bits the guest writes (MSI-X Enable, Function Mask); the rest is read-only.
+const CONTROL_GUEST: u32 = (FLAGS_ENABLE | FLAGS_MASKALL) as u32;
+
+// The table is `#[rustfmt::skip]`: one register per line, aligned as a table (offset, size,
+// name, then the bits the guest owns: `.emu(emulated, read-only)`, `.init`, `.kind`).
+
 /// The capability's register table.
+#[rustfmt::skip]
 pub const MSIX_CAP: &[RegDesc] = &[
-    RegDesc {
-        offset: 0x00,
-        size: 1,
-        name: "msix_cap_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x01,
-        size: 1,
-        name: "msix_next",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x02,
-        size: 2,
-        name: "msix_control",
-        emu: 0xFFFF,
-        ro: !((FLAGS_ENABLE | FLAGS_MASKALL) as u32),
-        init: Init::Device(FLAGS_QSIZE as u32),
-        kind: RegKind::MsixControl,
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x04,
-        size: 4,
-        name: "msix_table",
-        init: Init::Device(u32::MAX),
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x08,
-        size: 4,
-        name: "msix_pba",
-        init: Init::Device(u32::MAX),
-        ..RegDesc::VIRT_RO
-    },
+    RegDesc::device_ro(0x00, 1, "msix_cap_id"),
+    RegDesc::virt_ro  (0x01, 1, "msix_next")   .init(Init::Builder),
+    RegDesc::virt_rw  (0x02, 2, "msix_control").emu(0xFFFF, !CONTROL_GUEST).init(Init::Device(FLAGS_QSIZE as u32)).kind(RegKind::MsixControl),
+    RegDesc::virt_ro  (0x04, 4, "msix_table")  .init(Init::Device(u32::MAX)),
+    RegDesc::virt_ro  (0x08, 4, "msix_pba")    .init(Init::Device(u32::MAX)),
 ];
 
 /// Where a function's MSI-X table and PBA live.

@@ -28,220 +28,49 @@ pub const EXT_SRIOV: u16 = 0x0010;
 /// Extended capability: Resizable BAR.
 pub const EXT_REBAR: u16 = 0x0015;
 
+// The tables are `#[rustfmt::skip]`: one register per line, aligned as a table (offset, size,
+// name, then the bits the guest owns: `.emu(emulated, read-only)`, `.pass`, `.w1c`, `.init`).
+
 /// Power Management capability registers.
+#[rustfmt::skip]
 pub const PM: &[RegDesc] = &[
-    RegDesc {
-        offset: 0x00,
-        size: 1,
-        name: "pm_cap_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x01,
-        size: 1,
-        name: "pm_next",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x02,
-        size: 2,
-        name: "pm_pmc",
-        emu: 0xF9C8,
-        ro: 0xF9C8,
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x04,
-        size: 2,
-        name: "pm_pmcsr",
-        emu: 0xFFF7,
-        ro: 0xFFF7 & !0x8103,
-        w1c: 0x8000,
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x06,
-        size: 1,
-        name: "pm_bse",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x07,
-        size: 1,
-        name: "pm_data",
-        ..RegDesc::VIRT_RO
-    },
+    RegDesc::device_ro(0x00, 1, "pm_cap_id"),
+    RegDesc::virt_ro  (0x01, 1, "pm_next")   .init(Init::Builder),
+    RegDesc::device_ro(0x02, 2, "pm_pmc")    .emu(0xF9C8, 0xF9C8),
+    RegDesc::virt_rw  (0x04, 2, "pm_pmcsr")  .emu(0xFFF7, 0xFFF7 & !0x8103).w1c(0x8000),
+    RegDesc::virt_ro  (0x06, 1, "pm_bse"),
+    RegDesc::virt_ro  (0x07, 1, "pm_data"),
 ];
 /// Length of the PM capability.
 pub const PM_LEN: u16 = 8;
 
 /// PCI Express capability registers (version 1 uses the first 0x24 bytes).
+#[rustfmt::skip]
 pub const PCIE: &[RegDesc] = &[
-    RegDesc {
-        offset: 0x00,
-        size: 1,
-        name: "pcie_cap_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x01,
-        size: 1,
-        name: "pcie_next",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x02,
-        size: 2,
-        name: "pcie_flags",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x04,
-        size: 4,
-        name: "pcie_devcap",
-        emu: 0x1000_0000,
-        ro: 0x1000_0000,
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x08,
-        size: 2,
-        name: "pcie_devctl",
-        emu: 0xFFFF,
-        ro: 0x8400,
-        init: Init::Device(0x7FFF),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x0A,
-        size: 2,
-        name: "pcie_devsta",
-        pass: 0x000F,
-        w1c: 0x000F,
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x0C,
-        size: 4,
-        name: "pcie_lnkcap",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x10,
-        size: 2,
-        name: "pcie_lnkctl",
-        emu: 0xFFFF,
-        ro: 0xFC34,
-        init: Init::Device(0xFFCF),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x12,
-        size: 2,
-        name: "pcie_lnksta",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x14,
-        size: 4,
-        name: "pcie_sltcap",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x18,
-        size: 2,
-        name: "pcie_sltctl",
-        emu: 0xFFFF,
-        ro: 0xE000,
-        init: Init::Device(0x1FFF),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x1A,
-        size: 2,
-        name: "pcie_sltsta",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x1C,
-        size: 2,
-        name: "pcie_rootctl",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x1E,
-        size: 2,
-        name: "pcie_rootcap",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x20,
-        size: 4,
-        name: "pcie_rootsta",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x24,
-        size: 4,
-        name: "pcie_devcap2",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x28,
-        size: 2,
-        name: "pcie_devctl2",
-        emu: 0xFFFF,
-        ro: 0xFFE0,
-        init: Init::Device(0xFFFF),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x2A,
-        size: 2,
-        name: "pcie_devsta2",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x2C,
-        size: 4,
-        name: "pcie_lnkcap2",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x30,
-        size: 2,
-        name: "pcie_lnkctl2",
-        emu: 0xFFFF,
-        ro: 0xE040,
-        init: Init::Device(0xFFFF),
-        ..RegDesc::VIRT_RW
-    },
-    RegDesc {
-        offset: 0x32,
-        size: 2,
-        name: "pcie_lnksta2",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x34,
-        size: 4,
-        name: "pcie_sltcap2",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x38,
-        size: 2,
-        name: "pcie_sltctl2",
-        ..RegDesc::VIRT_RO
-    },
-    RegDesc {
-        offset: 0x3A,
-        size: 2,
-        name: "pcie_sltsta2",
-        ..RegDesc::DEVICE_RO
-    },
+    RegDesc::device_ro(0x00, 1, "pcie_cap_id"),
+    RegDesc::virt_ro  (0x01, 1, "pcie_next")    .init(Init::Builder),
+    RegDesc::device_ro(0x02, 2, "pcie_flags"),
+    RegDesc::device_ro(0x04, 4, "pcie_devcap")  .emu(0x1000_0000, 0x1000_0000),
+    RegDesc::virt_rw  (0x08, 2, "pcie_devctl")  .emu(0xFFFF, 0x8400).init(Init::Device(0x7FFF)),
+    RegDesc::device_ro(0x0A, 2, "pcie_devsta")  .pass(0x000F).w1c(0x000F),
+    RegDesc::device_ro(0x0C, 4, "pcie_lnkcap"),
+    RegDesc::virt_rw  (0x10, 2, "pcie_lnkctl")  .emu(0xFFFF, 0xFC34).init(Init::Device(0xFFCF)),
+    RegDesc::device_ro(0x12, 2, "pcie_lnksta"),
+    RegDesc::device_ro(0x14, 4, "pcie_sltcap"),
+    RegDesc::virt_rw  (0x18, 2, "pcie_sltctl")  .emu(0xFFFF, 0xE000).init(Init::Device(0x1FFF)),
+    RegDesc::device_ro(0x1A, 2, "pcie_sltsta"),
+    RegDesc::virt_ro  (0x1C, 2, "pcie_rootctl"),
+    RegDesc::virt_ro  (0x1E, 2, "pcie_rootcap"),
+    RegDesc::virt_ro  (0x20, 4, "pcie_rootsta"),
+    RegDesc::device_ro(0x24, 4, "pcie_devcap2"),
+    RegDesc::virt_rw  (0x28, 2, "pcie_devctl2") .emu(0xFFFF, 0xFFE0).init(Init::Device(0xFFFF)),
+    RegDesc::device_ro(0x2A, 2, "pcie_devsta2"),
+    RegDesc::device_ro(0x2C, 4, "pcie_lnkcap2"),
+    RegDesc::virt_rw  (0x30, 2, "pcie_lnkctl2") .emu(0xFFFF, 0xE040).init(Init::Device(0xFFFF)),
+    RegDesc::device_ro(0x32, 2, "pcie_lnksta2"),
+    RegDesc::device_ro(0x34, 4, "pcie_sltcap2"),
+    RegDesc::virt_ro  (0x38, 2, "pcie_sltctl2"),
+    RegDesc::device_ro(0x3A, 2, "pcie_sltsta2"),
 ];
 
 /// Length of a version-1 PCIe capability as described here.
@@ -250,45 +79,20 @@ pub const PCIE_V1_LEN: u16 = 0x24;
 pub const PCIE_V2_LEN: u16 = 0x3C;
 
 /// Vendor-specific capability header (the body is [`RegKind::Opaque`] bytes).
+#[rustfmt::skip]
 pub const VENDOR: &[RegDesc] = &[
-    RegDesc {
-        offset: 0x00,
-        size: 1,
-        name: "vendor_cap_id",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x01,
-        size: 1,
-        name: "vendor_next",
-        init: Init::Builder,
-        ..RegDesc::VIRT_RO
-    },
+    RegDesc::device_ro(0x00, 1, "vendor_cap_id"),
+    RegDesc::virt_ro  (0x01, 1, "vendor_next")  .init(Init::Builder),
 ];
 
 /// Extended capability header (ID, version and the relinked next pointer, all virtual).
-pub const EXT_HEADER: RegDesc = RegDesc {
-    offset: 0,
-    size: 4,
-    name: "ext_cap_header",
-    init: Init::Builder,
-    ..RegDesc::VIRT_RO
-};
+pub const EXT_HEADER: RegDesc = RegDesc::virt_ro(0, 4, "ext_cap_header").init(Init::Builder);
 
 /// Device Serial Number body.
+#[rustfmt::skip]
 pub const DSN_BODY: &[RegDesc] = &[
-    RegDesc {
-        offset: 0x04,
-        size: 4,
-        name: "dsn_lo",
-        ..RegDesc::DEVICE_RO
-    },
-    RegDesc {
-        offset: 0x08,
-        size: 4,
-        name: "dsn_hi",
-        ..RegDesc::DEVICE_RO
-    },
+    RegDesc::device_ro(0x04, 4, "dsn_lo"),
+    RegDesc::device_ro(0x08, 4, "dsn_hi"),
 ];
 
 pub(super) fn name_std(id: u8) -> &'static str {
