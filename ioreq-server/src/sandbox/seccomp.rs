@@ -34,26 +34,32 @@ fn cond(arg: u8, len: Len, op: Op, v: u64) -> Result<SeccompCondition, SandboxEr
     SeccompCondition::new(arg, len, op, v).map_err(|e| SandboxError::Seccomp(e.to_string()))
 }
 
+/// One rule: all of `conds` hold.
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
+    SeccompRule::new(conds).map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
 /// One rule per value: argument `arg` equal to any of `values`.
 fn any_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SandboxError> {
     values
         .iter()
-        .map(|v| {
-            SeccompRule::new(vec![cond(arg, Len::Dword, Op::Eq, *v)?])
-                .map_err(|e| SandboxError::Seccomp(e.to_string()))
-        })
+        .map(|v| rule(vec![cond(arg, Len::Dword, Op::Eq, *v)?]))
         .collect()
 }
 
 /// One rule: argument `arg` has none of the bits of `mask`.
 fn none_of(arg: u8, mask: u64) -> Result<Vec<SeccompRule>, SandboxError> {
-    Ok(vec![SeccompRule::new(vec![cond(
+    Ok(vec![rule(vec![cond(
         arg,
         Len::Dword,
         Op::MaskedEq(mask),
         0,
-    )?])
-    .map_err(|e| SandboxError::Seccomp(e.to_string()))?])
+    )?])?])
+}
+
+/// One rule: argument `arg` has all of the bits of `mask`.
+fn all_of(arg: u8, len: Len, mask: u64) -> Result<Vec<SeccompRule>, SandboxError> {
+    Ok(vec![rule(vec![cond(arg, len, Op::MaskedEq(mask), mask)?])?])
 }
 
 /// The ioctl requests the serving loop issues: DM ops, `data_is_ptr` guest pages and
@@ -76,220 +82,108 @@ pub fn allowed_syscalls() -> Vec<(&'static str, &'static str)> {
         .unwrap_or_default()
 }
 
+/// The allow-list's rows: `(name, (number, argument rules), why)`.
 type Named = Vec<(&'static str, (i64, Vec<SeccompRule>), &'static str)>;
+
+/// One row of the allow-list: `allow!(SYS_x, why)` lets every call of `x` through,
+/// `allow!(SYS_x if RULES, why)` only those that match one of RULES. The row's name is the
+/// number's without `SYS_`.
+macro_rules! allow {
+    ($nr:ident, $why:expr) => {
+        allow!($nr if Vec::new(), $why)
+    };
+    ($nr:ident if $rules:expr, $why:expr) => {
+        (&stringify!($nr)[4..], ($nr, $rules), $why)
+    };
+}
 
 fn serving_rules_named() -> Result<Named, SandboxError> {
     use libc::*;
-    let plain = |n: c_long| (n, Vec::new());
+    // getsockopt: the peer's credentials and groups, for socket access, and nothing else.
+    let peer_identity = |opt: c_int| {
+        rule(vec![
+            cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
+            cond(2, Len::Dword, Op::Eq, opt as u64)?,
+        ])
+    };
+    let peer_identity = vec![
+        peer_identity(SO_PEERCRED)?,
+        peer_identity(crate::socket_access::SO_PEERGROUPS)?,
+    ];
+    let fd_flags = [F_GETFL, F_SETFL, F_GETFD, F_SETFD].map(|c| c as u64);
+    // The table: one system call per row, grouped by what the serving loop uses it for.
+    #[rustfmt::skip]
     let mut v: Named = vec![
         // Event channels (evtchn read/write, eventfds on sim), signalfd, control clients'
         // lines, stderr logging.
-        (
-            "read",
-            plain(SYS_read),
-            "evtchn/eventfd/signalfd/control reads",
-        ),
-        (
-            "write",
-            plain(SYS_write),
-            "evtchn unmask, eventfd notify, control replies, stderr",
-        ),
-        (
-            "close",
-            plain(SYS_close),
-            "closing clients and passed descriptors",
-        ),
+        allow!(SYS_read,            "evtchn/eventfd/signalfd/control reads"),
+        allow!(SYS_write,           "evtchn unmask, eventfd notify, control replies, stderr"),
+        allow!(SYS_close,           "closing clients and passed descriptors"),
         // privcmd and evtchn requests (only these numbers).
-        (
-            "ioctl",
-            (SYS_ioctl, any_of(1, &SERVING_IOCTLS)?),
-            "privcmd DM_OP/MMAPBATCH_V2/MMAP_RESOURCE, evtchn NOTIFY/UNBIND/RESET, FIONBIO",
-        ),
+        allow!(SYS_ioctl if any_of(1, &SERVING_IOCTLS)?,
+               "privcmd DM_OP/MMAPBATCH_V2/MMAP_RESOURCE, evtchn NOTIFY/UNBIND/RESET, FIONBIO"),
         // Guest pages (data_is_ptr) and frames: privcmd VMAs on Xen, memfd pages on sim;
         // allocation. Never executable.
-        (
-            "mmap",
-            (SYS_mmap, none_of(2, PROT_EXEC as u64)?),
-            "privcmd/memfd pages, allocation (no PROT_EXEC)",
-        ),
-        (
-            "mprotect",
-            (SYS_mprotect, none_of(2, PROT_EXEC as u64)?),
-            "thread stack guard (no PROT_EXEC)",
-        ),
-        ("munmap", plain(SYS_munmap), "unmapping pages, allocation"),
-        ("mremap", plain(SYS_mremap), "allocation (realloc)"),
-        ("madvise", plain(SYS_madvise), "allocation, thread exit"),
-        ("brk", plain(SYS_brk), "allocation"),
+        allow!(SYS_mmap if none_of(2, PROT_EXEC as u64)?,
+                                    "privcmd/memfd pages, allocation (no PROT_EXEC)"),
+        allow!(SYS_mprotect if none_of(2, PROT_EXEC as u64)?,
+                                    "thread stack guard (no PROT_EXEC)"),
+        allow!(SYS_munmap,          "unmapping pages, allocation"),
+        allow!(SYS_mremap,          "allocation (realloc)"),
+        allow!(SYS_madvise,         "allocation, thread exit"),
+        allow!(SYS_brk,             "allocation"),
         // The event loop.
-        (
-            "poll",
-            plain(SYS_poll),
-            "an INTx source's resample check (irq_line ack_resample), the bridge worker",
-        ),
-        ("ppoll", plain(SYS_ppoll), "as poll"),
-        (
-            "epoll_ctl",
-            plain(SYS_epoll_ctl),
-            "(de)registering descriptors",
-        ),
-        ("epoll_wait", plain(SYS_epoll_wait), "the loop's wait"),
-        ("epoll_pwait", plain(SYS_epoll_pwait), "the loop's wait"),
-        (
-            "timerfd_settime",
-            plain(SYS_timerfd_settime),
-            "arming the retry timer",
-        ),
+        allow!(SYS_poll,            "an INTx source's resample check (irq_line ack_resample), the bridge worker"),
+        allow!(SYS_ppoll,           "as poll"),
+        allow!(SYS_epoll_ctl,       "(de)registering descriptors"),
+        allow!(SYS_epoll_wait,      "the loop's wait"),
+        allow!(SYS_epoll_pwait,     "the loop's wait"),
+        allow!(SYS_timerfd_settime, "arming the retry timer"),
         // Unix sockets: control and irq_line clients, xen-sim's socket.
-        (
-            "accept4",
-            plain(SYS_accept4),
-            "control/irq_line connections",
-        ),
-        (
-            "getsockopt",
-            (
-                SYS_getsockopt,
-                vec![
-                    SeccompRule::new(vec![
-                        cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
-                        cond(2, Len::Dword, Op::Eq, SO_PEERCRED as u64)?,
-                    ])
-                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?,
-                    SeccompRule::new(vec![
-                        cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
-                        cond(
-                            2,
-                            Len::Dword,
-                            Op::Eq,
-                            crate::socket_access::SO_PEERGROUPS as u64,
-                        )?,
-                    ])
-                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?,
-                ],
-            ),
-            "SO_PEERCRED and SO_PEERGROUPS only (socket access)",
-        ),
-        (
-            "recvmsg",
-            plain(SYS_recvmsg),
-            "irq_line frames + fds, xen-sim replies + fds",
-        ),
-        (
-            "sendmsg",
-            plain(SYS_sendmsg),
-            "irq_line frames, xen-sim requests",
-        ),
-        (
-            "recvfrom",
-            plain(SYS_recvfrom),
-            "socket reads (std's read on a socket)",
-        ),
-        ("sendto", plain(SYS_sendto), "socket writes"),
-        (
-            "fcntl",
-            (
-                SYS_fcntl,
-                any_of(
-                    1,
-                    &[
-                        F_GETFL as u64,
-                        F_SETFL as u64,
-                        F_GETFD as u64,
-                        F_SETFD as u64,
-                    ],
-                )?,
-            ),
-            "F_GETFL/F_SETFL/F_GETFD/F_SETFD",
-        ),
+        allow!(SYS_accept4,         "control/irq_line connections"),
+        allow!(SYS_getsockopt if peer_identity,
+                                    "SO_PEERCRED and SO_PEERGROUPS only (socket access)"),
+        allow!(SYS_recvmsg,         "irq_line frames + fds, xen-sim replies + fds"),
+        allow!(SYS_sendmsg,         "irq_line frames, xen-sim requests"),
+        allow!(SYS_recvfrom,        "socket reads (std's read on a socket)"),
+        allow!(SYS_sendto,          "socket writes"),
+        allow!(SYS_fcntl if any_of(1, &fd_flags)?,
+                                    "F_GETFL/F_SETFL/F_GETFD/F_SETFD"),
         // Time, identity.
-        (
-            "clock_gettime",
-            plain(SYS_clock_gettime),
-            "Instant/SystemTime (vDSO fallback)",
-        ),
-        ("clock_nanosleep", plain(SYS_clock_nanosleep), "sleeping"),
-        ("nanosleep", plain(SYS_nanosleep), "sleeping"),
-        ("geteuid", plain(SYS_geteuid), "SO_PEERCRED check"),
-        ("getuid", plain(SYS_getuid), "identity"),
-        ("getpid", plain(SYS_getpid), "abort()"),
-        ("gettid", plain(SYS_gettid), "abort(), threads"),
-        ("getrandom", plain(SYS_getrandom), "HashMap keys"),
-        (
-            "getcwd",
-            plain(SYS_getcwd),
-            "printing a backtrace (\"/\" in the empty root)",
-        ),
+        allow!(SYS_clock_gettime,   "Instant/SystemTime (vDSO fallback)"),
+        allow!(SYS_clock_nanosleep, "sleeping"),
+        allow!(SYS_nanosleep,       "sleeping"),
+        allow!(SYS_geteuid,         "SO_PEERCRED check"),
+        allow!(SYS_getuid,          "identity"),
+        allow!(SYS_getpid,          "abort()"),
+        allow!(SYS_gettid,          "abort(), threads"),
+        allow!(SYS_getrandom,       "HashMap keys"),
+        allow!(SYS_getcwd,          "printing a backtrace (\"/\" in the empty root)"),
         // Threads (the loop may start a waker thread after the filter is in).
-        (
-            "clone",
-            (
-                SYS_clone,
-                vec![SeccompRule::new(vec![cond(
-                    0,
-                    Len::Qword,
-                    Op::MaskedEq(CLONE_THREAD as u64),
-                    CLONE_THREAD as u64,
-                )?])
-                .map_err(|e| SandboxError::Seccomp(e.to_string()))?],
-            ),
-            "threads only (CLONE_THREAD)",
-        ),
-        (
-            "clone3",
-            plain(SYS_clone3),
-            "threads (glibc's pthread_create)",
-        ),
-        ("futex", plain(SYS_futex), "locks, joins"),
-        ("set_robust_list", plain(SYS_set_robust_list), "new threads"),
-        ("rseq", plain(SYS_rseq), "new threads"),
-        (
-            "sigaltstack",
-            plain(SYS_sigaltstack),
-            "std's stack-overflow handler per thread",
-        ),
-        ("sched_yield", plain(SYS_sched_yield), "spinning locks"),
-        (
-            "sched_getaffinity",
-            plain(SYS_sched_getaffinity),
-            "glibc's malloc sizing its arenas in a new thread",
-        ),
-        (
-            "prctl",
-            (SYS_prctl, any_of(0, &[PR_SET_NAME as u64])?),
-            "PR_SET_NAME (thread names) only",
-        ),
+        allow!(SYS_clone if all_of(0, Len::Qword, CLONE_THREAD as u64)?,
+                                    "threads only (CLONE_THREAD)"),
+        allow!(SYS_clone3,          "threads (glibc's pthread_create)"),
+        allow!(SYS_futex,           "locks, joins"),
+        allow!(SYS_set_robust_list, "new threads"),
+        allow!(SYS_rseq,            "new threads"),
+        allow!(SYS_sigaltstack,     "std's stack-overflow handler per thread"),
+        allow!(SYS_sched_yield,     "spinning locks"),
+        allow!(SYS_sched_getaffinity,
+                                    "glibc's malloc sizing its arenas in a new thread"),
+        allow!(SYS_prctl if any_of(0, &[PR_SET_NAME as u64])?,
+                                    "PR_SET_NAME (thread names) only"),
         // Signals and the end.
-        (
-            "rt_sigprocmask",
-            plain(SYS_rt_sigprocmask),
-            "thread creation, abort()",
-        ),
-        ("rt_sigaction", plain(SYS_rt_sigaction), "abort()"),
-        (
-            "rt_sigreturn",
-            plain(SYS_rt_sigreturn),
-            "returning from a handler",
-        ),
-        (
-            "tgkill",
-            (SYS_tgkill, any_of(2, &[SIGABRT as u64])?),
-            "abort() only (SIGABRT)",
-        ),
-        (
-            "restart_syscall",
-            plain(SYS_restart_syscall),
-            "restarted waits",
-        ),
-        ("wait4", plain(SYS_wait4), "reaping the unlinker"),
-        (
-            "unlink",
-            plain(SYS_unlink),
-            "teardown's remove_file (fails harmlessly in the root)",
-        ),
-        ("unlinkat", plain(SYS_unlinkat), "teardown's remove_file"),
-        ("exit", plain(SYS_exit), "thread exit"),
-        ("exit_group", plain(SYS_exit_group), "process exit"),
+        allow!(SYS_rt_sigprocmask,  "thread creation, abort()"),
+        allow!(SYS_rt_sigaction,    "abort()"),
+        allow!(SYS_rt_sigreturn,    "returning from a handler"),
+        allow!(SYS_tgkill if any_of(2, &[SIGABRT as u64])?,
+                                    "abort() only (SIGABRT)"),
+        allow!(SYS_restart_syscall, "restarted waits"),
+        allow!(SYS_wait4,           "reaping the unlinker"),
+        allow!(SYS_unlink,          "teardown's remove_file (fails harmlessly in the root)"),
+        allow!(SYS_unlinkat,        "teardown's remove_file"),
+        allow!(SYS_exit,            "thread exit"),
+        allow!(SYS_exit_group,      "process exit"),
     ];
     v.sort_by_key(|(n, _, _)| *n);
     Ok(v)
