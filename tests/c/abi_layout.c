@@ -1,5 +1,5 @@
 /*
- * ABI layout probe for tests/tests/abi_layout.rs.
+ * ABI layout probe for tests/tests/abi_layout/.
  *
  * Compiled against Debian's real headers (libxen-dev for Xen's public headers,
  * linux-libc-dev for the Linux uapi <xen/privcmd.h>/<xen/evtchn.h>), it prints

@@ -1,5 +1,5 @@
 /*
- * Test-only driver for tests/tests/abi_wire_passthrough.rs: calls Debian's
+ * Test-only driver for tests/tests/abi_wire_passthrough/: calls Debian's
  * real libxenctrl (Xen 4.17) passthrough functions with fixed arguments,
  * under the LD_PRELOAD interposer tests/c/pt_interposer.c, which records the
  * domctl / physdev argument bytes the library hands to

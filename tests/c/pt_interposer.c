@@ -1,5 +1,5 @@
 /*
- * Test-only LD_PRELOAD interposer for tests/tests/abi_wire_passthrough.rs.
+ * Test-only LD_PRELOAD interposer for tests/tests/abi_wire_passthrough/.
  * Never use it outside that test.
  *
  * It makes Debian's real libxenctrl (and the libxencall, libxenforeignmemory

@@ -4,8 +4,9 @@
 //! A missing compiler, header or library is a test failure whose message names the Debian
 //! package to install (CI installs them); it never turns into a silent pass.
 //!
-//! Not a module of the `tests` library: tests/tests/abi_layout.rs and abi_wire.rs include it
-//! with `#[path = "../src/cc.rs"] mod cc;`.
+//! Not a module of the `tests` library: the ABI tests include it with `#[path] mod cc;`
+//! (tests/tests/abi_wire.rs, and abi_layout/main.rs and abi_wire_passthrough/main.rs one
+//! directory further down).
 #![forbid(unsafe_code)]
 
 use std::ffi::OsStr;

@@ -1,7 +1,7 @@
 //! Xen and Linux ABI used by the ioreq servers (x86_64, little endian), as pure data.
 //!
 //! Every number and layout here is checked against Debian's real headers by the layout test
-//! (`tests/tests/abi_layout.rs`, compiling a C program against libxen-dev and linux-libc-dev),
+//! (`tests/tests/abi_layout/`, compiling a C program against libxen-dev and linux-libc-dev),
 //! and every DM op encoding against what Debian's libxendevicemodel sends
 //! (`tests/tests/abi_wire.rs`). Sources are named per section; see ../shared/xen-abi.md.
 //!

@@ -1,10 +1,10 @@
-//! What the two wire-conformance tests (abi_wire.rs, abi_wire_passthrough.rs) share: building
+//! What the two wire-conformance tests (abi_wire.rs, abi_wire_passthrough/) share: building
 //! their LD_PRELOAD interposer and C driver from `tests/c/`, and reading the dump the two
 //! write (`CALL <label>` lines from the driver, each followed by the interposer's and the
 //! driver's records for that call).
 //!
-//! Included by each of them with `mod wire_dump;` (with `mod cc;` next to it); not a test of
-//! its own.
+//! Included by each of them as `mod wire_dump;` (with `mod cc;` next to it; from
+//! abi_wire_passthrough/main.rs through `#[path]`); not a test of its own.
 
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
