@@ -23,6 +23,7 @@
 //! `\t\tpp  Programming interface` (ignored). `#` starts a comment line.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::path::Path;
 
 use crate::error::Error;
@@ -34,96 +35,88 @@ pub const DEFAULT_PATHS: &[&str] = &[
     "/usr/share/pci.ids",
 ];
 
-#[derive(Clone, Debug, Default)]
-struct Vendor {
+/// A top-level entry of the file (a vendor or a class) with the names one level under it
+/// (its devices or subclasses), by ID.
+#[derive(Clone, Debug)]
+struct Entry<K> {
     name: String,
-    devices: HashMap<u16, String>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Class {
-    name: String,
-    subclasses: HashMap<u8, String>,
+    children: HashMap<K, String>,
 }
 
 /// A parsed host `pci.ids` file.
 #[derive(Clone, Debug, Default)]
 struct HostIds {
-    vendors: HashMap<u16, Vendor>,
-    classes: HashMap<u8, Class>,
+    vendors: HashMap<u16, Entry<u16>>,
+    classes: HashMap<u8, Entry<u8>>,
 }
 
-fn split_id(s: &str, digits: usize) -> Option<(u32, &str)> {
+/// `digits` hex digits, then at least one space, then the name.
+fn split_id<K: TryFrom<u32>>(s: &str, digits: usize) -> Option<(K, &str)> {
     let id = s.get(..digits)?;
     let rest = s.get(digits..)?;
     if !rest.starts_with(' ') {
         return None;
     }
-    Some((u32::from_str_radix(id, 16).ok()?, rest.trim()))
+    let id = u32::from_str_radix(id, 16).ok()?;
+    Some((K::try_from(id).ok()?, rest.trim()))
+}
+
+/// A top-level line: a new entry in `map`, whose ID it returns (`None`: malformed).
+fn add_entry<K: TryFrom<u32> + Copy + Eq + Hash, C>(
+    map: &mut HashMap<K, Entry<C>>,
+    line: &str,
+    digits: usize,
+) -> Option<K> {
+    let (id, name) = split_id(line, digits)?;
+    let children = HashMap::new();
+    map.insert(
+        id,
+        Entry {
+            name: name.to_string(),
+            children,
+        },
+    );
+    Some(id)
+}
+
+/// A second-level line: a name under the entry `parent` of `map`.
+fn add_child<P: Eq + Hash, K: TryFrom<u32> + Eq + Hash>(
+    map: &mut HashMap<P, Entry<K>>,
+    parent: P,
+    line: &str,
+    digits: usize,
+) {
+    if let (Some((id, name)), Some(entry)) = (split_id(line, digits), map.get_mut(&parent)) {
+        entry.children.insert(id, name.to_string());
+    }
 }
 
 impl HostIds {
     /// Parse the text of a pci.ids file (malformed lines are skipped).
     pub fn parse(text: &str) -> Self {
-        enum Ctx {
-            None,
+        /// The entry the second-level lines below belong to.
+        enum Under {
+            Nothing,
             Vendor(u16),
             Class(u8),
         }
         let mut ids = HostIds::default();
-        let mut ctx = Ctx::None;
+        let mut under = Under::Nothing;
         for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
+            if line.starts_with('#') || line.trim().is_empty() || line.starts_with("\t\t") {
+                // Comments; subsystems and programming interfaces (not needed).
                 continue;
             }
-            if let Some(rest) = line.strip_prefix("C ") {
-                ctx = match split_id(rest, 2) {
-                    Some((c, name)) => {
-                        ids.classes.insert(
-                            c as u8,
-                            Class {
-                                name: name.to_string(),
-                                ..Default::default()
-                            },
-                        );
-                        Ctx::Class(c as u8)
-                    }
-                    None => Ctx::None,
-                };
-            } else if line.starts_with("\t\t") {
-                // Subsystems and programming interfaces: not needed.
-            } else if let Some(rest) = line.strip_prefix('\t') {
-                match ctx {
-                    Ctx::Vendor(v) => {
-                        if let (Some((d, name)), Some(vendor)) =
-                            (split_id(rest, 4), ids.vendors.get_mut(&v))
-                        {
-                            vendor.devices.insert(d as u16, name.to_string());
-                        }
-                    }
-                    Ctx::Class(c) => {
-                        if let (Some((s, name)), Some(class)) =
-                            (split_id(rest, 2), ids.classes.get_mut(&c))
-                        {
-                            class.subclasses.insert(s as u8, name.to_string());
-                        }
-                    }
-                    Ctx::None => {}
+            if let Some(rest) = line.strip_prefix('\t') {
+                match under {
+                    Under::Vendor(v) => add_child(&mut ids.vendors, v, rest, 4),
+                    Under::Class(c) => add_child(&mut ids.classes, c, rest, 2),
+                    Under::Nothing => {}
                 }
+            } else if let Some(rest) = line.strip_prefix("C ") {
+                under = add_entry(&mut ids.classes, rest, 2).map_or(Under::Nothing, Under::Class);
             } else {
-                ctx = match split_id(line, 4) {
-                    Some((v, name)) => {
-                        ids.vendors.insert(
-                            v as u16,
-                            Vendor {
-                                name: name.to_string(),
-                                ..Default::default()
-                            },
-                        );
-                        Ctx::Vendor(v as u16)
-                    }
-                    None => Ctx::None,
-                };
+                under = add_entry(&mut ids.vendors, line, 4).map_or(Under::Nothing, Under::Vendor);
             }
         }
         ids
@@ -226,7 +219,7 @@ impl PciIds {
     pub fn device(&self, vendor: u16, device: u16) -> Option<&str> {
         self.host
             .as_ref()
-            .and_then(|h| h.vendors.get(&vendor)?.devices.get(&device))
+            .and_then(|h| h.vendors.get(&vendor)?.children.get(&device))
             .map(String::as_str)
             .or_else(|| embedded::device(vendor, device))
     }
@@ -236,7 +229,7 @@ impl PciIds {
     pub fn class(&self, class_code: u32) -> Option<&str> {
         let (c, s) = ((class_code >> 16) as u8, (class_code >> 8) as u8);
         let host = self.host.as_ref().and_then(|h| h.classes.get(&c));
-        host.and_then(|h| h.subclasses.get(&s))
+        host.and_then(|h| h.children.get(&s))
             .map(String::as_str)
             .or_else(|| embedded::subclass(c, s))
             .or_else(|| host.map(|h| h.name.as_str()))
