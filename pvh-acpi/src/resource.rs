@@ -113,38 +113,31 @@ fn address_space<const N: usize>(
     large(tag, &b)
 }
 
-/// Word Address Space Descriptor (6.4.3.5.3) for `[min, max]` (granularity 0, no translation).
-pub fn word_address(space: Space, min: u16, max: u16, consumer: bool) -> Vec<u8> {
-    let fields = [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)];
-    address_space(
-        WORD_ADDRESS_TAG,
-        space,
-        consumer,
-        fields.map(u16::to_le_bytes),
-    )
+/// The three Address Space Descriptors, one definition for the three widths: the descriptor
+/// for `[min, max]`, granularity 0, no translation, length `max - min + 1`.
+macro_rules! address_descriptor {
+    ($(#[$doc:meta])* $name:ident: $int:ty, $tag:expr) => {
+        $(#[$doc])*
+        pub fn $name(space: Space, min: $int, max: $int, consumer: bool) -> Vec<u8> {
+            let len = max.wrapping_sub(min).wrapping_add(1);
+            let fields = [0, min, max, 0, len].map(<$int>::to_le_bytes);
+            address_space($tag, space, consumer, fields)
+        }
+    };
 }
 
-/// DWord Address Space Descriptor (6.4.3.5.2) for `[min, max]`.
-pub fn dword_address(space: Space, min: u32, max: u32, consumer: bool) -> Vec<u8> {
-    let fields = [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)];
-    address_space(
-        DWORD_ADDRESS_TAG,
-        space,
-        consumer,
-        fields.map(u32::to_le_bytes),
-    )
-}
-
-/// QWord Address Space Descriptor (6.4.3.5.1) for `[min, max]`.
-pub fn qword_address(space: Space, min: u64, max: u64, consumer: bool) -> Vec<u8> {
-    let fields = [0, min, max, 0, max.wrapping_sub(min).wrapping_add(1)];
-    address_space(
-        QWORD_ADDRESS_TAG,
-        space,
-        consumer,
-        fields.map(u64::to_le_bytes),
-    )
-}
+address_descriptor!(
+    /// Word Address Space Descriptor (6.4.3.5.3) for `[min, max]`.
+    word_address: u16, WORD_ADDRESS_TAG
+);
+address_descriptor!(
+    /// DWord Address Space Descriptor (6.4.3.5.2) for `[min, max]`.
+    dword_address: u32, DWORD_ADDRESS_TAG
+);
+address_descriptor!(
+    /// QWord Address Space Descriptor (6.4.3.5.1) for `[min, max]`.
+    qword_address: u64, QWORD_ADDRESS_TAG
+);
 
 /// A memory window `[min, max]` in the smallest descriptor that holds it (DWord below 4 GiB,
 /// QWord above), as ASL authors write it.
