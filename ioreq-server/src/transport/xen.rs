@@ -45,9 +45,7 @@ struct XenWaker {
 impl Waker for XenWaker {
     fn wake(&self) -> Result<(), TransportError> {
         let mut arg = IoctlEvtchnNotify { port: self.port };
-        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg).map_err(refused(|| {
-            format!("IOCTL_EVTCHN_NOTIFY {} (waker)", self.port)
-        }))?;
+        request(&self.evtchn, &mut arg, || format!("{} (waker)", self.port))?;
         Ok(())
     }
 }
@@ -82,11 +80,60 @@ fn refused<S: Into<String>>(what: impl FnOnce() -> S) -> impl FnOnce(i32) -> Tra
     }
 }
 
-/// `ioctl(fd, req, arg)` returning the non-negative result or the errno.
-fn ioctl<T>(fd: RawFd, req: u64, arg: *mut T) -> Result<i32, i32> {
-    // SAFETY: `req` is one of the privcmd/evtchn request numbers from abi (checked against the
-    // kernel headers) and `arg` points to the matching, live, properly laid out repr(C) struct.
-    let r = unsafe { libc::ioctl(fd, req as libc::c_ulong, arg) };
+/// An ioctl argument struct and the request number the privcmd or evtchn driver takes it
+/// with, paired once, here, instead of at every call: each number encodes its struct's size
+/// (`_IOC(_IOC_NONE, type, nr, sizeof(arg))`, [`xen_abi`]'s linux module), and the layout test
+/// checks numbers and structs against the kernel headers.
+trait Request {
+    /// The request number.
+    const NR: u64;
+    /// Its name, for messages.
+    const NAME: &'static str;
+}
+
+/// Pairs each struct with its number, and checks at compile time that the size the number
+/// encodes (`_IOC_SIZE`, bits 16-29) is the struct's.
+macro_rules! requests {
+    ($($arg:ty => $nr:ident,)*) => {
+        $(impl Request for $arg {
+            const NR: u64 = $nr;
+            const NAME: &'static str = stringify!($nr);
+        }
+        const _: () = assert!((($nr >> 16) & 0x3FFF) as usize == std::mem::size_of::<$arg>());)*
+    };
+}
+
+requests! {
+    PrivcmdHypercall => IOCTL_PRIVCMD_HYPERCALL,
+    PrivcmdMmapbatchV2 => IOCTL_PRIVCMD_MMAPBATCH_V2,
+    PrivcmdDmOp => IOCTL_PRIVCMD_DM_OP,
+    PrivcmdRestrict => IOCTL_PRIVCMD_RESTRICT,
+    PrivcmdMmapResource => IOCTL_PRIVCMD_MMAP_RESOURCE,
+    IoctlEvtchnBindInterdomain => IOCTL_EVTCHN_BIND_INTERDOMAIN,
+    IoctlEvtchnBindUnboundPort => IOCTL_EVTCHN_BIND_UNBOUND_PORT,
+    IoctlEvtchnUnbind => IOCTL_EVTCHN_UNBIND,
+    IoctlEvtchnNotify => IOCTL_EVTCHN_NOTIFY,
+    IoctlEvtchnRestrictDomid => IOCTL_EVTCHN_RESTRICT_DOMID,
+    EvtchnReset => IOCTL_EVTCHN_RESET,
+}
+
+/// `IOCTL_EVTCHN_RESET` takes no argument (size 0 in its number; drivers/xen/evtchn.c,
+/// evtchn_ioctl, does not read `arg` for it): a zero-sized struct stands for none.
+struct EvtchnReset;
+
+/// `IOCTL_PRIVCMD_RESTRICT`'s argument, a bare `domid_t` (linux
+/// include/uapi/xen/privcmd.h: `_IOC(_IOC_NONE, 'P', 6, sizeof(domid_t))`).
+#[repr(transparent)]
+struct PrivcmdRestrict(DomId);
+
+/// `ioctl(fd, T::NR, arg)`: the non-negative result, or the errno.
+fn ioctl<T: Request>(fd: RawFd, arg: &mut T) -> Result<i32, i32> {
+    let arg: *mut T = arg;
+    // SAFETY: `T::NR` is the request the driver takes a `T` with (the pairing of `requests!`
+    // above), and `arg` comes from an exclusive borrow of a live, repr(C) `T` that outlives
+    // the call; the driver reads and writes only that struct (and the buffers its fields
+    // point to, which the callers keep alive across the call).
+    let r = unsafe { libc::ioctl(fd, T::NR as libc::c_ulong, arg) };
     if r < 0 {
         Err(std::io::Error::last_os_error()
             .raw_os_error()
@@ -94,6 +141,18 @@ fn ioctl<T>(fd: RawFd, req: u64, arg: *mut T) -> Result<i32, i32> {
     } else {
         Ok(r)
     }
+}
+
+/// [`ioctl`] on `fd`, a refusal named by the request and `what` (built only on failure).
+fn request<T: Request>(
+    fd: &File,
+    arg: &mut T,
+    what: impl FnOnce() -> String,
+) -> Result<i32, TransportError> {
+    ioctl(fd.as_raw_fd(), arg).map_err(refused(|| match what() {
+        w if w.is_empty() => T::NAME.to_string(),
+        w => format!("{} {w}", T::NAME),
+    }))
 }
 
 impl XenTransport {
@@ -132,7 +191,7 @@ impl XenTransport {
     /// `IOCTL_PRIVCMD_HYPERCALL`: the hypercall's return value, or its errno.
     fn hypercall(&self, op: u64, arg: [u64; 5]) -> Result<i32, i32> {
         let mut h = PrivcmdHypercall { op, arg };
-        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut h)
+        ioctl(self.privcmd.as_raw_fd(), &mut h)
     }
 
     /// The argument buffer: a page of /dev/xen/hypercall, as libxencall uses, or a locked
@@ -200,8 +259,7 @@ impl Transport for XenTransport {
             num: 1,
             ubufs: bufs.as_mut_ptr(),
         };
-        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_DM_OP, &mut arg)
-            .map_err(refused(|| format!("dm_op {op:?}")))?;
+        ioctl(self.privcmd.as_raw_fd(), &mut arg).map_err(refused(|| format!("dm_op {op:?}")))?;
         Ok(op.read_output(&buf))
     }
 
@@ -215,14 +273,9 @@ impl Transport for XenTransport {
             num: nr,
             addr: map.addr() as u64,
         };
-        ioctl(
-            self.privcmd.as_raw_fd(),
-            IOCTL_PRIVCMD_MMAP_RESOURCE,
-            &mut arg,
-        )
-        .map_err(refused(|| {
-            format!("IOCTL_PRIVCMD_MMAP_RESOURCE server {id} frame {idx}")
-        }))?;
+        request(&self.privcmd, &mut arg, || {
+            format!("server {id} frame {idx}")
+        })?;
         Ok(map)
     }
 
@@ -231,22 +284,14 @@ impl Transport for XenTransport {
             remote_domain: u32::from(self.domid),
             remote_port,
         };
-        let port = ioctl(
-            self.evtchn.as_raw_fd(),
-            IOCTL_EVTCHN_BIND_INTERDOMAIN,
-            &mut arg,
-        )
-        .map_err(refused(|| {
-            format!("IOCTL_EVTCHN_BIND_INTERDOMAIN port {remote_port}")
-        }))?;
+        let port = request(&self.evtchn, &mut arg, || format!("port {remote_port}"))?;
         self.bound.push(port as u32);
         Ok(port as u32)
     }
 
     fn unbind(&mut self, local_port: u32) -> Result<(), TransportError> {
         let mut arg = IoctlEvtchnUnbind { port: local_port };
-        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_UNBIND, &mut arg)
-            .map_err(refused(|| format!("IOCTL_EVTCHN_UNBIND {local_port}")))?;
+        request(&self.evtchn, &mut arg, || local_port.to_string())?;
         self.bound.retain(|&p| p != local_port);
         Ok(())
     }
@@ -273,13 +318,7 @@ impl Transport for XenTransport {
         let mut ub = IoctlEvtchnBindUnboundPort {
             remote_domain: u32::from(DOMID_SELF),
         };
-        let unbound = ioctl(
-            self.evtchn.as_raw_fd(),
-            IOCTL_EVTCHN_BIND_UNBOUND_PORT,
-            &mut ub,
-        )
-        .map_err(refused(|| "IOCTL_EVTCHN_BIND_UNBOUND_PORT (loopback)"))?
-            as u32;
+        let unbound = request(&self.evtchn, &mut ub, || "(loopback)".into())? as u32;
         // The other end, in the same domain: event_channel.c:398 (evtchn_bind_interdomain)
         // resolves DOMID_SELF to ourselves through rcu_lock_domain_by_any_id
         // (xen/common/domain.c:914), lines 405-411 and 456 handle ld == rd, and line 425 only
@@ -288,15 +327,11 @@ impl Transport for XenTransport {
             remote_domain: u32::from(DOMID_SELF),
             remote_port: unbound,
         };
-        let local = match ioctl(
-            self.evtchn.as_raw_fd(),
-            IOCTL_EVTCHN_BIND_INTERDOMAIN,
-            &mut bi,
-        ) {
+        let local = match ioctl(self.evtchn.as_raw_fd(), &mut bi) {
             Ok(p) => p as u32,
             Err(errno) => {
                 let mut u = IoctlEvtchnUnbind { port: unbound };
-                let _ = ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_UNBIND, &mut u);
+                let _ = ioctl(self.evtchn.as_raw_fd(), &mut u);
                 return Err(TransportError::Hypervisor {
                     what: "IOCTL_EVTCHN_BIND_INTERDOMAIN (loopback)".into(),
                     errno,
@@ -330,12 +365,7 @@ impl Transport for XenTransport {
                     // fired masked (evtchn_interrupt sets enabled = false); IOCTL_EVTCHN_RESET
                     // empties the ring but unmasks nothing. So reset, then unmask every bound
                     // port (the loopback too); the caller rescans every slot anyway.
-                    ioctl::<u8>(
-                        self.evtchn.as_raw_fd(),
-                        IOCTL_EVTCHN_RESET,
-                        std::ptr::null_mut(),
-                    )
-                    .map_err(refused(|| "IOCTL_EVTCHN_RESET"))?;
+                    request(&self.evtchn, &mut EvtchnReset, String::new)?;
                     self.unmask(&self.bound.clone())?;
                     let lb = self.loopback;
                     out.extend(
@@ -366,8 +396,7 @@ impl Transport for XenTransport {
 
     fn notify(&mut self, local_port: u32) -> Result<(), TransportError> {
         let mut arg = IoctlEvtchnNotify { port: local_port };
-        ioctl(self.evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut arg)
-            .map_err(refused(|| format!("IOCTL_EVTCHN_NOTIFY {local_port}")))?;
+        request(&self.evtchn, &mut arg, || local_port.to_string())?;
         Ok(())
     }
 
@@ -382,16 +411,11 @@ impl Transport for XenTransport {
             arr: arr.as_ptr(),
             err: err.as_mut_ptr(),
         };
-        let what = || format!("IOCTL_PRIVCMD_MMAPBATCH_V2 gfn {gfn:#x}");
-        ioctl(
-            self.privcmd.as_raw_fd(),
-            IOCTL_PRIVCMD_MMAPBATCH_V2,
-            &mut arg,
-        )
-        .map_err(refused(&what))?;
+        let what = || format!("gfn {gfn:#x}");
+        request(&self.privcmd, &mut arg, what)?;
         if err[0] != 0 {
             return Err(TransportError::Hypervisor {
-                what: what(),
+                what: format!("{} {}", PrivcmdMmapbatchV2::NAME, what()),
                 errno: -err[0],
             });
         }
@@ -424,16 +448,9 @@ impl Transport for XenTransport {
     }
 
     fn restrict(&mut self) -> Result<(), TransportError> {
-        let mut dom = self.domid;
-        ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_RESTRICT, &mut dom)
-            .map_err(refused(|| "IOCTL_PRIVCMD_RESTRICT"))?;
+        request(&self.privcmd, &mut PrivcmdRestrict(self.domid), String::new)?;
         let mut arg = IoctlEvtchnRestrictDomid { domid: self.domid };
-        ioctl(
-            self.evtchn.as_raw_fd(),
-            IOCTL_EVTCHN_RESTRICT_DOMID,
-            &mut arg,
-        )
-        .map_err(refused(|| "IOCTL_EVTCHN_RESTRICT_DOMID"))?;
+        request(&self.evtchn, &mut arg, String::new)?;
         Ok(())
     }
 }
