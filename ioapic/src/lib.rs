@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "testing"))]
 pub mod check;
 pub mod chip;
 pub mod cli;
