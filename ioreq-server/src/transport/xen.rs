@@ -128,11 +128,11 @@ struct PrivcmdRestrict(DomId);
 
 /// `ioctl(fd, T::NR, arg)`: the non-negative result, or the errno.
 fn ioctl<T: Request>(fd: RawFd, arg: &mut T) -> Result<i32, i32> {
+    // The driver reads and writes only `*arg` and the buffers its fields point to, which the
+    // callers keep alive across the call.
     let arg: *mut T = arg;
-    // SAFETY: `T::NR` is the request the driver takes a `T` with (the pairing of `requests!`
-    // above), and `arg` comes from an exclusive borrow of a live, repr(C) `T` that outlives
-    // the call; the driver reads and writes only that struct (and the buffers its fields
-    // point to, which the callers keep alive across the call).
+    // SAFETY: `T::NR` is the request the driver takes a `T` with (`requests!` pairs them), and
+    // `arg` is an exclusive borrow of a live, repr(C) `T` that outlives the call.
     let r = unsafe { libc::ioctl(fd, T::NR as libc::c_ulong, arg) };
     if r < 0 {
         Err(std::io::Error::last_os_error()
