@@ -131,8 +131,9 @@ fn ioctl<T: Request>(fd: RawFd, arg: &mut T) -> Result<i32, i32> {
     // The driver reads and writes only `*arg` and the buffers its fields point to, which the
     // callers keep alive across the call.
     let arg: *mut T = arg;
-    // SAFETY: `T::NR` is the request the driver takes a `T` with (`requests!` pairs them), and
-    // `arg` is an exclusive borrow of a live, repr(C) `T` that outlives the call.
+    // SAFETY: `T::NR` is the request the driver takes a `T` with (`requests!` pairs them); `arg`
+    // is an exclusive borrow, outliving the call, of a live `T` laid out as the kernel's (repr(C);
+    // transparent for the bare domid, zero-sized for the argument-less reset).
     let r = unsafe { libc::ioctl(fd, T::NR as libc::c_ulong, arg) };
     if r < 0 {
         Err(std::io::Error::last_os_error()
