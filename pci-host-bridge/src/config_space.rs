@@ -216,6 +216,22 @@ impl RegDesc {
     }
 }
 
+/// A capability's register table, as an array expression (for a `const` slice or array): the
+/// two bytes every capability starts with (PCI Local Bus 3.0, 6.7), then its own `rows`. The
+/// Capability ID is the device's, read-only; the next pointer is virtual, written by the
+/// builder when it relinks the list around hidden capabilities. They are named
+/// `PREFIX_cap_id` and `PREFIX_next`.
+macro_rules! cap_regs {
+    ($prefix:literal; $($row:expr),* $(,)?) => {
+        [
+            RegDesc::device_ro(0x00, 1, concat!($prefix, "_cap_id")),
+            RegDesc::virt_ro(0x01, 1, concat!($prefix, "_next")).init(Init::Builder),
+            $($row),*
+        ]
+    };
+}
+pub(crate) use cap_regs;
+
 /// One register placed in a function's config space.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RegInst {

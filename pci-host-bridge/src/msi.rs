@@ -30,7 +30,7 @@ use serde::Serialize;
 use xen_abi::passthrough::msi_gflags;
 
 use crate::binding::Vector;
-use crate::config_space::{Init, Layout, RegDesc, RegKind};
+use crate::config_space::{cap_regs, Init, Layout, RegDesc, RegKind};
 
 /// Capability ID.
 pub const CAP_ID: u8 = 0x05;
@@ -58,9 +58,7 @@ const CONTROL_DEVICE: u32 = (FLAGS_QMASK | FLAGS_64BIT | FLAGS_MASKBIT) as u32;
 /// The registers every MSI capability starts with: ID, next pointer, Message Control and the
 /// low Message Address (`+0x00..+0x07`, 6.8.1.1-6.8.1.4).
 #[rustfmt::skip]
-const HEAD: [RegDesc; 4] = [
-    RegDesc::device_ro(0x00, 1, "msi_cap_id"),
-    RegDesc::virt_ro  (0x01, 1, "msi_next")      .init(Init::Builder),
+const HEAD: [RegDesc; 4] = cap_regs!["msi";
     RegDesc::virt_rw  (0x02, 2, "msi_control")   .emu(0xFFFF, !CONTROL_GUEST).init(Init::Device(CONTROL_DEVICE)).kind(RegKind::MsiControl),
     RegDesc::virt_rw  (0x04, 4, "msi_address_lo").emu(u32::MAX, 0x3),
 ];

@@ -38,7 +38,7 @@ use serde::Serialize;
 use xen_abi::passthrough::msi_gflags;
 
 use crate::binding::Vector;
-use crate::config_space::{Init, Layout, RegDesc, RegKind};
+use crate::config_space::{cap_regs, Init, Layout, RegDesc, RegKind};
 
 /// Whether an access of `len` bytes at `offset` (from the start of the table or PBA) is one
 /// the spec defines: an aligned DWORD or QWORD (6.8.2).
@@ -67,9 +67,7 @@ const CONTROL_GUEST: u32 = (FLAGS_ENABLE | FLAGS_MASKALL) as u32;
 
 /// The capability's register table.
 #[rustfmt::skip]
-pub const MSIX_CAP: &[RegDesc] = &[
-    RegDesc::device_ro(0x00, 1, "msix_cap_id"),
-    RegDesc::virt_ro  (0x01, 1, "msix_next")   .init(Init::Builder),
+pub const MSIX_CAP: &[RegDesc] = &cap_regs!["msix";
     RegDesc::virt_rw  (0x02, 2, "msix_control").emu(0xFFFF, !CONTROL_GUEST).init(Init::Device(FLAGS_QSIZE as u32)).kind(RegKind::MsixControl),
     RegDesc::virt_ro  (0x04, 4, "msix_table")  .init(Init::Device(u32::MAX)),
     RegDesc::virt_ro  (0x08, 4, "msix_pba")    .init(Init::Device(u32::MAX)),

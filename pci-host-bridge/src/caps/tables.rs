@@ -7,7 +7,7 @@
 
 #[cfg(doc)]
 use crate::config_space::RegKind;
-use crate::config_space::{Init, RegDesc};
+use crate::config_space::{cap_regs, Init, RegDesc};
 use crate::msi;
 use crate::msix;
 
@@ -33,9 +33,7 @@ pub const EXT_REBAR: u16 = 0x0015;
 
 /// Power Management capability registers.
 #[rustfmt::skip]
-pub const PM: &[RegDesc] = &[
-    RegDesc::device_ro(0x00, 1, "pm_cap_id"),
-    RegDesc::virt_ro  (0x01, 1, "pm_next")   .init(Init::Builder),
+pub const PM: &[RegDesc] = &cap_regs!["pm";
     RegDesc::device_ro(0x02, 2, "pm_pmc")    .emu(0xF9C8, 0xF9C8),
     RegDesc::virt_rw  (0x04, 2, "pm_pmcsr")  .emu(0xFFF7, 0xFFF7 & !0x8103).w1c(0x8000),
     RegDesc::virt_ro  (0x06, 1, "pm_bse"),
@@ -46,9 +44,7 @@ pub const PM_LEN: u16 = 8;
 
 /// PCI Express capability registers (version 1 uses the first 0x24 bytes).
 #[rustfmt::skip]
-pub const PCIE: &[RegDesc] = &[
-    RegDesc::device_ro(0x00, 1, "pcie_cap_id"),
-    RegDesc::virt_ro  (0x01, 1, "pcie_next")    .init(Init::Builder),
+pub const PCIE: &[RegDesc] = &cap_regs!["pcie";
     RegDesc::device_ro(0x02, 2, "pcie_flags"),
     RegDesc::device_ro(0x04, 4, "pcie_devcap")  .emu(0x1000_0000, 0x1000_0000),
     RegDesc::virt_rw  (0x08, 2, "pcie_devctl")  .emu(0xFFFF, 0x8400).init(Init::Device(0x7FFF)),
@@ -79,11 +75,7 @@ pub const PCIE_V1_LEN: u16 = 0x24;
 pub const PCIE_V2_LEN: u16 = 0x3C;
 
 /// Vendor-specific capability header (the body is [`RegKind::Opaque`] bytes).
-#[rustfmt::skip]
-pub const VENDOR: &[RegDesc] = &[
-    RegDesc::device_ro(0x00, 1, "vendor_cap_id"),
-    RegDesc::virt_ro  (0x01, 1, "vendor_next")  .init(Init::Builder),
-];
+pub const VENDOR: &[RegDesc] = &cap_regs!["vendor";];
 
 /// Extended capability header (ID, version and the relinked next pointer, all virtual).
 pub const EXT_HEADER: RegDesc = RegDesc::virt_ro(0, 4, "ext_cap_header").init(Init::Builder);
