@@ -520,8 +520,12 @@ fn check_eventfd(fd: BorrowedFd<'_>) -> Result<(), String> {
         Err(_) => {}
     }
     // The IOAPIC must never block on a peer's fd, whatever flags the peer created it with.
+    // (A peer that made it with EFD_NONBLOCK, as irq-line's client does, costs no F_SETFL.)
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| format!("F_GETFL: {e}"))?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| format!("F_SETFL: {e}"))?;
+    let flags = OFlag::from_bits_truncate(flags);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
+            .map_err(|e| format!("F_SETFL: {e}"))?;
+    }
     Ok(())
 }

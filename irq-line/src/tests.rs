@@ -367,6 +367,23 @@ fn malformed_messages_close_the_peer() {
     ));
 }
 
+/// The server never blocks on a peer's eventfd: one made blocking is set O_NONBLOCK (the flag
+/// is the open file's, so the peer sees it too); one made non-blocking is left as it is.
+#[test]
+fn a_blocking_eventfd_is_made_nonblocking() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let nonblocking = |fd: &EventFd| {
+        OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap())
+            .contains(OFlag::O_NONBLOCK)
+    };
+    let (trigger, resample) = (EventFd::new().unwrap(), EventFd::new().unwrap());
+    assert!(!nonblocking(&trigger) && !nonblocking(&resample));
+    let reg = Frame::Register { pin: 1 }.encode();
+    let (dropped, _, _) = feed(&reg, &[trigger.as_raw_fd(), resample.as_raw_fd()]);
+    assert!(!dropped);
+    assert!(nonblocking(&trigger) && nonblocking(&resample));
+}
+
 #[test]
 fn fds_split_from_their_frame_are_refused() {
     let mut server = IrqLineServer::unbound(24).unwrap();
