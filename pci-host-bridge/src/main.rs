@@ -118,7 +118,7 @@ fn run(r: RunArgs) -> anyhow::Result<()> {
         return if r.broker_worker {
             split::worker(&r, &cfg, &pci)
         } else {
-            split::broker(&cfg, &pci)
+            split::broker(&r, &cfg, &pci)
         };
     }
     if r.broker_worker {

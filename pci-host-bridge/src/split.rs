@@ -61,7 +61,7 @@ fn worker_args(args: impl Iterator<Item = OsString>, broker: u32) -> Vec<OsStrin
 }
 
 /// The broker (see the module docs).
-pub fn broker(cfg: &GuestConfig, pci: &PciConfig) -> anyhow::Result<()> {
+pub fn broker(r: &RunArgs, cfg: &GuestConfig, pci: &PciConfig) -> anyhow::Result<()> {
     let backends = pci
         .devices
         .iter()
@@ -91,8 +91,22 @@ pub fn broker(cfg: &GuestConfig, pci: &PciConfig) -> anyhow::Result<()> {
     let mut child = cmd.spawn().context("starting the worker")?;
     drop(cmd);
     let worker = Pid::from_raw(child.id() as i32);
+    // From here on the broker only answers the worker, signals it, waits for it and hands
+    // back: its own allow-list (ioreq_server::sandbox::apply_broker_filter), so that a broker
+    // subverted through a request can exec nothing, start nothing and open no socket. A
+    // filter that cannot be installed stops the worker and fails the start.
+    if r.common.no_sandbox {
+        tracing::warn!("--no-sandbox: the broker serves without its seccomp filter");
+    } else if let Err(e) = ioreq_server::sandbox::apply_broker_filter(worker.as_raw()) {
+        // Nothing has been served yet: the worker's first request gets EOF, not an answer.
+        let _ = kill(worker, Signal::SIGTERM);
+        drop(mine);
+        let _ = child.wait();
+        return Err(e).context("the broker's seccomp filter");
+    }
     tracing::info!(
         worker = child.id(),
+        filtered = !r.common.no_sandbox,
         "broker: the worker serves; this process keeps the privileged handles"
     );
     let served: std::io::Result<()> = loop {

@@ -51,7 +51,8 @@ use tracing::{info, warn};
 
 pub use proc_status::ProcStatus;
 pub use seccomp::{
-    allowed_syscalls, apply_serving_filter, serving_filters, REFUSED_LOOKUPS, SERVING_IOCTLS,
+    allowed_syscalls, apply_broker_filter, apply_serving_filter, broker_allowed_syscalls,
+    serving_filters, BROKER_IOCTLS, REFUSED_LOOKUPS, SERVING_IOCTLS,
 };
 pub use user::{resolve_user, Identity, Ids, UserSpec, RANGE_BASE_USER, SUGGESTED_BASE_UID};
 

@@ -97,31 +97,18 @@ macro_rules! allow {
     };
 }
 
-fn serving_rules_named() -> Result<Named, SandboxError> {
+/// What every filtered process of the project needs whatever it serves: memory, threads,
+/// time, signals, its sockets' messages, logging, the end.
+fn process_rules_named() -> Result<Named, SandboxError> {
     use libc::*;
-    // getsockopt: the peer's credentials and groups, for socket access, and nothing else.
-    let peer_identity = |opt: c_int| {
-        rule(vec![
-            cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
-            cond(2, Len::Dword, Op::Eq, opt as u64)?,
-        ])
-    };
-    let peer_identity = vec![
-        peer_identity(SO_PEERCRED)?,
-        peer_identity(crate::socket_access::SO_PEERGROUPS)?,
-    ];
     let fd_flags = [F_GETFL, F_SETFL, F_GETFD, F_SETFD].map(|c| c as u64);
-    // The table: one system call per row, grouped by what the serving loop uses it for.
     #[rustfmt::skip]
-    let mut v: Named = vec![
-        // Event channels (evtchn read/write, eventfds on sim), signalfd, control clients'
-        // lines, stderr logging.
-        allow!(SYS_read,            "evtchn/eventfd/signalfd/control reads"),
-        allow!(SYS_write,           "evtchn unmask, eventfd notify, control replies, stderr"),
+    let v: Named = vec![
+        // Event channels (evtchn read/write, eventfds on sim), signalfd, sockets' lines,
+        // stderr logging.
+        allow!(SYS_read,            "evtchn/eventfd/signalfd/socket reads"),
+        allow!(SYS_write,           "evtchn unmask, eventfd notify, replies, stderr"),
         allow!(SYS_close,           "closing clients and passed descriptors"),
-        // privcmd and evtchn requests (only these numbers).
-        allow!(SYS_ioctl if any_of(1, &SERVING_IOCTLS)?,
-               "privcmd DM_OP/MMAPBATCH_V2/MMAP_RESOURCE, evtchn NOTIFY/UNBIND/RESET, FIONBIO"),
         // Guest pages (data_is_ptr) and frames: privcmd VMAs on Xen, memfd pages on sim;
         // allocation. Never executable.
         allow!(SYS_mmap if none_of(2, PROT_EXEC as u64)?,
@@ -132,19 +119,11 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
         allow!(SYS_mremap,          "allocation (realloc)"),
         allow!(SYS_madvise,         "allocation, thread exit"),
         allow!(SYS_brk,             "allocation"),
-        // The event loop.
-        allow!(SYS_poll,            "an INTx source's resample check (irq_line ack_resample), the bridge worker"),
+        allow!(SYS_poll,            "an INTx source's resample check (irq_line ack_resample), the bridge's broker and worker"),
         allow!(SYS_ppoll,           "as poll"),
-        allow!(SYS_epoll_ctl,       "(de)registering descriptors"),
-        allow!(SYS_epoll_wait,      "the loop's wait"),
-        allow!(SYS_epoll_pwait,     "the loop's wait"),
-        allow!(SYS_timerfd_settime, "arming the retry timer"),
-        // Unix sockets: control and irq_line clients, xen-sim's socket.
-        allow!(SYS_accept4,         "control/irq_line connections"),
-        allow!(SYS_getsockopt if peer_identity,
-                                    "SO_PEERCRED and SO_PEERGROUPS only (socket access)"),
-        allow!(SYS_recvmsg,         "irq_line frames + fds, xen-sim replies + fds"),
-        allow!(SYS_sendmsg,         "irq_line frames, xen-sim requests"),
+        // Unix sockets: control and irq_line clients, xen-sim's socket, the broker's pair.
+        allow!(SYS_recvmsg,         "irq_line frames + fds, xen-sim replies + fds, broker requests"),
+        allow!(SYS_sendmsg,         "irq_line frames, xen-sim requests, broker replies"),
         allow!(SYS_recvfrom,        "socket reads (std's read on a socket)"),
         allow!(SYS_sendto,          "socket writes"),
         allow!(SYS_fcntl if any_of(1, &fd_flags)?,
@@ -153,8 +132,6 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
         allow!(SYS_clock_gettime,   "Instant/SystemTime (vDSO fallback)"),
         allow!(SYS_clock_nanosleep, "sleeping"),
         allow!(SYS_nanosleep,       "sleeping"),
-        allow!(SYS_geteuid,         "SO_PEERCRED check"),
-        allow!(SYS_getuid,          "identity"),
         allow!(SYS_getpid,          "abort()"),
         allow!(SYS_gettid,          "abort(), threads"),
         allow!(SYS_getrandom,       "HashMap keys"),
@@ -179,14 +156,116 @@ fn serving_rules_named() -> Result<Named, SandboxError> {
         allow!(SYS_tgkill if any_of(2, &[SIGABRT as u64])?,
                                     "abort() only (SIGABRT)"),
         allow!(SYS_restart_syscall, "restarted waits"),
-        allow!(SYS_wait4,           "reaping the unlinker"),
-        allow!(SYS_unlink,          "teardown's remove_file (fails harmlessly in the root)"),
-        allow!(SYS_unlinkat,        "teardown's remove_file"),
+        allow!(SYS_wait4,           "reaping the unlinker, the broker's worker"),
         allow!(SYS_exit,            "thread exit"),
         allow!(SYS_exit_group,      "process exit"),
     ];
-    v.sort_by_key(|(n, _, _)| *n);
     Ok(v)
+}
+
+/// A process's own rows with [`process_rules_named`]'s, sorted by name.
+fn with_process_rules(mut own: Named) -> Result<Named, SandboxError> {
+    own.extend(process_rules_named()?);
+    own.sort_by_key(|(n, _, _)| *n);
+    Ok(own)
+}
+
+fn serving_rules_named() -> Result<Named, SandboxError> {
+    use libc::*;
+    // getsockopt: the peer's credentials and groups, for socket access, and nothing else.
+    let peer_identity = |opt: c_int| {
+        rule(vec![
+            cond(1, Len::Dword, Op::Eq, SOL_SOCKET as u64)?,
+            cond(2, Len::Dword, Op::Eq, opt as u64)?,
+        ])
+    };
+    let peer_identity = vec![
+        peer_identity(SO_PEERCRED)?,
+        peer_identity(crate::socket_access::SO_PEERGROUPS)?,
+    ];
+    // The serving loop's own rows, then what every process needs.
+    #[rustfmt::skip]
+    let v: Named = vec![
+        // privcmd and evtchn requests (only these numbers).
+        allow!(SYS_ioctl if any_of(1, &SERVING_IOCTLS)?,
+               "privcmd DM_OP/MMAPBATCH_V2/MMAP_RESOURCE, evtchn NOTIFY/UNBIND/RESET, FIONBIO"),
+        // The event loop.
+        allow!(SYS_epoll_ctl,       "(de)registering descriptors"),
+        allow!(SYS_epoll_wait,      "the loop's wait"),
+        allow!(SYS_epoll_pwait,     "the loop's wait"),
+        allow!(SYS_timerfd_settime, "arming the retry timer"),
+        // Control and irq_line connections, and who is at the other end.
+        allow!(SYS_accept4,         "control/irq_line connections"),
+        allow!(SYS_getsockopt if peer_identity,
+                                    "SO_PEERCRED and SO_PEERGROUPS only (socket access)"),
+        allow!(SYS_geteuid,         "SO_PEERCRED check"),
+        allow!(SYS_getuid,          "identity"),
+        allow!(SYS_unlink,          "teardown's remove_file (fails harmlessly in the root)"),
+        allow!(SYS_unlinkat,        "teardown's remove_file"),
+    ];
+    with_process_rules(v)
+}
+
+/// The ioctl requests the bridge's broker issues at run time: passthrough hypercalls on its
+/// unrestricted privcmd handle, and a VFIO function's INTx unmask and reset (linux/vfio.h:
+/// `VFIO_DEVICE_SET_IRQS` = `_IO(VFIO_TYPE, VFIO_BASE + 10)`, `VFIO_DEVICE_RESET` = `+ 11`,
+/// with `VFIO_TYPE` ';' and `VFIO_BASE` 100).
+pub const BROKER_IOCTLS: [u64; 3] = [IOCTL_PRIVCMD_HYPERCALL, 0x3B6E, 0x3B6F];
+
+/// The broker's rows: what it does for the worker and at hand-back, on top of what every
+/// process needs. It stays root (sysfs `enable` checks CAP_SYS_ADMIN on each write, and it
+/// opens `reset`, `driver/unbind` and `drivers_probe` by path when it needs them), so the
+/// filter is what narrows it: no exec, no new process, no socket, no ptrace, no mount, no
+/// module, no signal but SIGTERM to its own worker.
+fn broker_rules_named(worker: libc::pid_t) -> Result<Named, SandboxError> {
+    use libc::*;
+    let to_worker = vec![rule(vec![
+        cond(0, Len::Dword, Op::Eq, worker as u32 as u64)?,
+        cond(1, Len::Dword, Op::Eq, SIGTERM as u64)?,
+    ])?];
+    #[rustfmt::skip]
+    let v: Named = vec![
+        allow!(SYS_ioctl if any_of(1, &BROKER_IOCTLS)?,
+               "privcmd HYPERCALL (passthrough domctls, physdev ops), VFIO SET_IRQS/RESET"),
+        // The host functions' sysfs files (config, resourceN, enable, reset, driver/unbind,
+        // drivers_probe), /dev/uioN, the hypercall buffer.
+        allow!(SYS_openat,          "sysfs files by path, /dev/xen/hypercall on first use"),
+        allow!(SYS_pread64,         "config space, I/O BARs"),
+        allow!(SYS_pwrite64,        "config space, I/O BARs"),
+        allow!(SYS_lseek,           "file reads"),
+        allow!(SYS_fstat,           "file reads (size hint)"),
+        allow!(SYS_statx,           "file reads (size hint)"),
+        allow!(SYS_newfstatat,      "file reads (size hint)"),
+        allow!(SYS_readlink,        "a function's driver link"),
+        allow!(SYS_readlinkat,      "a function's driver link"),
+        allow!(SYS_getdents64,      "a function's uio directory"),
+        allow!(SYS_mlock,           "the hypercall buffer where /dev/xen/hypercall is missing"),
+        allow!(SYS_rename,          "the snapshot backend's config mirror (xen-sim's host device): a temp file renamed over it"),
+        allow!(SYS_kill if to_worker,
+                                    "SIGTERM to its own worker only"),
+    ];
+    with_process_rules(v)
+}
+
+/// The broker's allow-list, by system call (see [`apply_broker_filter`]).
+pub fn broker_allowed_syscalls(worker: libc::pid_t) -> Vec<(&'static str, &'static str)> {
+    broker_rules_named(worker)
+        .map(|v| v.into_iter().map(|(n, _, why)| (n, why)).collect())
+        .unwrap_or_default()
+}
+
+/// Install the broker's allow-list on every thread of the calling process (the bridge's
+/// privileged broker, once its worker runs), with `PR_SET_NO_NEW_PRIVS`: anything else kills
+/// the process (SIGSYS), which its supervisor reports, and the worker then ends with it
+/// (`--exit-with-parent`). `worker`: the only process it may signal, and only with SIGTERM.
+pub fn apply_broker_filter(worker: libc::pid_t) -> Result<(), SandboxError> {
+    let rules = broker_rules_named(worker)?
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
+    let f = compile(rules, "broker filter")?;
+    nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    seccompiler::apply_filter_all_threads(&f).map_err(|e| SandboxError::Seccomp(e.to_string()))
 }
 
 /// Path lookups a failing process may still attempt (std's backtrace printing reads

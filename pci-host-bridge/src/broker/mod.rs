@@ -46,14 +46,17 @@
 //! parent-death SIGTERM. `kill -9` of the broker leaves what a killed bridge left before,
 //! which pvh-dm reclaims as it did.
 //!
-//! Why the broker itself is not deprivileged: it opens host sysfs files at run time by path
-//! (`reset`, `driver/unbind`, `drivers_probe`: root's, mode 0200), and the `enable` file it
-//! writes to turn the host's decode on and off checks `capable(CAP_SYS_ADMIN)` on every write
-//! (Linux drivers/pci/pci-sysfs.c, `enable_store`: "this can crash the machine when done on
-//! the 'wrong' device"), so neither another uid nor an empty capability set would do. What
-//! keeps it small instead is its interface: one typed request at a time from one peer, each
-//! checked by [`policy::BrokerPolicy`] before anything runs. Pre-opening every file it may need
-//! and keeping only CAP_SYS_ADMIN behind a seccomp filter is the next step.
+//! Why the broker keeps root's uid and capabilities: it opens host sysfs files at run time by
+//! path (`reset`, `driver/unbind`, `drivers_probe`: root's, mode 0200), and the `enable` file
+//! it writes to turn the host's decode on and off checks `capable(CAP_SYS_ADMIN)` on every
+//! write (Linux drivers/pci/pci-sysfs.c, `enable_store`: "this can crash the machine when done
+//! on the 'wrong' device"), so neither another uid nor an empty capability set would do. What
+//! keeps it small is its interface, one typed request at a time from one peer, each checked by
+//! [`policy::BrokerPolicy`] before anything runs; and, once the worker runs, a seccomp
+//! allow-list of its own with `PR_SET_NO_NEW_PRIVS` (`ioreq_server::sandbox::apply_broker_filter`,
+//! installed by the binary's `split` module unless `--no-sandbox`): no exec, no new process, no
+//! socket, no signal but SIGTERM to its worker. Pre-opening every file it may need and keeping
+//! only CAP_SYS_ADMIN (and CAP_KILL) is the next step.
 //!
 //! Tested: `tests.rs` here (every kind of refused request reaches neither the channel nor the
 //! backend; accepted ones reach them exactly once; the hand-back), `tests/broker_session.rs`

@@ -1,20 +1,38 @@
 //! A helper process for the sandbox tests: installs the device models' real seccomp filters
 //! (`ioreq_server::sandbox::apply_serving_filter`, the same programs a serving device model
-//! runs under), then makes one system call named on the command line. A forbidden call must
-//! kill it with SIGSYS; an allowed one lets it exit 0; a refused path lookup fails with EACCES
-//! (exit 3).
+//! runs under; with `--broker`, `apply_broker_filter`, the bridge broker's), then makes one
+//! system call named on the command line. A forbidden call must kill it with SIGSYS; an
+//! allowed one lets it exit 0; a refused path lookup fails with EACCES (exit 3).
 //!
-//! `seccomp-probe execve|socket-inet|fork-exec|allowed|open`
+//! `seccomp-probe [--broker] execve|socket-inet|allowed|open|kill-other`
 
 use std::io::Write;
 
 fn main() {
-    let what = std::env::args().nth(1).unwrap_or_default();
-    if let Err(e) = ioreq_server::sandbox::apply_serving_filter() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let broker = args.first().is_some_and(|a| a == "--broker");
+    if broker {
+        args.remove(0);
+    }
+    let what = args.first().cloned().unwrap_or_default();
+    // The broker's one signal target: a pid that is not this process's.
+    let worker = std::process::id() as i32 + 100_000;
+    let installed = if broker {
+        ioreq_server::sandbox::apply_broker_filter(worker)
+    } else {
+        ioreq_server::sandbox::apply_serving_filter()
+    };
+    if let Err(e) = installed {
         eprintln!("seccomp-probe: installing the filter: {e}");
         std::process::exit(2);
     }
     match what.as_str() {
+        "kill-other" => {
+            // Signal 0 to itself: harmless if let through; the broker may signal its worker
+            // only.
+            let r = nix::sys::signal::kill(nix::unistd::Pid::this(), None);
+            eprintln!("seccomp-probe: kill(self, 0) returned {r:?}");
+        }
         "execve" => {
             let sh = c"/bin/true";
             let r = nix::unistd::execv(sh, &[sh]);
@@ -46,8 +64,10 @@ fn main() {
             );
             std::process::exit(0);
         }
-        "open" => match std::fs::File::open("/etc/hostname") {
+        // The serving filter refuses path lookups; the broker opens its sysfs files by path.
+        "open" => match std::fs::read_to_string("/proc/self/status") {
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => std::process::exit(3),
+            Ok(_) if broker => std::process::exit(0),
             r => eprintln!("seccomp-probe: open returned {r:?}"),
         },
         other => {
