@@ -240,7 +240,10 @@ fn broker_rules_named(worker: libc::pid_t) -> Result<Named, SandboxError> {
         allow!(SYS_readlinkat,      "a function's driver link"),
         allow!(SYS_getdents64,      "a function's uio directory"),
         allow!(SYS_mlock,           "the hypercall buffer where /dev/xen/hypercall is missing"),
-        allow!(SYS_rename,          "the snapshot backend's config mirror (xen-sim's host device): a temp file renamed over it"),
+        // The snapshot backend (xen-sim's host device), which the broker runs as it runs
+        // sysfs: its config mirror, and the socket that hands a test its INTx eventfd.
+        allow!(SYS_rename,          "the snapshot backend's config mirror: a temp file renamed over it"),
+        allow!(SYS_accept4,         "the snapshot backend's INTx eventfd socket"),
         allow!(SYS_kill if to_worker,
                                     "SIGTERM to its own worker only"),
     ];
