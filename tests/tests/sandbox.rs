@@ -223,7 +223,7 @@ fn probe(what: &str) -> std::process::ExitStatus {
 
 #[test]
 fn the_real_filter_kills_a_forbidden_call_with_sigsys() {
-    for what in ["execve", "socket-inet"] {
+    for what in ["execve", "socket-inet", "spawn"] {
         let st = probe(what);
         assert_eq!(
             st.signal(),
@@ -242,7 +242,7 @@ fn the_real_filter_kills_a_forbidden_call_with_sigsys() {
 /// (a thread, allocation, a file opened by path as it opens sysfs files) go through.
 #[test]
 fn the_broker_filter_kills_a_forbidden_call_with_sigsys() {
-    for what in ["execve", "socket-inet", "kill-other"] {
+    for what in ["execve", "socket-inet", "spawn", "kill-other"] {
         let st = probe(&format!("--broker {what}"));
         assert_eq!(
             st.signal(),

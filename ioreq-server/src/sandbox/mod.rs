@@ -52,7 +52,7 @@ use tracing::{info, warn};
 pub use proc_status::ProcStatus;
 pub use seccomp::{
     allowed_syscalls, apply_broker_filter, apply_serving_filter, broker_allowed_syscalls,
-    serving_filters, BROKER_IOCTLS, REFUSED_LOOKUPS, SERVING_IOCTLS,
+    serving_filters, BROKER_IOCTLS, NOSYS_CALLS, REFUSED_LOOKUPS, SERVING_IOCTLS,
 };
 pub use user::{resolve_user, Identity, Ids, UserSpec, RANGE_BASE_USER, SUGGESTED_BASE_UID};
 
@@ -122,7 +122,7 @@ pub struct Policy {
 #[derive(Debug)]
 pub struct Sandbox {
     unlinker: Option<Unlinker>,
-    filters: [BpfProgram; 2],
+    filters: [BpfProgram; 3],
     nofile: u64,
 }
 

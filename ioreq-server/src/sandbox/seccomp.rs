@@ -139,7 +139,9 @@ fn process_rules_named() -> Result<Named, SandboxError> {
         // Threads (the loop may start a waker thread after the filter is in).
         allow!(SYS_clone if all_of(0, Len::Qword, CLONE_THREAD as u64)?,
                                     "threads only (CLONE_THREAD)"),
-        allow!(SYS_clone3,          "threads (glibc's pthread_create)"),
+        // clone3's flags sit in a struct a filter cannot read, so its answer is ENOSYS
+        // ([`NOSYS_CALLS`]); glibc's pthread_create then falls back to clone, checked above.
+        allow!(SYS_clone3,          "answered ENOSYS by its own program (NOSYS_CALLS)"),
         allow!(SYS_futex,           "locks, joins"),
         allow!(SYS_set_robust_list, "new threads"),
         allow!(SYS_rseq,            "new threads"),
@@ -266,9 +268,16 @@ pub fn apply_broker_filter(worker: libc::pid_t) -> Result<(), SandboxError> {
         .into_iter()
         .map(|(_, r, _)| r)
         .collect();
-    let f = compile(rules, "broker filter")?;
+    let programs = [
+        errno_program(&NOSYS_CALLS, libc::ENOSYS, "ENOSYS filter")?,
+        compile(rules, "broker filter")?,
+    ];
     nix::sys::prctl::set_no_new_privs().map_err(sys("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-    seccompiler::apply_filter_all_threads(&f).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    for f in &programs {
+        seccompiler::apply_filter_all_threads(f)
+            .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Path lookups a failing process may still attempt (std's backtrace printing reads
@@ -282,35 +291,50 @@ pub const REFUSED_LOOKUPS: [(&str, i64); 5] = [
     ("statx", libc::SYS_statx),
 ];
 
-/// The seccomp programs a serving device model runs under, in the order they are installed.
-/// The second is the allow-list ([`allowed_syscalls`], each with its argument checks, plus
-/// [`REFUSED_LOOKUPS`]); anything else kills the process (SIGSYS). The first answers
-/// [`REFUSED_LOOKUPS`] with EACCES and allows the rest; the kernel runs both and the stricter answer wins (seccomp(2), "the
-/// return value ... with the highest precedence"), so those lookups fail instead of being made
-/// or killing a process that is only printing its error.
-pub fn serving_filters() -> Result<[BpfProgram; 2], SandboxError> {
+/// System calls answered ENOSYS without being made: `clone3`, whose flags (a new process or
+/// a thread) are in a struct behind a pointer that a seccomp filter cannot read. glibc's
+/// `pthread_create` falls back to `clone` on ENOSYS, whose flags the allow-lists check
+/// (`CLONE_THREAD` only), so threads still start and no new process does (Firecracker answers
+/// clone3 the same way).
+pub const NOSYS_CALLS: [(&str, i64); 1] = [("clone3", libc::SYS_clone3)];
+
+/// A program that answers `calls` with `errno` and allows everything else; installed beside
+/// an allow-list, the stricter answer wins (seccomp(2), "the return value ... with the
+/// highest precedence").
+fn errno_program(
+    calls: &[(&str, i64)],
+    errno: i32,
+    what: &str,
+) -> Result<BpfProgram, SandboxError> {
+    let f = SeccompFilter::new(
+        calls.iter().map(|(_, n)| (*n, Vec::new())).collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        target_arch()?,
+    )
+    .map_err(|e| SandboxError::Seccomp(format!("{what}: {e}")))?;
+    f.try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(format!("{what}: {e}")))
+}
+
+/// The seccomp programs a serving device model runs under, in the order they are installed;
+/// the last is the allow-list ([`allowed_syscalls`], each with its argument checks, plus
+/// [`REFUSED_LOOKUPS`]), and anything it does not list kills the process (SIGSYS). The first
+/// answers [`REFUSED_LOOKUPS`] with EACCES, so those lookups fail instead of being made or
+/// killing a process that is only printing its error; the second answers [`NOSYS_CALLS`] with
+/// ENOSYS. The kernel runs all three and the stricter answer wins.
+pub fn serving_filters() -> Result<[BpfProgram; 3], SandboxError> {
     let mut allow: Vec<(i64, Vec<SeccompRule>)> = serving_rules_named()?
         .into_iter()
         .map(|(_, r, _)| r)
         .collect();
     allow.extend(REFUSED_LOOKUPS.iter().map(|(_, n)| (*n, Vec::new())));
     let allow = compile(allow, "serving filter")?;
-    let refuse = SeccompFilter::new(
-        REFUSED_LOOKUPS
-            .iter()
-            .map(|(_, n)| (*n, Vec::new()))
-            .collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
-        target_arch()?,
-    )
-    .map_err(|e| SandboxError::Seccomp(format!("lookup filter: {e}")))?;
-    let refuse: BpfProgram = refuse.try_into().map_err(|e: seccompiler::BackendError| {
-        SandboxError::Seccomp(format!("lookup filter: {e}"))
-    })?;
+    let refuse = errno_program(&REFUSED_LOOKUPS, libc::EACCES, "lookup filter")?;
+    let nosys = errno_program(&NOSYS_CALLS, libc::ENOSYS, "ENOSYS filter")?;
     // In this order: seccompiler sets PR_SET_NO_NEW_PRIVS before each program, which the
     // allow-list does not allow once it is in.
-    Ok([refuse, allow])
+    Ok([refuse, nosys, allow])
 }
 
 /// Install [`serving_filters`] on every thread of the calling process, with

@@ -58,8 +58,20 @@ fn status_fields_parse() {
 
 #[test]
 fn filters_compile() {
-    assert!(serving_filters().unwrap()[1].len() > 50);
+    assert!(serving_filters().unwrap()[2].len() > 50);
     unlinker_filter().unwrap();
     assert!(allowed_syscalls().iter().any(|(n, _)| *n == "ioctl"));
     assert!(!allowed_syscalls().iter().any(|(n, _)| *n == "execve"));
+    // The broker's list: its ioctl and its one signal, no exec, fork or socket.
+    let broker: Vec<&str> = broker_allowed_syscalls(4242)
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(broker.contains(&"ioctl") && broker.contains(&"kill"));
+    for forbidden in ["execve", "fork", "vfork", "socket", "ptrace", "mount"] {
+        assert!(
+            !broker.contains(&forbidden),
+            "{forbidden} in the broker's list"
+        );
+    }
 }

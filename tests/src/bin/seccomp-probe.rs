@@ -4,7 +4,7 @@
 //! system call named on the command line. A forbidden call must kill it with SIGSYS; an
 //! allowed one lets it exit 0; a refused path lookup fails with EACCES (exit 3).
 //!
-//! `seccomp-probe [--broker] execve|socket-inet|allowed|open|kill-other`
+//! `seccomp-probe [--broker] execve|socket-inet|spawn|allowed|open|kill-other`
 
 use std::io::Write;
 
@@ -27,6 +27,13 @@ fn main() {
         std::process::exit(2);
     }
     match what.as_str() {
+        // A new process: std's spawn goes through glibc's posix_spawn, which tries clone3
+        // (answered ENOSYS: its flags are out of a filter's reach) and falls back to clone
+        // without CLONE_THREAD, which kills. Let through, it runs /bin/true and exits 1 below.
+        "spawn" => {
+            let r = std::process::Command::new("/bin/true").spawn();
+            eprintln!("seccomp-probe: spawn returned {r:?}");
+        }
         "kill-other" => {
             // Signal 0 to itself: harmless if let through; the broker may signal its worker
             // only.
